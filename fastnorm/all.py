@@ -1,0 +1,11 @@
+"`from fastnorm.all import *` gives every user-facing name"
+from . import __version__
+from .audio import *
+from .spec import *
+from .synth import *
+from .data import *
+from .cache import *
+from .stats import *
+from .norm import *
+from .augment import *
+from .show import *

@@ -1,0 +1,106 @@
+"Audio core: `AudioTensor` with its sample rate, loading through soundfile, per-clip normalization, crop/pad and `AudioBlock`."
+from __future__ import annotations
+from pathlib import Path
+from functools import partial
+import numpy as np, torch, soundfile as sf
+import torchaudio.functional as AF
+from fastai.torch_core import TensorBase
+from fastai.data.block import TransformBlock
+from fastai.data.transforms import DisplayedTransform
+from fastai.vision.augment import RandTransform
+from fastcore.basics import store_attr
+
+__all__ = ['AudioLoadError', 'load_audio', 'AudioTensor', 'AudioNormalize', 'CropPad', 'AudioBlock', 'AUDIO_EXTS']
+
+AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.aiff', '.aif')
+
+class AudioLoadError(ValueError):
+    "An audio file that exists but cannot be used: corrupt, empty, or holding NaN/Inf samples"
+
+def load_audio(path, # WAV, FLAC, OGG or AIFF file
+               sr:int|None=None, # Resample to this rate (Hz); `None` keeps the file's rate
+               mono:bool=True, # Downmix to one channel
+              )->tuple[torch.Tensor,int]:
+    "Load `path` as float32 `[channels, samples]` and its sample rate; errors name the file"
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"Audio file not found: {path}")
+    if sr is not None and sr <= 0: raise ValueError(f"`sr` must be a positive sample rate in Hz ({sr} given)")
+    try: data, file_sr = sf.read(str(path), dtype='float32', always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioLoadError(f"Could not decode audio file {path}: {e}") from e
+    if data.shape[0] == 0: raise AudioLoadError(f"Audio file {path} is empty: it holds 0 samples")
+    x = torch.from_numpy(np.ascontiguousarray(data.T))
+    if not torch.isfinite(x).all():
+        raise AudioLoadError(f"Audio file {path} contains {int((~torch.isfinite(x)).sum())} NaN or Inf samples")
+    if mono and x.shape[0] > 1: x = x.mean(0, keepdim=True)
+    if sr is not None and sr != file_sr: x, file_sr = AF.resample(x, file_sr, sr), sr
+    return x, int(file_sr)
+
+class AudioTensor(TensorBase):
+    "Waveform `[C,N]` (a batch: `[B,C,N]`), float32, carrying its sample rate `sr` through slicing and batching"
+    @classmethod
+    def create(cls, fn, sr:int|None=None, mono:bool=True, **kwargs):
+        "Load a file (or wrap an array/tensor, which then needs `sr`)"
+        if isinstance(fn, (str, Path)): x, sr = load_audio(fn, sr=sr, mono=mono)
+        else:
+            if sr is None: raise ValueError("`sr` is needed to make an AudioTensor from an array")
+            x = torch.as_tensor(fn, dtype=torch.float32)
+            if x.ndim == 1: x = x[None]
+        return cls(x, sr=sr, **kwargs)
+
+    @property
+    def nsamples(self): return self.shape[-1]
+    @property
+    def duration(self): return self.shape[-1] / self.sr
+
+    def show(self, ctx=None, title=None, figsize=(6,2), **kwargs):
+        "Plot the waveform against time in seconds"
+        import matplotlib.pyplot as plt
+        if ctx is None: _, ctx = plt.subplots(figsize=figsize)
+        x = self.detach().cpu().float()
+        x = x.reshape(-1, x.shape[-1])
+        t = np.arange(x.shape[-1]) / self.sr
+        for c in range(x.shape[0]): ctx.plot(t, x[c].numpy(), lw=0.5, label=f'ch {c}' if x.shape[0] > 1 else None, **kwargs)
+        ctx.set_xlim(0, t[-1] if len(t) else 1); ctx.set_xlabel('time (s)'); ctx.set_ylabel('amplitude')
+        if title is not None: ctx.set_title(title)
+        return ctx
+
+class AudioNormalize(DisplayedTransform):
+    "Per-clip waveform normalization to zero mean and unit std over channels and samples; a silent clip gives zeros"
+    order = 1  # before the spectrogram transform
+    def __init__(self, eps:float=1e-8): # clips with std below `eps` are treated as silent
+        store_attr()
+    def encodes(self, x:AudioTensor):
+        xf = x.float()
+        mean = xf.mean((-2,-1), keepdim=True)
+        std = xf.std((-2,-1), keepdim=True, unbiased=False)
+        ok = std > self.eps
+        return torch.where(ok, (xf - mean) / torch.where(ok, std, torch.ones_like(std)), torch.zeros_like(xf))
+
+class CropPad(RandTransform):
+    "Crop or zero-pad every clip to `duration` seconds: a random crop on the training set, a centred one on validation"
+    split_idx, order = None, 20
+    def __init__(self, duration:float, # target length in seconds
+                 pad:str='end', # where short clips get their zeros: 'end' or 'both' (centred)
+                ):
+        if duration <= 0: raise ValueError(f"`duration` must be positive ({duration} given)")
+        if pad not in ('end', 'both'): raise ValueError(f"`pad` must be 'end' or 'both' ({pad!r} given)")
+        super().__init__(p=1.)
+        store_attr()
+    def before_call(self, b, split_idx): self.train = split_idx == 0
+    def encodes(self, x:AudioTensor):
+        n, cur = int(round(self.duration * x.sr)), x.shape[-1]
+        if cur > n:
+            start = int(torch.randint(0, cur - n + 1, ())) if self.train else (cur - n) // 2
+            return x[..., start:start + n]
+        if cur < n:
+            left = (n - cur) // 2 if self.pad == 'both' else 0
+            return torch.nn.functional.pad(x, (left, n - cur - left))
+        return x
+
+def AudioBlock(sr:int|None=16000, # resample every clip to this rate (Hz)
+               duration:float|None=None, # crop/pad every clip to this length (s) so batches collate
+               mono:bool=True, # downmix to one channel
+              ):
+    "A `TransformBlock` for audio files: load with soundfile, resample, crop/pad to one length"
+    return TransformBlock(type_tfms=partial(AudioTensor.create, sr=sr, mono=mono), item_tfms=CropPad(duration) if duration else None)

@@ -1,0 +1,24 @@
+import os, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent/'shared'/'data'
+EXAMPLES = SHARED/'examples'
+FSDD = SHARED/'fsdd'/'recordings'
+
+# every test session (and the notebooks it runs) gets its own fastnorm home, so no test reads a user's cache
+if 'FASTNORM_HOME' not in os.environ:
+    import tempfile
+    os.environ['FASTNORM_HOME'] = tempfile.mkdtemp(prefix='fastnorm-test-')
+os.environ.setdefault('MPLBACKEND', 'Agg')
+
+def needs(path):
+    "Skip a test cleanly when the shared data it reads is absent"
+    return pytest.mark.skipif(not Path(path).exists(), reason=f"shared data not found: {path}")
+
+@pytest.fixture(scope='session')
+def tiny_esc50(tmp_path_factory):
+    "A small embedded dataset in ESC-50's layout: 4 classes x 10 clips of 1 s at 8 kHz"
+    from fastnorm.synth import synth_esc50
+    return synth_esc50(tmp_path_factory.mktemp('synth')/'tiny', seed=0, n_classes=4, clips_per_class=10, seconds=1.0, sr=8000)
