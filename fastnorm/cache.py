@@ -1,0 +1,117 @@
+"Feature cache: a dataset's spectrograms computed once into a `.npy` memmap with an index, reused on the next call."
+from __future__ import annotations
+import hashlib, json, os, shutil, tempfile
+from pathlib import Path
+import numpy as np, pandas as pd, torch
+from fastai.data.block import TransformBlock
+from fastai.data.transforms import Transform
+from fastai.data.core import TfmdDL
+from fasttransform import Pipeline
+from fastprogress.fastprogress import progress_bar
+from .audio import AudioTensor, AudioNormalize, CropPad
+from .spec import SpecConfig, TensorSpec, MelSpec
+from .utils import fastnorm_home
+from . import __version__
+
+__all__ = ['SpecCache', 'CachedSpec', 'CachedSpecDL', 'SpecCacheBlock']
+
+def _files_key(files)->str:
+    "Hash of the file list: names, sizes and modification times, in order"
+    h = hashlib.sha1()
+    for f in files:
+        st = Path(f).stat()
+        h.update(f'{f}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
+    return h.hexdigest()
+
+class SpecCache:
+    "Spectrograms of `files` (as `SpecCache.build` made them) in `data.npy` (a memmap) with `index.csv`; `cache[file]` is a `TensorSpec`"
+    def __init__(self, path):
+        self.path = Path(path)
+        self.meta = json.loads((self.path/'meta.json').read_text())
+        self.cfg = SpecConfig(**self.meta['cfg'])
+        self.index = pd.read_csv(self.path/'index.csv')
+        self.rows = dict(zip(self.index['file'], self.index['row']))
+        self.data = np.load(self.path/'data.npy', mmap_mode='r')
+
+    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != 'data'}  # workers reopen the memmap
+    def __setstate__(self, d): self.__dict__.update(d); self.data = np.load(self.path/'data.npy', mmap_mode='r')
+    def __len__(self): return len(self.rows)
+    def __repr__(self): return f"SpecCache({self.path}, {len(self)} items of shape {tuple(self.data.shape[1:])})"
+    def __getitem__(self, file)->TensorSpec:
+        key = str(file)
+        if key not in self.rows: raise KeyError(f"{file} is not in the feature cache at {self.path}")
+        return TensorSpec(torch.from_numpy(np.array(self.data[self.rows[key]])), cfg=self.cfg)
+
+    @staticmethod
+    def key(files, cfg:SpecConfig, duration:float, wave_norm:bool)->str:
+        spec = json.dumps(dict(files=_files_key(files), cfg=cfg.to_dict(), duration=float(duration), wave_norm=bool(wave_norm), fmt=1), sort_keys=True)
+        return hashlib.sha1(spec.encode()).hexdigest()[:16]
+
+    @classmethod
+    def build(cls, files, # audio files, in the order of the index
+              cfg:SpecConfig, # spectrogram settings
+              duration:float, # every clip is centre-cropped / padded to this length (s), as at validation
+              wave_norm:bool=False, # apply `AudioNormalize` to each clip first
+              dest=None, # cache folder; default: $FASTNORM_HOME/cache/<key>
+              bs:int=32, # clips per spectrogram batch
+              progress:bool=True, # show a fastprogress bar
+             )->SpecCache:
+        "Compute (or reuse, when the files and settings are unchanged) the spectrograms of `files`"
+        files = [str(f) for f in files]
+        if not files: raise ValueError("`files` is empty: nothing to cache")
+        key = cls.key(files, cfg, duration, wave_norm)
+        dest = Path(dest) if dest is not None else fastnorm_home()/'cache'/key
+        if (dest/'meta.json').is_file() and json.loads((dest/'meta.json').read_text()).get('key') == key: return cls(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.tmp-'))
+        try:
+            crop, tospec, norm = CropPad(duration), MelSpec(cfg=cfg), AudioNormalize()
+            n = int(round(duration*cfg.sr))
+            shape = (len(files), 1, cfg.n_freq, cfg.n_frames(n))
+            mm = np.lib.format.open_memmap(tmp/'data.npy', mode='w+', dtype=np.float32, shape=shape)
+            starts = range(0, len(files), bs)
+            for s in (progress_bar(starts) if progress else starts):
+                x = torch.stack([crop(AudioTensor.create(f, sr=cfg.sr), split_idx=1) for f in files[s:s+bs]])
+                x = AudioTensor(x, sr=cfg.sr)
+                if wave_norm: x = norm(x)
+                mm[s:s+len(x)] = tospec(x).numpy()
+            mm.flush(); del mm
+            pd.DataFrame(dict(file=files, row=range(len(files)))).to_csv(tmp/'index.csv', index=False)
+            (tmp/'meta.json').write_text(json.dumps(dict(key=key, cfg=cfg.to_dict(), duration=duration, wave_norm=wave_norm,
+                                                         shape=shape, fastnorm=__version__)))
+            if dest.exists(): shutil.rmtree(dest)
+            tmp.rename(dest)
+        finally:
+            if tmp.exists(): shutil.rmtree(tmp)
+        return cls(dest)
+
+class CachedSpec(Transform):
+    "Type transform: an audio file path to its cached `TensorSpec`"
+    def __init__(self, cache:SpecCache): self.cache = cache
+    def encodes(self, fn)->TensorSpec: return self.cache[fn]
+
+class CachedSpecDL(TfmdDL):
+    "A `TfmdDL` over a `SpecCacheBlock` dataset that reads each batch with one memmap slice instead of item by item"
+    def _index(self):
+        "Cache rows and labels of this DataLoader's items, worked out once through the item pipeline"
+        ds = self.dataset
+        if getattr(self, '_idx_for', None) is not ds:
+            fs = list(ds.tls[0].tfms.fs)
+            k = next(i for i, f in enumerate(fs) if isinstance(f, CachedSpec))
+            self._cache, items = fs[k].cache, ds.tls[0].items
+            keys = [Pipeline(fs[:k])(items.iloc[i] if hasattr(items, 'iloc') else items[i]) for i in range(len(ds))]
+            self._rows = np.array([self._cache.rows[str(f)] for f in keys])
+            self._ys = [torch.stack([tl[i] for i in range(len(ds))]) for tl in ds.tls[1:]]
+            self._idx_for = ds
+        return self._rows, self._ys
+
+    def do_item(self, s): return 0 if s is None else s
+    def do_batch(self, b):
+        rows, ys = self._index()
+        idx = np.asarray(b)
+        x = TensorSpec(torch.from_numpy(self._cache.data[rows[idx]]), cfg=self._cache.cfg)
+        return (x, *[y[torch.from_numpy(idx)] for y in ys])
+
+def SpecCacheBlock(cache:SpecCache):
+    "A `TransformBlock` whose items are audio file paths and whose inputs are their cached `TensorSpec`s, loaded a batch at a time"
+    return TransformBlock(type_tfms=CachedSpec(cache), dl_type=CachedSpecDL)

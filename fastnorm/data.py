@@ -1,0 +1,174 @@
+"Data: DataBlocks for ESC-50 and folders in its layout (cross-validation by fold), FSDD and class-per-folder datasets."
+from __future__ import annotations
+import re, socket
+from pathlib import Path
+import pandas as pd, soundfile as sf
+from fastai.data.block import DataBlock, CategoryBlock
+from fastai.data.transforms import ColReader, RandomSplitter
+from .audio import AudioBlock, AudioNormalize, AUDIO_EXTS
+from .spec import SpecConfig, SPEC_PRESETS, MelSpec
+from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
+
+__all__ = ['ESC50_COLUMNS', 'read_esc50_csv', 'CrossValidationSplitter', 'spec_config', 'audio_dblock', 'check_batch_size',
+           'esc50_dblock', 'esc50_dls', 'esc50', 'fsdd_items', 'FSDDSplitter', 'fsdd_dls', 'folder_items', 'folder_dls']
+
+ESC50_COLUMNS = ['filename', 'fold', 'target', 'category', 'esc10', 'src_file', 'take']
+
+def read_esc50_csv(path)->pd.DataFrame:
+    "Read `path/meta/esc50.csv` of a folder in ESC-50's layout, checking its columns and files; adds a `path` column"
+    path = Path(path); csv = path/'meta'/'esc50.csv'
+    if not csv.is_file(): raise FileNotFoundError(f"{path} is not in ESC-50's layout: expected {csv} (and the clips in {path/'audio'})")
+    df = pd.read_csv(csv)
+    missing = [c for c in ESC50_COLUMNS if c not in df.columns]
+    if missing: raise ValueError(f"{csv} is missing column(s) {missing}: ESC-50's csv has {ESC50_COLUMNS}")
+    if len(df) == 0: raise ValueError(f"{csv} lists no clips")
+    df['path'] = [str(path/'audio'/f) for f in df['filename']]
+    absent = [f for f in df['path'] if not Path(f).is_file()]
+    if absent: raise FileNotFoundError(f"{len(absent)} clip(s) listed in {csv} are missing, e.g. {absent[0]}")
+    return df
+
+def CrossValidationSplitter(fold:int=1, # the validation fold
+                            col:str='fold', # column holding each item's fold
+                           ):
+    "Split a DataFrame: items of `fold` are the validation set, all others train"
+    def _inner(df):
+        folds = sorted(df[col].unique().tolist())
+        if fold not in folds: raise ValueError(f"fold {fold!r} does not exist: the data has folds {folds} in column {col!r}")
+        valid = (df[col] == fold).values
+        return (~valid).nonzero()[0].tolist(), valid.nonzero()[0].tolist()
+    return _inner
+
+def spec_config(spec='quick', sr:int|None=None)->SpecConfig:
+    "A `SpecConfig` from a preset name, a `SpecConfig` or a `MelSpec`; `sr` overrides its sample rate"
+    if isinstance(spec, MelSpec): cfg = spec.cfg
+    elif isinstance(spec, SpecConfig): cfg = spec
+    elif isinstance(spec, str):
+        if spec not in SPEC_PRESETS: raise ValueError(f"Unknown spectrogram preset {spec!r}: choose from {sorted(SPEC_PRESETS)}")
+        cfg = SPEC_PRESETS[spec]
+    else: raise TypeError(f"`spec` must be a preset name, a SpecConfig or a MelSpec ({type(spec).__name__} given)")
+    return cfg if sr is None or sr == cfg.sr else cfg.replace(sr=sr)
+
+def audio_dblock(splitter, # a fastai splitter over the items (rows of a DataFrame with `path` and `label`)
+                 cfg:SpecConfig, # spectrogram settings (its `sr` is the rate every clip is resampled to)
+                 duration:float, # crop/pad every clip to this length (s)
+                 wave_norm:bool=False, # per-clip `AudioNormalize` before the spectrogram
+                 batch_tfms=None, # more batch transforms (normalization, SpecAugment)
+                 cache:bool|SpecCache=False, # spectrograms from a feature cache instead of on the fly
+                 files=None, # with `cache=True`: the files to cache
+                 label_col:str='label', # column holding the label
+                )->DataBlock:
+    "The DataBlock every dataset here shares: audio -> (waveform norm) -> spectrogram, labelled by `label_col`"
+    tfms = list(batch_tfms or [])
+    if cache is not False:
+        if cache is True: cache = SpecCache.build(files, cfg, duration, wave_norm=wave_norm)
+        blocks = (SpecCacheBlock(cache), CategoryBlock)
+    else:
+        blocks = (AudioBlock(sr=cfg.sr, duration=duration), CategoryBlock)
+        tfms = ([AudioNormalize()] if wave_norm else []) + [MelSpec(cfg=cfg)] + tfms
+    return DataBlock(blocks=blocks, get_x=ColReader('path'), get_y=ColReader(label_col), splitter=splitter, batch_tfms=tfms)
+
+def check_batch_size(n_train:int, bs:int, what:str='the training set'):
+    "Fail before training when the training set cannot fill one batch"
+    if bs < 1: raise ValueError(f"`bs` must be at least 1 ({bs} given)")
+    if n_train < bs: raise ValueError(f"bs={bs} is larger than {what} ({n_train} items): lower `bs` to at most {n_train}")
+
+def _duration(df, duration):
+    if duration is not None:
+        if duration <= 0: raise ValueError(f"`duration` must be positive ({duration} given)")
+        return float(duration)
+    return sf.info(df['path'].iloc[0]).duration
+
+def esc50_dblock(path, # a folder in ESC-50's layout
+                 fold:int=1, # validation fold
+                 spec='quick', # spectrogram preset name, SpecConfig or MelSpec
+                 sr:int|None=None, # resample to this rate; default: the spectrogram's
+                 duration:float|None=None, # clip length (s); default: the first clip's
+                 wave_norm:bool=False, # per-clip AudioNormalize on the waveform
+                 batch_tfms=None, # more batch transforms
+                 cache:bool=False, # use the feature cache (spectrograms made once)
+                )->DataBlock:
+    "A `DataBlock` for ESC-50 or any folder in its layout, labelled by `category`, fold `fold` as validation"
+    df = read_esc50_csv(path)
+    return audio_dblock(CrossValidationSplitter(fold), spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms,
+                        cache, files=df['path'], label_col='category')
+
+def _dls(dblock, df, bs, splitter, **kwargs):
+    check_batch_size(len(splitter(df)[0]), bs)
+    if dblock.dl_type is CachedSpecDL:
+        kwargs.setdefault('num_workers', 0)  # a memmap slice per batch: worker processes would only add start-up time
+    return dblock.dataloaders(df, bs=bs, **kwargs)
+
+def esc50_dls(path, fold:int=1, bs:int=32, spec='quick', sr=None, duration=None, wave_norm=False, batch_tfms=None,
+              cache=False, **kwargs):
+    "`DataLoaders` from `esc50_dblock` (same arguments, plus `bs` and fastai's `dataloaders` kwargs)"
+    df = read_esc50_csv(path)
+    dblock = esc50_dblock(path, fold, spec, sr, duration, wave_norm, batch_tfms, cache)
+    return _dls(dblock, df, bs, CrossValidationSplitter(fold), **kwargs)
+
+def esc50(path=None, # a local copy of ESC-50 (the folder holding audio/ and meta/); default: fastai's download
+          timeout:float=20., # seconds to wait for the network before failing
+         )->Path:
+    "The real ESC-50: a local folder, or fastai's `untar_data(URLs.ESC50)` (downloads once, then reuses)"
+    if path is not None:
+        read_esc50_csv(path); return Path(path)
+    from fastai.data.external import untar_data, URLs
+    old = socket.getdefaulttimeout(); socket.setdefaulttimeout(timeout)
+    try: return Path(untar_data(URLs.ESC50))
+    except Exception as e:
+        raise RuntimeError(f"Could not get ESC-50 with untar_data(URLs.ESC50): {type(e).__name__}: {e}\n"
+                           "Offline? Use a local copy: esc50('/path/to/ESC-50-master') or `fastnorm compare --data /path/to/ESC-50-master`, "
+                           "or the embedded dataset: synth_esc50() / `--data synth`.") from e
+    finally: socket.setdefaulttimeout(old)
+
+FSDD_RE = re.compile(r'^(\d)_([A-Za-z]+)_(\d+)\.wav$')
+
+def fsdd_items(path)->pd.DataFrame:
+    "FSDD recordings `{digit}_{speaker}_{take}.wav` in `path` as a DataFrame: path, label (digit), speaker, take"
+    path = Path(path)
+    if not path.is_dir(): raise FileNotFoundError(f"FSDD folder not found: {path}")
+    files = sorted(path.glob('*.wav'))
+    rows = [(str(f), *m.groups()) for f in files if (m := FSDD_RE.match(f.name))]
+    if not rows: raise ValueError(f"{path} holds no FSDD recordings named {{digit}}_{{speaker}}_{{take}}.wav (e.g. 7_jackson_32.wav)")
+    df = pd.DataFrame(rows, columns=['path', 'label', 'speaker', 'take'])
+    df['take'] = df['take'].astype(int)
+    return df
+
+def FSDDSplitter(by:str='take', # 'take': takes `test_takes` are validation (like AVMNIST); 'speaker': `test_speaker` is
+                 test_takes=range(5), test_speaker:str|None=None):
+    "Split FSDD items by take (takes 0-4 as test, like AVMNIST) or by speaker (one held-out speaker)"
+    if by not in ('take', 'speaker'): raise ValueError(f"`by` must be 'take' or 'speaker' ({by!r} given)")
+    def _inner(df):
+        if by == 'take': valid = df['take'].isin(list(test_takes)).values
+        else:
+            speakers = sorted(df['speaker'].unique())
+            spk = test_speaker if test_speaker is not None else speakers[0]
+            if spk not in speakers: raise ValueError(f"test_speaker {spk!r} does not exist: speakers are {speakers}")
+            valid = (df['speaker'] == spk).values
+        return (~valid).nonzero()[0].tolist(), valid.nonzero()[0].tolist()
+    return _inner
+
+def fsdd_dls(path, bs:int=32, by:str='take', test_speaker=None, spec='quick', sr:int|None=8000, duration:float=1.0,
+             wave_norm=False, batch_tfms=None, cache=False, **kwargs):
+    "`DataLoaders` for FSDD, split by take or speaker; clips padded/cropped to `duration` (default 8 kHz, 1 s)"
+    df, splitter = fsdd_items(path), FSDDSplitter(by, test_speaker=test_speaker)
+    dblock = audio_dblock(splitter, spec_config(spec, sr), duration, wave_norm, batch_tfms, cache, files=df['path'])
+    return _dls(dblock, df, bs, splitter, **kwargs)
+
+def folder_items(path)->pd.DataFrame:
+    "Audio files in class folders (`path/<label>/*.wav`, or `path/{train,valid}/<label>/*.wav`): path, label, is_valid"
+    path = Path(path)
+    if not path.is_dir(): raise FileNotFoundError(f"Dataset folder not found: {path}")
+    split = (path/'train').is_dir() and (path/'valid').is_dir()
+    files = sorted(f for f in path.rglob('*') if f.suffix.lower() in AUDIO_EXTS)
+    if not files: raise ValueError(f"{path} holds no audio files ({', '.join(AUDIO_EXTS)}) in class folders")
+    return pd.DataFrame(dict(path=[str(f) for f in files], label=[f.parent.name for f in files],
+                             is_valid=[split and f.parent.parent.name == 'valid' for f in files]))
+
+def folder_dls(path, bs:int=32, valid_pct:float=0.2, seed:int=42, spec='quick', sr=None, duration=None, wave_norm=False,
+               batch_tfms=None, cache=False, **kwargs):
+    "`DataLoaders` for class-per-folder audio: `train/` and `valid/` when present, else a random `valid_pct` split"
+    df = folder_items(path)
+    splitter = ((lambda d: ((~d['is_valid']).values.nonzero()[0].tolist(), d['is_valid'].values.nonzero()[0].tolist()))
+                if df['is_valid'].any() else RandomSplitter(valid_pct, seed=seed))
+    dblock = audio_dblock(splitter, spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms, cache, files=df['path'])
+    return _dls(dblock, df, bs, splitter, **kwargs)
