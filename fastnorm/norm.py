@@ -52,6 +52,10 @@ class SpecNormalize(DisplayedTransform):
         self.mean, self.std, self.axes, self.eps, self.cfg = mean, std, axes, eps, cfg
 
     def _from_recorder(self, stats): return stats
+    @property
+    def name(self):
+        cfg = '' if self.cfg is None else f", cfg {self.cfg.key()}"
+        return f"{type(self).__name__} -- kept shape {list(self.mean.shape)}{cfg}\n"
 
     def _check(self, x):
         if x.ndim != self.mean.ndim or any(m not in (1, s) for m, s in zip(self.mean.shape, x.shape)):
@@ -105,6 +109,8 @@ class InstanceSpecNorm(DisplayedTransform):
         if kind not in ('global', 'channel'): raise ValueError(f"`kind` must be 'global' or 'channel' ({kind!r} given)")
         if eps <= 0: raise ValueError(f"`eps` must be positive ({eps} given)")
         store_attr()
+    @property
+    def name(self): return f"InstanceSpecNorm -- {self.kind}\n"
     def encodes(self, x:TensorSpec):
         "`x`: `[B,C,F,T]`, any device; each item (or item row) gets zero mean and unit (population) std"
         if x.ndim != 4: raise ValueError(f"InstanceSpecNorm expects [B,C,F,T] batches (shape {list(x.shape)} given)")

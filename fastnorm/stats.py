@@ -115,17 +115,18 @@ class StatsRecorder:
         return mask
 
     def _batch_stats(self, x, mask):
-        "Per-batch count, mean and M2 (float64): sums shifted by the first item's mean, so they depend on this batch only"
+        "Per-batch count, mean and M2 (float64): sums shifted by the mean of up to 8 of its items, so they depend on this batch only"
         dims = self._dims
+        sub = slice(None, None, max(1, x.shape[0] // 8))
         if x.dtype not in (torch.float32, torch.float64): x = x.float()
         if mask is None:
             n = torch.full(self.shape, float(math.prod(x.shape[d] for d in dims)), dtype=torch.float64, device=x.device)
-            k = x[:1].mean(dims, keepdim=True)
+            k = x[sub].mean(dims, keepdim=True)
             d = x - k
         else:
             m = mask.expand(x.shape)
             n = m.sum(dims, keepdim=True, dtype=torch.float64)
-            m1, x1 = m[:1], x[:1]
+            m1, x1 = m[sub], x[sub]
             n1 = m1.sum(dims, keepdim=True)
             k = torch.where(m1, x1, 0).sum(dims, keepdim=True) / n1.clamp_min(1)
             k = torch.where(n1 > 0, k, 0)

@@ -1,0 +1,94 @@
+import shutil, numpy as np, pandas as pd, soundfile as sf, torch, pytest
+from fastnorm.data import *
+from fastnorm.spec import TensorSpec
+from conftest import FSDD, needs
+
+def copy_esc50(src, dst):
+    shutil.copytree(src, dst); return dst
+
+def test_dataloaders_on_embedded_dataset(tiny_esc50):
+    dls = esc50_dls(tiny_esc50, fold=2, bs=8, spec='quick', sr=8000, num_workers=0)
+    x, y = dls.one_batch()
+    assert isinstance(x, TensorSpec) and x.shape == (8, 1, 64, 32) and x.cfg.sr == 8000
+    assert len(dls.train_ds) == 32 and len(dls.valid_ds) == 8 and len(dls.vocab) == 4
+    folds = pd.read_csv(tiny_esc50/'meta'/'esc50.csv').set_index('filename').fold
+    assert all(folds[p.split('/')[-1]] == 2 for p in dls.valid_ds.items.path)
+
+def test_wave_norm_runs_before_the_spectrogram(tiny_esc50):
+    dls = esc50_dls(tiny_esc50, bs=8, sr=8000, wave_norm=True, num_workers=0)
+    assert [type(t).__name__ for t in dls.valid.after_batch.fs] == ['AudioNormalize', 'MelSpec']
+    raw = esc50_dls(tiny_esc50, bs=8, sr=8000, num_workers=0)
+    assert [type(t).__name__ for t in raw.valid.after_batch.fs] == ['MelSpec']
+    # per-clip gains of -40..-3 dBFS spread the raw clips' levels; normalized clips have unit rms, so levels come together
+    a, b = raw.valid.one_batch()[0], dls.valid.one_batch()[0]
+    assert a.mean((1, 2, 3)).std() > 1.3 * b.mean((1, 2, 3)).std()
+
+def test_summary_runs(tiny_esc50, capsys):
+    esc50_dblock(tiny_esc50, fold=1, sr=8000).summary(read_esc50_csv(tiny_esc50), bs=4)
+    assert 'Final sample' in capsys.readouterr().out
+
+def test_csv_missing_column(tiny_esc50, tmp_path):
+    d = copy_esc50(tiny_esc50, tmp_path/'e')
+    pd.read_csv(d/'meta'/'esc50.csv').drop(columns=['category']).to_csv(d/'meta'/'esc50.csv', index=False)
+    with pytest.raises(ValueError, match=r"esc50.csv is missing column\(s\) \['category'\]"): read_esc50_csv(d)
+
+def test_not_esc50_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not in ESC-50's layout"): esc50_dls(tmp_path)
+
+def test_missing_clip(tiny_esc50, tmp_path):
+    d = copy_esc50(tiny_esc50, tmp_path/'e')
+    next((d/'audio').glob('*.wav')).unlink()
+    with pytest.raises(FileNotFoundError, match='1 clip\\(s\\) listed in .* are missing'): read_esc50_csv(d)
+
+def test_fold_that_does_not_exist(tiny_esc50):
+    with pytest.raises(ValueError, match=r'fold 7 does not exist: the data has folds \[1, 2, 3, 4, 5\]'):
+        esc50_dls(tiny_esc50, fold=7, bs=4, sr=8000)
+
+def test_batch_size_larger_than_training_set(tiny_esc50):
+    with pytest.raises(ValueError, match=r'bs=64 is larger than the training set \(32 items\)'): esc50_dls(tiny_esc50, bs=64, sr=8000)
+
+def test_esc50_offline_fails_fast_with_advice(monkeypatch):
+    import fastai.data.external as ext
+    def offline(*a, **k): raise OSError('Name or service not known')
+    monkeypatch.setattr(ext, 'untar_data', offline)
+    with pytest.raises(RuntimeError, match=r"(?s)Could not get ESC-50.*local copy.*synth_esc50"): esc50()
+
+def test_esc50_local_copy(tiny_esc50):
+    assert esc50(tiny_esc50) == tiny_esc50
+
+def make_fsdd(d, speakers=('ann', 'bob'), takes=range(8), digits=range(3)):
+    d.mkdir()
+    for s in speakers:
+        for t in takes:
+            for g in digits: sf.write(d/f'{g}_{s}_{t}.wav', np.random.default_rng(t).standard_normal(2000).astype(np.float32)*.1, 8000)
+    (d/'README.txt').write_text('not audio')
+    return d
+
+def test_fsdd_items_and_splits(tmp_path):
+    df = fsdd_items(make_fsdd(tmp_path/'fsdd'))
+    assert len(df) == 48 and set(df.label) == {'0', '1', '2'} and df['take'].max() == 7
+    tr, va = FSDDSplitter('take')(df)
+    assert set(df['take'].iloc[va]) == {0, 1, 2, 3, 4} and set(df['take'].iloc[tr]) == {5, 6, 7}
+    tr, va = FSDDSplitter('speaker', test_speaker='bob')(df)
+    assert set(df.speaker.iloc[va]) == {'bob'} and set(df.speaker.iloc[tr]) == {'ann'}
+    with pytest.raises(ValueError, match="test_speaker 'eve' does not exist"): FSDDSplitter('speaker', test_speaker='eve')(df)
+    with pytest.raises(ValueError, match='holds no FSDD recordings'): fsdd_items(tmp_path)
+
+@needs(FSDD)
+def test_real_fsdd_avmnist_split():
+    df = fsdd_items(FSDD)
+    tr, va = FSDDSplitter('take')(df)
+    assert len(df) == 2000 and len(va) == 200 and len(tr) == 1800
+    dls = fsdd_dls(FSDD, bs=16, num_workers=0)
+    x, y = dls.one_batch()
+    assert x.shape == (16, 1, 64, 32) and len(dls.vocab) == 10
+
+def test_class_folders(tmp_path):
+    for split in ('train', 'valid'):
+        for lbl in ('cat', 'dog'):
+            (tmp_path/split/lbl).mkdir(parents=True)
+            for i in range(3): sf.write(tmp_path/split/lbl/f'{i}.wav', np.zeros(4000, np.float32), 8000)
+    df = folder_items(tmp_path)
+    assert len(df) == 12 and df.is_valid.sum() == 6 and set(df.label) == {'cat', 'dog'}
+    dls = folder_dls(tmp_path, bs=2, sr=8000, num_workers=0)
+    assert len(dls.valid_ds) == 6 and dls.vocab == ['cat', 'dog'] and torch.isfinite(dls.one_batch()[0]).all()
