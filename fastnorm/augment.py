@@ -1,2 +1,314 @@
-"placeholder: filled by its issue"
-__all__ = []
+"SpecAugment (Park et al., 2019) as vectorized batch transforms on `TensorSpec` `[B,C,F,T]`: frequency masks, time masks, time warp, the paper's policies"
+from __future__ import annotations
+import math
+from numbers import Real
+import torch
+from fastcore.basics import store_attr
+from fastai.torch_core import retain_type
+from fastai.vision.augment import RandTransform
+from .spec import TensorSpec
+
+__all__ = ['SPECAUGMENT_POLICIES', 'span_mask', 'apply_masks', 'warp_positions', 'time_warp',
+           'FreqMask', 'TimeMask', 'TimeWarp', 'SpecAugment', 'show_augment']
+
+# Park et al. 2019, Table 1 (W, F, mF, T, p, mT); `max_frac` is the paper's p, the time mask's upper bound as a fraction of the clip
+SPECAUGMENT_POLICIES = {
+    'LB': dict(time_warp=80, freq_mask_param=27, n_freq_mask=1, time_mask_param=100, max_frac=1.0, n_time_mask=1),
+    'LD': dict(time_warp=80, freq_mask_param=27, n_freq_mask=2, time_mask_param=100, max_frac=1.0, n_time_mask=2),
+    'SM': dict(time_warp=40, freq_mask_param=15, n_freq_mask=2, time_mask_param=70, max_frac=0.2, n_time_mask=2),
+    'SS': dict(time_warp=40, freq_mask_param=27, n_freq_mask=2, time_mask_param=40, max_frac=0.2, n_time_mask=2),
+}
+
+# ---- argument checks: ValueErrors that name the argument, its value and the allowed range
+def _check_int(name, v, lo=0):
+    if isinstance(v, bool) or not isinstance(v, (int, Real)) or v != int(v) or v < lo:
+        raise ValueError(f"`{name}` must be an integer >= {lo} ({v!r} given)")
+    return int(v)
+
+def _check_frac(name, v, lo_open=False):
+    if isinstance(v, bool) or not isinstance(v, Real) or not ((0 < v) if lo_open else (0 <= v)) or v > 1:
+        raise ValueError(f"`{name}` must be between 0 and 1 ({v!r} given)")
+    return float(v)
+
+def _check_value(v):
+    if isinstance(v, str) and v == 'mean': return v
+    if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
+        raise ValueError(f"`mask_value` must be a finite number or 'mean' ({v!r} given)")
+    return float(v)
+
+def _check_batch(x, who):
+    if x.ndim != 4:
+        raise ValueError(f"{who} expects a batch `[B,C,F,T]` but got shape {tuple(x.shape)}: use it as a batch transform "
+                         f"(`batch_tfms`), or add a batch dimension with `x[None]`")
+
+# ---- pure functions: deterministic given their parameters
+def span_mask(length:int, # size of the masked axis
+              starts:torch.Tensor, # `[B,n]` first masked index of each span
+              widths:torch.Tensor, # `[B,n]` span widths (0: nothing masked)
+             )->torch.Tensor:
+    "`[B,length]` bool, True inside any span `[start, start+width)`; built by comparison with `arange`, no loop"
+    ar = torch.arange(length, device=starts.device)
+    return ((ar >= starts[..., None]) & (ar < (starts + widths)[..., None])).any(-2)
+
+def apply_masks(x:torch.Tensor, # `[B,C,F,T]` spectrogram batch, any device
+                freq:torch.Tensor|None=None, # `[B,F]` bool: frequency rows to mask
+                time:torch.Tensor|None=None, # `[B,T]` bool: time frames to mask
+                mask_value:float|str=0., # a number, or 'mean' for each item's own mean
+                inplace:bool=False, # write into `x` itself (only for a batch you just made, e.g. a warp's output)
+               )->torch.Tensor:
+    "A new batch with the masked rows and frames of each item set to `mask_value` (all channels alike); `x` is left as it is"
+    xt = x.as_subclass(torch.Tensor)
+    ks = [k for k in ((~freq).to(x.dtype)[:, None, :, None] if freq is not None else None,
+                      (~time).to(x.dtype)[:, None, None, :] if time is not None else None) if k is not None]
+    if not ks: return x if inplace else retain_type(xt.clone(), old=x)
+    # one new tensor, then in place: no full-size temporaries. With 0, x*1 is x and x*0 is 0; otherwise lerp, which is
+    # exact at its ends (weight 1 returns x, weight 0 returns the value). Inputs must be finite.
+    if not isinstance(mask_value, str) and mask_value == 0:
+        out = xt.mul_(ks[0]) if inplace else torch.mul(xt, ks[0])
+        for k in ks[1:]: out.mul_(k)
+    else:
+        # a new [B,1,1,1] (or [1,1,1,1]) tensor, so it stays put while an in-place `x` is overwritten
+        v = (xt.mean((1, 2, 3), keepdim=True) if isinstance(mask_value, str) else xt.new_full((1, 1, 1, 1), mask_value)).expand_as(xt)
+        out = torch.lerp(v, xt, ks[0], out=xt) if inplace else torch.lerp(v, xt, ks[0])
+        for k in ks[1:]: torch.lerp(v, out, k, out=out)
+    return retain_type(out, old=x)
+
+def warp_positions(n_frames:int, # τ, frames in the clip
+                   center:torch.Tensor, # `[B]` the point w0 that moves, in frames
+                   shift:torch.Tensor, # `[B]` how far it moves (w), in frames
+                  )->torch.Tensor:
+    "`[B,τ]` source position of every output frame: w0 lands on w0+w, frames 0 and τ-1 stay, both sides stretch linearly"
+    j = torch.arange(n_frames, dtype=torch.float32, device=center.device)
+    c, w = center.float()[:, None], shift.float()[:, None]
+    d = (c + w).clamp(1e-3, n_frames - 1 - 1e-3)  # where w0 lands; kept inside (0, τ-1) so both sides have length
+    hat = torch.where(j <= d, j / d, (n_frames - 1 - j) / (n_frames - 1 - d))  # 0 at both ends, 1 at the landing point
+    return j - w * hat  # w = 0 gives exactly j: the identity
+
+def time_warp(x:torch.Tensor, # `[B,C,F,T]` spectrogram batch, any device, T >= 2
+              center:torch.Tensor, # `[B]` warp point w0 of each item (frames)
+              shift:torch.Tensor, # `[B]` displacement w of each item (frames)
+             )->torch.Tensor:
+    "Warp each item along time by linear interpolation at `warp_positions`: two gathers and a lerp over the whole batch"
+    B, C, nf, nt = x.shape
+    src = warp_positions(nt, center.to(x.device), shift.to(x.device))
+    i0 = src.floor().long().clamp(0, nt - 2)
+    frac = (src - i0).to(x.dtype)[:, None, None, :]
+    xt = x.as_subclass(torch.Tensor)
+    out = xt.gather(-1, i0[:, None, None, :].expand(B, C, nf, nt))
+    out.lerp_(xt.gather(-1, (i0 + 1)[:, None, None, :].expand(B, C, nf, nt)), frac)
+    return retain_type(out, old=x)
+
+# ---- transforms
+class _SpecAug(RandTransform):
+    "Base: train-only (`split_idx=0`), per-item `p`, torch RNG (global, or `generator`/`seed`), `draw=` pins parameters"
+    split_idx = 0
+    def _setup_rng(self, p, generator, seed, draw):
+        self.p, self.generator, self.seed, self.draw, self._gens = _check_frac('p', p), generator, seed, draw, {}
+        if draw is not None and not (callable(draw) or isinstance(draw, dict)):
+            raise ValueError(f"`draw` must be a dict of parameters or a function of the batch returning one ({draw!r} given)")
+
+    def before_call(self, b, split_idx): self.do = True  # `p` is drawn per item in `encodes`, not per batch
+    def __getstate__(self): return {**self.__dict__, '_gens': {}}
+
+    def _gen(self, device):
+        if self.generator is not None: return self.generator
+        if self.seed is None: return None
+        if device not in self._gens: self._gens[device] = torch.Generator(device).manual_seed(self.seed)
+        return self._gens[device]
+
+    def _rand(self, x, *shape):
+        "Uniform [0,1) of `shape` from this transform's RNG, on `x`'s device"
+        g = self._gen(x.device)
+        return torch.rand(shape, generator=g, device=g.device if g is not None else x.device).to(x.device)
+
+    def _pinned(self, x, name, shape, dtype):
+        d = self.draw(x) if callable(self.draw) else self.draw
+        if not d or name not in d: return None
+        return torch.as_tensor(d[name], device=x.device).to(dtype).expand(shape)
+
+    def _apply(self, x):
+        "`[B]` bool: which items are augmented (probability `p` each)"
+        got = self._pinned(x, 'apply', (x.shape[0],), torch.bool)
+        if got is not None: return got
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if self.p == 1. else self._rand(x, x.shape[0]) < self.p
+
+    def _spans(self, x, prefix, n, size, max_w, on):
+        "Widths U{0..max_w} and starts U{0..size-width}, `[B,n]` each; items with `on` False get width 0"
+        B = x.shape[0]
+        w = self._pinned(x, f'{prefix}width', (B, n), torch.long)
+        if w is None: w = (self._rand(x, B, n) * (max_w + 1)).long().clamp(max=max_w)
+        s = self._pinned(x, f'{prefix}start', (B, n), torch.long)
+        if s is None: s = (self._rand(x, B, n) * (size - w + 1)).long().clamp(max=size - w)
+        return s, w * on[:, None]
+
+    def _freq(self, x, F, n, on, prefix=''):
+        nf = x.shape[-2]
+        if F > nf: raise ValueError(f"`F` (freq_mask_param) = {F} exceeds the {nf} frequency bins of the batch: use F <= {nf}")
+        if n == 0: return None
+        return span_mask(nf, *self._spans(x, prefix, n, nf, F, on))
+
+    def _time(self, x, T, n, max_frac, on, prefix=''):
+        nt = x.shape[-1]
+        if n == 0: return None
+        return span_mask(nt, *self._spans(x, prefix, n, nt, min(T, int(max_frac * nt)), on))
+
+    def _warp(self, x, W, short, on):
+        nt = x.shape[-1]
+        if W == 0: return x
+        if 2 * W >= nt - 1:
+            if short == 'skip': return x
+            raise ValueError(f"`W` = {W} must be less than half the clip, (τ-1)/2 = {(nt - 1) / 2} for τ = {nt} frames: use a smaller W, "
+                             f"or short='skip' to leave clips this short unwarped")
+        B = x.shape[0]
+        c = self._pinned(x, 'center', (B,), torch.float32)
+        if c is None: c = W + self._rand(x, B) * (nt - 1 - 2 * W)
+        w = self._pinned(x, 'shift', (B,), torch.float32)
+        if w is None: w = (self._rand(x, B) * 2 - 1) * W
+        return time_warp(x, c, w * on)
+
+class FreqMask(_SpecAug):
+    "Mask `n` bands of f ~ U{0..F} consecutive frequency rows from f0 ~ U{0..v-f}, independently per item. `x`: `[B,C,F,T]`, any device"
+    order = 101  # after normalization (99) and TimeWarp (100): a `mask_value` of 0 is then the dataset mean
+    def __init__(self, F:int, # largest band width (rows); must not exceed the batch's frequency bins
+                 n:int=1, # bands per item
+                 mask_value:float|str=0., # a number, or 'mean' for each item's own mean
+                 p:float=1., # probability of masking each item
+                 generator:torch.Generator|None=None, # torch RNG to draw from (default: the global one)
+                 seed:int|None=None, # or a seed for a generator of this transform's own
+                 draw:dict|None=None, # pin parameters: {'width':..., 'start':..., 'apply':...}, broadcast to `[B,n]` (`[B]`), or a function of the batch
+                ):
+        super().__init__()
+        self.F, self.n, self.mask_value = _check_int('F', F), _check_int('n', n), _check_value(mask_value)
+        self._setup_rng(p, generator, seed, draw)
+    def encodes(self, x:TensorSpec):
+        _check_batch(x, 'FreqMask')
+        return apply_masks(x, freq=self._freq(x, self.F, self.n, self._apply(x)), mask_value=self.mask_value)
+
+class TimeMask(_SpecAug):
+    "Mask `n` spans of t ~ U{0..T} frames (at most `max_frac` of the clip) from t0 ~ U{0..τ-t}, independently per item. `x`: `[B,C,F,T]`"
+    order = 102
+    def __init__(self, T:int, # largest span (frames); capped at `max_frac` of the clip (and at the clip)
+                 n:int=1, # spans per item
+                 max_frac:float=1., # the paper's p: no span is longer than this fraction of the clip
+                 mask_value:float|str=0., # a number, or 'mean' for each item's own mean
+                 p:float=1., # probability of masking each item
+                 generator:torch.Generator|None=None, # torch RNG to draw from (default: the global one)
+                 seed:int|None=None, # or a seed for a generator of this transform's own
+                 draw:dict|None=None, # pin parameters: {'width':..., 'start':..., 'apply':...}, or a function of the batch
+                ):
+        super().__init__()
+        self.T, self.n, self.max_frac = _check_int('T', T), _check_int('n', n), _check_frac('max_frac', max_frac)
+        self.mask_value = _check_value(mask_value)
+        self._setup_rng(p, generator, seed, draw)
+    def encodes(self, x:TensorSpec):
+        _check_batch(x, 'TimeMask')
+        return apply_masks(x, time=self._time(x, self.T, self.n, self.max_frac, self._apply(x)), mask_value=self.mask_value)
+
+class TimeWarp(_SpecAug):
+    "The paper's time warp: w0 ~ U(W, τ-1-W) moves by w ~ U(-W, W), frames 0 and τ-1 fixed, linear in between. `x`: `[B,C,F,T]`"
+    order = 100  # first of the SpecAugment steps, after normalization
+    def __init__(self, W:int, # largest displacement (frames); needs W < (τ-1)/2
+                 p:float=1., # probability of warping each item
+                 short:str='error', # clips with W >= (τ-1)/2: 'error' raises, 'skip' leaves the batch unwarped
+                 generator:torch.Generator|None=None, # torch RNG to draw from (default: the global one)
+                 seed:int|None=None, # or a seed for a generator of this transform's own
+                 draw:dict|None=None, # pin parameters: {'center':..., 'shift':..., 'apply':...} (frames, `[B]`), or a function of the batch
+                ):
+        super().__init__()
+        if short not in ('error', 'skip'): raise ValueError(f"`short` must be 'error' or 'skip' ({short!r} given)")
+        self.W, self.short = _check_int('W', W), short
+        self._setup_rng(p, generator, seed, draw)
+    def encodes(self, x:TensorSpec):
+        _check_batch(x, 'TimeWarp')
+        return self._warp(x, self.W, self.short, self._apply(x))
+
+class SpecAugment(_SpecAug):
+    "Time warp, then frequency and time masks in one pass, with the TF layer's argument names or a policy of the paper ('LB', 'LD', 'SM', 'SS')"
+    order = 100
+    def __init__(self, freq_mask_param:int|None=None, # F: largest frequency band (rows)
+                 time_mask_param:int|None=None, # T: largest time span (frames)
+                 n_freq_mask:int|None=None, # mF: frequency bands per item (default 1)
+                 n_time_mask:int|None=None, # mT: time spans per item (default 1)
+                 mask_value:float|str|None=None, # a number (default 0: the dataset mean after normalization), or 'mean' per item
+                 time_warp:int|None=None, # W: largest warp displacement (frames); 0 (default) for no warp
+                 p:float=1., # probability of augmenting each item
+                 policy:str|None=None, # fill unset arguments from `SPECAUGMENT_POLICIES`
+                 max_frac:float|None=None, # the paper's p: time spans at most this fraction of the clip (default 1)
+                 adaptive:bool=False, # Park et al. 2020: mT = min(max_time_masks, ⌊p_m τ⌋) and T = ⌊p_s τ⌋ from the clip's length τ
+                 p_m:float=0.04, # adaptive multiplicity: time masks per frame
+                 p_s:float=0.04, # adaptive size: largest time span as a fraction of the clip
+                 max_time_masks:int=20, # adaptive: at most this many time masks
+                 short:str='skip', # clips with W >= (τ-1)/2: 'skip' leaves them unwarped (still masked), 'error' raises
+                 generator:torch.Generator|None=None, # torch RNG to draw from (default: the global one)
+                 seed:int|None=None, # or a seed for a generator of this transform's own
+                 draw:dict|None=None, # pin: 'center', 'shift', 'freq_width', 'freq_start', 'time_width', 'time_start', 'apply'
+                ):
+        super().__init__()
+        args = dict(freq_mask_param=freq_mask_param, time_mask_param=time_mask_param, n_freq_mask=n_freq_mask,
+                    n_time_mask=n_time_mask, mask_value=mask_value, time_warp=time_warp, max_frac=max_frac)
+        if policy is not None:
+            if policy not in SPECAUGMENT_POLICIES:
+                raise ValueError(f"`policy` must be one of {sorted(SPECAUGMENT_POLICIES)} or None ({policy!r} given)")
+            args = {k: SPECAUGMENT_POLICIES[policy].get(k) if v is None else v for k, v in args.items()}
+        defaults = dict(freq_mask_param=0, time_mask_param=0, n_freq_mask=1, n_time_mask=1, mask_value=0., time_warp=0, max_frac=1.)
+        a = {k: defaults[k] if v is None else v for k, v in args.items()}
+        if short not in ('error', 'skip'): raise ValueError(f"`short` must be 'error' or 'skip' ({short!r} given)")
+        self.F, self.T = _check_int('freq_mask_param', a['freq_mask_param']), _check_int('time_mask_param', a['time_mask_param'])
+        self.mF, self.mT = _check_int('n_freq_mask', a['n_freq_mask']), _check_int('n_time_mask', a['n_time_mask'])
+        self.W, self.max_frac, self.mask_value = _check_int('time_warp', a['time_warp']), _check_frac('max_frac', a['max_frac']), _check_value(a['mask_value'])
+        self.p_m, self.p_s, self.max_time_masks = _check_frac('p_m', p_m), _check_frac('p_s', p_s), _check_int('max_time_masks', max_time_masks)
+        store_attr('policy,adaptive,short')
+        self._setup_rng(p, generator, seed, draw)
+
+    def time_masks(self, n_frames:int)->tuple[int,int]:
+        "(number, largest size) of the time masks for a clip of `n_frames`, adaptive or fixed"
+        if self.adaptive: return min(self.max_time_masks, int(self.p_m * n_frames)), int(self.p_s * n_frames)
+        return self.mT, self.T
+
+    def encodes(self, x:TensorSpec):
+        _check_batch(x, 'SpecAugment')
+        on = self._apply(x)
+        y = self._warp(x, self.W, self.short, on)
+        mT, T = self.time_masks(x.shape[-1])
+        return apply_masks(y, freq=self._freq(x, self.F, self.mF, on, 'freq_'), time=self._time(x, T, mT, self.max_frac, on, 'time_'),
+                           mask_value=self.mask_value, inplace=y is not x)  # the warp's output is ours to overwrite
+
+    def __repr__(self):
+        return (f"SpecAugment(F={self.F}, mF={self.mF}, T={self.T}, mT={self.mT}, W={self.W}, max_frac={self.max_frac}, "
+                f"mask_value={self.mask_value}, p={self.p}, policy={self.policy}, adaptive={self.adaptive})")
+
+def show_augment(spec:torch.Tensor, # one spectrogram `[C,F,T]` (or a batch, whose first item is used)
+                 tfm, # a transform (or `Pipeline`, or any callable) on `[B,C,F,T]` batches
+                 n:int=4, # augmented versions to show
+                 ncols:int|None=None, # columns of the grid, default n+1 (one row)
+                 figsize:tuple|None=None, # figure size, default 3.2 x 2.6 per panel
+                 fname=None, # save the figure as PNG here
+                 titles:bool=True, # label each panel
+                 title:str|None=None, # a title over the whole figure
+                ):
+    "A figure of the original spectrogram beside `n` augmented versions (the training-set behaviour), like the TF layer's README"
+    import matplotlib.pyplot as plt
+    from fasttransform import Transform, Pipeline
+    if spec.ndim == 4: spec = spec[0]
+    if spec.ndim != 3: raise ValueError(f"`spec` must be `[C,F,T]` or `[B,C,F,T]` (shape {tuple(spec.shape)} given)")
+    n = _check_int('n', n, lo=1)
+    xb = spec[None].repeat(n, 1, 1, 1)  # `repeat` keeps the TensorSpec's `cfg` (fastai's `clone` drops it)
+    if isinstance(tfm, Transform): out = tfm(xb, split_idx=0)
+    elif isinstance(tfm, Pipeline):
+        old, tfm.split_idx = tfm.split_idx, 0
+        try: out = tfm(xb)
+        finally: tfm.split_idx = old
+    else: out = tfm(xb)
+    ncols = ncols or n + 1
+    nrows = math.ceil((n + 1) / ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (3.2 * ncols, 2.6 * nrows), squeeze=False, constrained_layout=True)
+    axs = axs.flatten()
+    vmin, vmax = float(spec.min()), float(spec.max())
+    show = lambda t, ax, title: (t.show(ctx=ax, colorbar=False, title=title, vmin=vmin, vmax=vmax) if hasattr(t, 'show')
+                                 else ax.imshow(torch.as_tensor(t)[0].cpu().numpy(), origin='lower', aspect='auto', vmin=vmin, vmax=vmax))
+    show(spec, axs[0], 'original' if titles else None)
+    for i in range(n): show(out[i], axs[i + 1], f'augmented {i + 1}' if titles else None)
+    for ax in axs[n + 1:]: ax.axis('off')
+    if title is not None: fig.suptitle(title)
+    if fname is not None: fig.savefig(fname, dpi=100)
+    return fig

@@ -1,8 +1,10 @@
 "Exact streaming statistics of spectrogram batches: `StatsRecorder` and `compute_stats` over a fastai `DataLoader`."
 from __future__ import annotations
-import math, os, random, tempfile, warnings
+import math, random
+from contextlib import contextmanager
 from pathlib import Path
 import torch
+from .utils import atomic_path
 
 __all__ = ['StatsRecorder', 'compute_stats', 'STATS_KINDS', 'stats_pipeline']
 
@@ -54,6 +56,7 @@ class StatsRecorder:
         self._check_nonempty(); return self._mean.clone()
     @property
     def var(self)->torch.Tensor:
+        "Variance (population unless `unbiased`), float64, shaped like `mean`"
         self._check_nonempty()
         d = self._n - 1 if self.unbiased else self._n
         return self._m2.clamp_min(0) / d.clamp_min(1)
@@ -114,25 +117,48 @@ class StatsRecorder:
         if mask.ndim != x.ndim: mask = mask.reshape((1,)*(x.ndim - mask.ndim) + tuple(mask.shape))
         return mask
 
+    @property
+    def _split(self):
+        "First dim of the trailing block of reduced dims (contiguous in memory)"
+        i = self.ndim
+        while i - 1 in self._dims: i -= 1
+        return i
+
+    def _work(self, x):
+        "A work buffer shaped like `x`, kept between batches (a fresh 10 MB tensor per batch costs page faults)"
+        buf = getattr(self, '_buf', None)
+        if buf is None or buf.device != x.device or buf.dtype != x.dtype or buf.numel() < x.numel():
+            buf = self._buf = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
+        return buf[:x.numel()].view(x.shape)
+
+    def _sum(self, d):
+        "Sum over the reduced dims: the trailing contiguous ones in `d`'s dtype (pairwise), the others in float64"
+        inner = tuple(range(self._split, d.ndim))
+        if inner and math.prod(d.shape[i] for i in inner) >= 32: d = d.sum(inner, keepdim=True)
+        outer = tuple(i for i in self._dims if d.shape[i] > 1)
+        d = d.double()
+        return d.sum(outer, keepdim=True) if outer else d
+
     def _batch_stats(self, x, mask):
         "Per-batch count, mean and M2 (float64): sums shifted by the mean of up to 8 of its items, so they depend on this batch only"
         dims = self._dims
         sub = slice(None, None, max(1, x.shape[0] // 8))
         if x.dtype not in (torch.float32, torch.float64): x = x.float()
+        d = self._work(x)
         if mask is None:
-            n = torch.full(self.shape, float(math.prod(x.shape[d] for d in dims)), dtype=torch.float64, device=x.device)
+            n = torch.full(self.shape, float(math.prod(x.shape[i] for i in dims)), dtype=torch.float64, device=x.device)
             k = x[sub].mean(dims, keepdim=True)
-            d = x - k
+            torch.sub(x, k, out=d)
         else:
             m = mask.expand(x.shape)
             n = m.sum(dims, keepdim=True, dtype=torch.float64)
-            m1, x1 = m[sub], x[sub]
+            m1 = m[sub]
             n1 = m1.sum(dims, keepdim=True)
-            k = torch.where(m1, x1, 0).sum(dims, keepdim=True) / n1.clamp_min(1)
+            k = torch.where(m1, x[sub], 0).sum(dims, keepdim=True) / n1.clamp_min(1)
             k = torch.where(n1 > 0, k, 0)
-            d = torch.where(m, x - k, 0)
-        s1 = d.sum(dims, keepdim=True).double()
-        s2 = (d * d).sum(dims, keepdim=True).double()
+            torch.sub(x, k, out=d).masked_fill_(~m, 0)
+        s1 = self._sum(d)
+        s2 = self._sum(d.mul_(d))
         safe = n.clamp_min(1)
         mean = torch.where(n > 0, k.double() + s1 / safe, 0.)
         m2 = (s2 - s1 * s1 / safe).clamp_min(0)
@@ -235,14 +261,7 @@ class StatsRecorder:
     def save(self, path)->Path:
         "Save statistics and metadata (red_dims, kept shape, count, spectrogram settings, fastnorm version) atomically"
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f: torch.save(self.state_dict(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp): os.remove(tmp)
-            raise
+        with atomic_path(path) as tmp: torch.save(self.state_dict(), tmp)
         return path
 
     @classmethod
@@ -285,17 +304,27 @@ def stats_pipeline(dl):
     return [t for t in dl.after_batch.fs if getattr(t, 'order', 0) < 99 and getattr(t, 'split_idx', None) != 0
             and not isinstance(t, (SpecNormalize, Normalize))]
 
-def _stats_dl(dl, frac, n_batches, seed):
-    "A copy of fastai `dl` over a random fraction of its items, in batches, without normalization or augmentation"
-    from fasttransform import Pipeline
+def _stats_idxs(dl, frac, n_batches, seed):
+    "Item indices of a random fraction of `dl`'s batches (all items, in order, when `frac`=1)"
     n, bs = len(dl.dataset), dl.bs or 1
     idxs = list(range(n))
     if frac < 1: random.Random(seed).shuffle(idxs)
     chunks = [idxs[i:i+bs] for i in range(0, n, bs)]
-    k = max(1, math.ceil(frac * len(chunks)) if frac < 1 else len(chunks))
+    k = max(1, math.ceil(frac * len(chunks)))
     if n_batches is not None: k = min(k, n_batches)
-    chosen = [i for c in chunks[:k] for i in c]
-    return dl.new(shuffle=False, drop_last=False, n=len(chosen), get_idxs=lambda: chosen, after_batch=Pipeline(stats_pipeline(dl)))
+    return [i for c in chunks[:k] for i in c]
+
+@contextmanager
+def _patched(obj, **attrs):
+    "Set instance attributes of `obj` for the duration of a `with` block, then restore them"
+    old = {k: obj.__dict__[k] for k in attrs if k in obj.__dict__}
+    try:
+        for k, v in attrs.items(): setattr(obj, k, v)
+        yield obj
+    finally:
+        for k in attrs:
+            if k in old: setattr(obj, k, old[k])
+            else: delattr(obj, k)
 
 def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training set), or any iterable of batches
                   kind:str|None='global', # 'global' (one value) or 'channel' (one per channel and frequency bin)
@@ -313,8 +342,19 @@ def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training se
     if not 0 < frac <= 1: raise ValueError(f"`frac` must be in (0, 1] ({frac} given)")
     if n_batches is not None and n_batches < 1: raise ValueError(f"`n_batches` must be a positive integer or None ({n_batches} given)")
     if hasattr(dl, 'loaders') and hasattr(dl, 'train'): dl = dl.train
-    if hasattr(dl, 'after_batch') and hasattr(dl, 'new') and hasattr(dl, 'dataset'):
-        it = _stats_dl(dl, frac, n_batches, seed); total = len(it)
+    rec = StatsRecorder(red_dims, unbiased=unbiased)
+    def _run(it, total):
+        if progress:
+            from fastprogress.fastprogress import progress_bar
+            it = progress_bar(it, total=total, leave=False)
+        for b in it: rec.update(b[0] if isinstance(b, (tuple, list)) else b)
+    if hasattr(dl, 'after_batch') and hasattr(dl, 'get_idxs') and hasattr(dl, 'dataset'):
+        # the fastai DataLoader itself (keeping its caches and workers), over the chosen items in order, with its
+        # after_batch cut before normalization and augmentation; restored afterwards, even on an error
+        from fasttransform import Pipeline
+        chosen = _stats_idxs(dl, frac, n_batches, seed)
+        with _patched(dl, after_batch=Pipeline(stats_pipeline(dl)), get_idxs=lambda: chosen, n=len(chosen), shuffle=False, drop_last=False):
+            _run(dl, math.ceil(len(chosen) / (dl.bs or 1)))
     else:  # a plain iterable: take a random fraction of its batches as they come
         rng, total = random.Random(seed), None
         try: total = len(dl)
@@ -325,12 +365,7 @@ def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training se
                 if n_batches is not None and k >= n_batches: return
                 if frac < 1 and rng.random() >= frac: continue
                 k += 1; yield b
-        it = _gen()
         if total is not None: total = min(total if frac == 1 else math.ceil(frac*total), n_batches or total)
-    rec = StatsRecorder(red_dims, unbiased=unbiased)
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        it = progress_bar(it, total=total, leave=False)
-    for b in it: rec.update(b[0] if isinstance(b, (tuple, list)) else b)
+        _run(_gen(), total)
     if rec._mean is None: raise ValueError("compute_stats got no batches from `dl`")
     return rec

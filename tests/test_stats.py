@@ -89,22 +89,12 @@ def test_pool_gives_exact_global_from_channel():
     assert p.kept_shape == (1,1,1,1) and p.n == g.n
     assert rel(p.mean, g.mean) < 1e-12 and rel(p.std, g.std) < 1e-12
 
-def _dist_worker(rank, world, port, out):
-    import torch.distributed as dist
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
-    try:
-        r = StatsRecorder((0,3))
-        for i, x in enumerate(batches((8, 8, 5, 8, 3, 7))):
-            if i % world == rank: r.update(x)
-        r.all_reduce()
-        torch.save(dict(mean=r.mean, std=r.std, n=r.n, nb=r.n_batches), os.path.join(out, f'rank{rank}.pt'))
-    finally: dist.destroy_process_group()
-
 def test_all_reduce_two_gloo_processes(tmp_path):
+    from stats_dist_worker import run, make_batches
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    mp.spawn(_dist_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(run, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     full = StatsRecorder((0,3))
-    for x in batches((8, 8, 5, 8, 3, 7)): full.update(x)
+    for x in make_batches(): full.update(x)
     for rank in (0, 1):
         d = torch.load(tmp_path/f'rank{rank}.pt')
         assert d['n'] == full.n and d['nb'] == 6
@@ -223,3 +213,22 @@ def test_compute_stats_on_plain_iterables():
     m, s = ref(xs, (0,3))
     assert rel(r.mean, m) < 1e-7 and r.n_batches == 3
     assert compute_stats(xs, n_batches=2, progress=False).n_batches == 2
+
+def test_compute_stats_restores_the_dataloader_even_on_error(dls):
+    dl = dls.train
+    before = (dl.after_batch, dl.shuffle, dl.drop_last, dl.n, 'get_idxs' in dl.__dict__)
+    compute_stats(dl, progress=False)
+    class Boom(Exception): pass
+    orig = StatsRecorder.update
+    try:
+        StatsRecorder.update = lambda self, b, **kw: (_ for _ in ()).throw(Boom())
+        with pytest.raises(Boom): compute_stats(dl, progress=False)
+    finally: StatsRecorder.update = orig
+    assert (dl.after_batch, dl.shuffle, dl.drop_last, dl.n, 'get_idxs' in dl.__dict__) == before
+    assert len(list(dl)) == 4  # 32 items, bs 8, drop_last: still the training loader
+
+def test_compute_stats_on_cached_dataloader(tiny_esc50, dls):
+    from fastnorm.data import esc50_dls
+    cached = esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True)
+    a, b = compute_stats(cached, kind='channel', progress=False), compute_stats(dls, kind='channel', progress=False)
+    assert a.n == b.n and rel(a.mean, b.mean) < 1e-5 and rel(a.std, b.std) < 1e-4

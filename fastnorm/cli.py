@@ -1,0 +1,66 @@
+"The `fastnorm` command: `fastnorm compare ...` (the normalization comparison) and `fastnorm synth ...` (the embedded dataset)."
+from __future__ import annotations
+import sys
+from fastcore.script import call_parse, parse_cli, store_true
+
+__all__ = ['compare', 'synth', 'main']
+
+@call_parse
+def compare(
+    data:str='synth', # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or a folder in ESC-50's or FSDD's layout
+    fold:int=1, # validation fold (ESC-50 layout); FSDD uses takes 0-4 as validation
+    norms:str=None, # comma list from none,wave,global,channel,instance [default: none,global,channel]
+    runs:int=None, # seeded runs per normalization [preset]
+    epochs:int=None, # epochs per run (fit_one_cycle) [preset]
+    arch:str=None, # xresnet18_tiny, xresnet18, xresnet34, resnet18, resnet34 [preset]
+    bs:int=None, # batch size [preset]
+    lr:float=None, # maximum learning rate [preset]
+    spec:str=None, # spectrogram preset: quick (16 kHz, 64 mels), esc50 (44.1 kHz, 128 mels), paper (16 kHz, 201 bins) [preset]
+    specaugment:str=None, # SpecAugment policy (LB, LD, SM, SS); off by default
+    frac:float=1.0, # fraction of training batches the statistics are computed on
+    preset:str='quick', # quick: minutes on a CPU; paper: the published post's setup (real ESC-50, for a GPU)
+    seed:int=0, # seed of the first run; run r uses seed+r
+    out:str='runs/compare', # folder for results.csv, summary.md, comparison.png, curves.png, statistics plots
+    resume:store_true=False, # complete an interrupted comparison in --out, training only the missing runs
+    pretrained:store_true=False, # ImageNet-pretrained torchvision resnet (needs --arch resnet18/resnet34 and the weights)
+    no_progress:store_true=False, # no progress bars
+):
+    "Compare spectrogram normalizations (none / wave / global / channel / instance) on ESC-50 or a dataset in its layout"
+    from .compare import CompareConfig, PRESETS, run_comparison
+    if preset not in PRESETS: raise SystemExit(f"fastnorm compare: unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
+    p = dict(PRESETS[preset])
+    if data != 'synth' or preset == 'quick': p['data'] = data
+    given = dict(runs=runs, epochs=epochs, arch=arch, bs=bs, lr=lr, spec=spec)
+    p.update({k: v for k, v in given.items() if v is not None})
+    cfg = CompareConfig(norms=tuple((norms or 'none,global,channel').replace(' ', '').split(',')), fold=fold, specaugment=specaugment,
+                        frac=frac, seed=seed, pretrained=pretrained, **p)
+    try: run_comparison(cfg, out=out, resume=resume, progress=not no_progress)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e: raise SystemExit(f"fastnorm compare: error: {e}")
+
+@call_parse
+def synth(
+    dest:str=None, # folder to make it in [default: under $FASTNORM_HOME or ~/.fastnorm]
+    seed:int=0, # the dataset is a pure function of its arguments
+    n_classes:int=10, # sound families (at most 12)
+    clips_per_class:int=40, # clips per class, spread over 5 folds
+    seconds:float=2.0, # clip length
+    sr:int=16000, # sample rate (Hz)
+):
+    "Make (or find) the embedded synthetic dataset in ESC-50's layout and print its folder"
+    from .synth import synth_esc50
+    print(synth_esc50(dest, seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=seconds, sr=sr))
+
+COMMANDS = {'compare': compare, 'synth': synth}
+
+def main():
+    "Entry point of the `fastnorm` console script"
+    args = sys.argv[1:]
+    if not args or args[0] in ('-h', '--help') or args[0] not in COMMANDS:
+        print("usage: fastnorm {compare,synth} [--help] ...\n\n"
+              "  compare  compare spectrogram normalizations on ESC-50 or a dataset in its layout\n"
+              "  synth    make the embedded synthetic dataset in ESC-50's layout")
+        if args and args[0] not in ('-h', '--help'): print(f"\nfastnorm: unknown command {args[0]!r}", file=sys.stderr); sys.exit(2)
+        return
+    cmd, sys.argv = COMMANDS[args[0]], [f'fastnorm {args[0]}'] + args[1:]
+    pargs, kwargs, _ = parse_cli(cmd)
+    cmd(*pargs, **kwargs)

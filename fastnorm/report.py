@@ -1,0 +1,89 @@
+"Reporting a comparison: the summary table (mean, std, 95% CI, paired test against the baseline) and its plots."
+from __future__ import annotations
+import math
+import numpy as np, pandas as pd
+from scipy import stats as sps
+from .utils import atomic_path
+
+__all__ = ['summarize', 'summary_markdown', 'plot_comparison', 'plot_curves']
+
+def _ci95(x):
+    x = np.asarray(x, float)
+    if len(x) < 2: return float('nan')
+    return float(sps.t.ppf(.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+
+def summarize(results:pd.DataFrame, # a row per run: norm, run, seed, final_acc, ...
+              baseline:str='none', # the normalization the others are compared with
+              metric:str='final_acc', order=None)->pd.DataFrame:
+    "Per normalization: n, mean, std, 95% CI half-width, and the paired difference to `baseline` over runs sharing a seed"
+    rows = []
+    base = results[results['norm'] == baseline].set_index('seed')[metric]
+    for norm in (order or results['norm'].unique()):
+        r = results[results['norm'] == norm]
+        if not len(r): continue
+        x = r[metric].to_numpy(float)
+        row = dict(norm=norm, n=len(x), mean=x.mean(), std=x.std(ddof=1) if len(x) > 1 else float('nan'), ci95=_ci95(x))
+        if norm != baseline:
+            paired = r.set_index('seed')[metric].align(base, join='inner')
+            d = (paired[0] - paired[1]).to_numpy(float)
+            row.update(diff=d.mean() if len(d) else float('nan'), diff_ci95=_ci95(d), n_pairs=len(d),
+                       p_value=float(sps.ttest_rel(paired[0], paired[1]).pvalue) if len(d) > 1 and d.std() > 0 else float('nan'))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+def _f(v, fmt='{:.4f}'): return '–' if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+def summary_markdown(summary:pd.DataFrame, cfg=None, n_classes:int|None=None)->str:
+    "The summary as a markdown table, with the settings that made it"
+    base = summary['norm'][summary['diff'].isna()].iloc[0] if 'diff' in summary else summary['norm'].iloc[0]
+    lines = [f"| normalization | n | mean acc | std | 95% CI | diff vs {base} (paired) | p (paired t) |", "|---|---|---|---|---|---|---|"]
+    for r in summary.to_dict('records'):
+        ci = f"{_f(r['mean'] - r['ci95'])} – {_f(r['mean'] + r['ci95'])}" if not math.isnan(r['ci95']) else '–'
+        diff = '' if r['norm'] == base else f"{_f(r.get('diff'), '{:+.4f}')} ± {_f(r.get('diff_ci95'))} (n={int(r.get('n_pairs', 0))})"
+        lines.append(f"| {r['norm']} | {r['n']} | {_f(r['mean'])} | {_f(r['std'])} | {ci} | {diff} | {_f(r.get('p_value'), '{:.3g}') if r['norm'] != base else ''} |")
+    head = "## Normalization comparison\n\n"
+    if cfg is not None:
+        head += (f"data `{cfg.data}` fold {cfg.fold}, arch `{cfg.arch}`, {cfg.epochs} epochs, bs {cfg.bs}, lr {cfg.lr}, spectrogram `{cfg.spec}`, "
+                 f"SpecAugment {cfg.specaugment or 'off'}, stats frac {cfg.frac}, seeds {cfg.seed}..{cfg.seed + cfg.runs - 1}"
+                 + (f", chance {1/n_classes:.3f}" if n_classes else '') + "\n\n")
+    foot = ("\n\n`none`: raw log-mel; `wave`: per-clip waveform AudioNormalize only; `global`/`channel`: AudioNormalize, then one "
+            "statistic for the whole spectrogram / one per mel bin, computed on the training folds; `instance`: AudioNormalize, then "
+            "each spectrogram by its own mean and std. Accuracy is the final epoch's on the validation fold; the 95% CI is the "
+            "t-interval of the mean over runs; the paired difference pairs runs that share a seed.\n")
+    return head + '\n'.join(lines) + foot
+
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+    with atomic_path(path) as tmp: fig.savefig(tmp, dpi=110, bbox_inches='tight', format='png')
+    plt.close(fig)
+
+def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str='final_acc', order=None):
+    "Bars of mean accuracy with 95% CI error bars and each run's dot"
+    import matplotlib.pyplot as plt
+    order = [n for n in (order or summary['norm']) if n in set(summary['norm'])]
+    s = summary.set_index('norm').loc[order]
+    fig, ax = plt.subplots(figsize=(1.4 + 1.3*len(order), 3.6))
+    xs = np.arange(len(order))
+    ax.bar(xs, s['mean'], yerr=s['ci95'].fillna(0), capsize=5, color='#9ecae1', edgecolor='#3182bd', label='mean ± 95% CI')
+    rng = np.random.default_rng(0)
+    for i, n in enumerate(order):
+        y = results.loc[results['norm'] == n, metric].to_numpy(float)
+        ax.scatter(i + rng.uniform(-.15, .15, len(y)), y, s=16, color='k', zorder=3, label='a run' if i == 0 else None)
+    lo = max(0., float(results[metric].min()) - .1)
+    ax.set_ylim(lo, min(1., float(results[metric].max()) + .05)); ax.set_xticks(xs); ax.set_xticklabels(order)
+    ax.set_ylabel('validation accuracy'); ax.set_title('Spectrogram normalization'); ax.legend(loc='lower right', fontsize=8)
+    _save(fig, path)
+
+def plot_curves(curves:pd.DataFrame, path, order=None):
+    "Validation accuracy per epoch: each run thin, the mean over runs thick"
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for i, n in enumerate(order or curves['norm'].unique()):
+        c = curves[curves['norm'] == n]
+        if not len(c): continue
+        col = f'C{i}'
+        for _, r in c.groupby('run'): ax.plot(r['epoch'], r['accuracy'], color=col, alpha=.3, lw=.8)
+        m = c.groupby('epoch')['accuracy'].mean()
+        ax.plot(m.index, m.values, color=col, lw=2, label=n)
+    ax.set_xlabel('epoch'); ax.set_ylabel('validation accuracy'); ax.legend(); ax.set_title('Validation accuracy per epoch')
+    _save(fig, path)

@@ -1,0 +1,137 @@
+import warnings
+import pytest, torch
+from fastai.data.transforms import Normalize
+from fastai.data.core import TfmdDL
+from fasttransform import Transform
+from fastnorm.spec import TensorSpec, SPEC_PRESETS, MelSpec
+from fastnorm.stats import StatsRecorder, compute_stats
+from fastnorm.norm import SpecNormalize, GlobalSpecNorm, ChannelSpecNorm, InstanceSpecNorm, add_spec_norm
+
+CFG = SPEC_PRESETS['quick']
+
+def logmel(bs=6, f=16, t=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TensorSpec(torch.randn(bs, 1, f, t, generator=g) * 8 - 60 + torch.linspace(-30, 30, f)[:, None], cfg=CFG)
+
+def stats(xs, dims):
+    r = StatsRecorder(dims)
+    for x in xs: r.update(x)
+    return r
+
+def test_stock_normalize_skips_tensorspec_ours_applies():
+    x = logmel()
+    assert torch.equal(Normalize(mean=torch.tensor(-60.), std=torch.tensor(20.))(x), x)  # why this module exists
+    y = GlobalSpecNorm(-60., 20.)(x)
+    assert isinstance(y, TensorSpec) and y.cfg is CFG
+    assert torch.allclose(y, (x.as_subclass(torch.Tensor) + 60) / 20)
+
+@pytest.mark.parametrize('cls,dims', [(ChannelSpecNorm, (0,3)), (GlobalSpecNorm, (0,1,2,3))])
+def test_normalized_training_set_has_zero_mean_unit_std(cls, dims):
+    xs = [logmel(b, seed=i) for i, b in enumerate((8, 8, 5))]
+    t = cls(stats(xs, (0,3)))  # GlobalSpecNorm pools per-channel statistics exactly
+    ys = torch.cat([t(x).as_subclass(torch.Tensor) for x in xs]).double()
+    m, s = ys.mean(dims), ys.std(dims, correction=0)
+    if cls is ChannelSpecNorm: assert m.numel() == 16
+    assert float(m.abs().max()) < 1e-3 and float((s - 1).abs().max()) < 1e-3
+
+def test_decodes_inverts_and_input_is_not_mutated():
+    x = logmel(); x0 = x.clone()
+    t = ChannelSpecNorm(stats([x], (0,3)))
+    y = t(x)
+    assert torch.equal(x, x0) and not torch.allclose(y, x)
+    z = t.decode(y)
+    assert isinstance(z, TensorSpec) and float((z - x).abs().max()) < 1e-4
+
+def test_from_mean_std_with_axes():
+    x = logmel()
+    m, s = torch.linspace(-90, -30, 16), torch.full((16,), 8.)
+    a = ChannelSpecNorm(m, s)  # a vector fills the kept dims (C,F) right-aligned: per mel bin
+    assert a.mean.shape == (1, 1, 16, 1)
+    assert torch.allclose(a(x), (x.as_subclass(torch.Tensor) - m[:, None]) / 8)
+    b = SpecNormalize(torch.tensor([-60.]), torch.tensor([20.]), axes=(0,2,3))  # the post's Normalize(mean, std, axes)
+    assert b.mean.shape == (1, 1, 1, 1)
+    c = ChannelSpecNorm(m[None, None, :, None], s[None, None, :, None])
+    assert torch.equal(c.mean, a.mean)
+
+def test_channel_norm_needs_channel_stats_and_checks_args():
+    g = stats([logmel()], (0,1,2,3))
+    with pytest.raises(ValueError, match='use GlobalSpecNorm'): ChannelSpecNorm(g)
+    with pytest.raises(ValueError, match='needs a `StatsRecorder`'): ChannelSpecNorm(torch.zeros(16))
+    with pytest.raises(ValueError, match='not both'): GlobalSpecNorm(g, 1.)
+    with pytest.raises(ValueError, match='`eps`'): GlobalSpecNorm(0., 1., eps=0)
+    with pytest.raises(ValueError, match='same shape'): ChannelSpecNorm(torch.zeros(16), torch.ones(8))
+    with pytest.raises(ValueError, match='finite'): GlobalSpecNorm(float('nan'), 1.)
+
+def test_zero_std_gets_eps_and_warning_never_inf():
+    x = logmel(); x[:, :, 3] = -100.  # a silent mel bin
+    with pytest.warns(UserWarning, match='1 of 16 std values'):
+        t = ChannelSpecNorm(stats([x], (0,3)))
+    y = t(x)
+    assert torch.isfinite(y).all() and torch.equal(y[:, :, 3], torch.zeros_like(y[:, :, 3]))
+
+def test_shape_and_settings_mismatch_are_errors(tmp_path):
+    r = stats([logmel()], (0,3))
+    r.save(tmp_path/'s.pt')
+    t = ChannelSpecNorm(StatsRecorder.load(tmp_path/'s.pt'))
+    assert t.cfg == CFG
+    with pytest.raises(ValueError, match=r'kept shape \[1, 1, 16, 1\] do not fit a batch of shape \[6, 1, 8, 20\]'): t(logmel(f=8))
+    other = TensorSpec(logmel(), cfg=CFG.replace(hop_length=128))
+    with pytest.raises(ValueError, match="other spectrogram settings.*hop_length"): t(other)
+
+def test_parameters_move_with_dls_to():
+    t = ChannelSpecNorm(stats([logmel()], (0,3)))
+    assert list(t.parameters) == ['mean', 'std']
+    dl = TfmdDL([logmel(1)[0]] * 4, bs=2, after_batch=[t], num_workers=0)
+    dl.to(torch.device('meta'))  # no GPU needed to see the tensors follow the DataLoader
+    assert t.mean.device.type == 'meta' and t.std.device.type == 'meta'
+
+def test_instance_norm_per_item():
+    x = logmel(); x[2] = -100.  # a silent item gives zeros, not NaN
+    for kind, dims in (('global', (1,2,3)), ('channel', (3,))):
+        y = InstanceSpecNorm(kind)(x)
+        assert isinstance(y, TensorSpec) and y.cfg is CFG and torch.isfinite(y).all()
+        assert torch.equal(y[2], torch.zeros_like(y[2]))
+        ok = y[[0,1,3,4,5]].as_subclass(torch.Tensor).double()
+        assert float(ok.mean(dims).abs().max()) < 1e-5 and float((ok.std(dims, correction=0) - 1).abs().max()) < 1e-5
+    with pytest.raises(ValueError, match='`kind`'): InstanceSpecNorm('bins')
+
+# ---- the fastai hook ----
+class _Mask(Transform):
+    "stands in for a SpecAugment transform after normalization"
+    order = 100
+    def encodes(self, x:TensorSpec): return x
+
+@pytest.fixture
+def dls(tiny_esc50):
+    from fastnorm.data import esc50_dls
+    return esc50_dls(tiny_esc50, bs=8, sr=8000, batch_tfms=[_Mask()])
+
+def test_add_spec_norm_inserts_after_melspec_before_masks(dls):
+    r = compute_stats(dls.train, kind='channel', progress=False)
+    out = add_spec_norm(dls, kind='channel')
+    assert out is dls
+    for dl in dls.loaders:
+        names = [type(t).__name__ for t in dl.after_batch.fs]
+        assert names == ['MelSpec', 'ChannelSpecNorm', '_Mask'], names
+    t = dls.train.after_batch.fs[1]
+    assert torch.equal(t.mean, r.mean.float()) and torch.equal(t.std, r.std.float())  # training-set statistics
+    add_spec_norm(dls, kind='global')  # again: replaces, never normalizes twice
+    assert [type(t).__name__ for t in dls.valid.after_batch.fs] == ['MelSpec', 'GlobalSpecNorm', '_Mask']
+    x, _ = dls.valid.one_batch()
+    assert isinstance(x, TensorSpec) and float(x.mean().abs()) < 1 and 0.3 < float(x.std()) < 3
+
+def test_add_spec_norm_whole_training_set_and_show_batch(dls):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    add_spec_norm(dls, kind='channel')
+    ys = torch.cat([b[0].as_subclass(torch.Tensor) for b in dls.train.new(shuffle=False, drop_last=False)]).double()
+    assert float(ys.mean((0,3)).abs().max()) < 1e-3 and float((ys.std((0,3), correction=0) - 1).abs().max()) < 1e-3
+    b = dls.valid.one_batch()
+    raw = dls.valid.decode(b)[0]  # what show_batch draws: denormalized dB values
+    assert float(raw.mean()) < -10 and float(raw.std()) > 5
+    dls.show_batch(max_n=2); plt.close('all')
+
+def test_add_spec_norm_instance_and_bad_kind(dls):
+    add_spec_norm(dls, kind='instance')
+    assert [type(t).__name__ for t in dls.train.after_batch.fs] == ['MelSpec', 'InstanceSpecNorm', '_Mask']
+    with pytest.raises(ValueError, match='`kind`'): add_spec_norm(dls, kind='item')
