@@ -130,5 +130,7 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--rounds', type=int, default=15)
     ap.add_argument('--n-sparse', type=int, default=3)
+    ap.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's own choice)")
     a = ap.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
     main(a.rounds, a.n_sparse)

@@ -144,13 +144,13 @@ class _SpecAug(RandTransform):
     def _freq(self, x, F, n, on, prefix=''):
         nf = x.shape[-2]
         if F > nf: raise ValueError(f"`F` (freq_mask_param) = {F} exceeds the {nf} frequency bins of the batch: use F <= {nf}")
-        if n == 0: return None
+        if n == 0 or F == 0: return None
         return span_mask(nf, *self._spans(x, prefix, n, nf, F, on))
 
     def _time(self, x, T, n, max_frac, on, prefix=''):
-        nt = x.shape[-1]
-        if n == 0: return None
-        return span_mask(nt, *self._spans(x, prefix, n, nt, min(T, int(max_frac * nt)), on))
+        nt, T = x.shape[-1], min(T, int(max_frac * x.shape[-1]))
+        if n == 0 or T == 0: return None
+        return span_mask(nt, *self._spans(x, prefix, n, nt, T, on))
 
     def _warp(self, x, W, short, on):
         nt = x.shape[-1]

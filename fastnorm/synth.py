@@ -71,10 +71,14 @@ SYNTH_CLASSES = {  # category name -> generator of one clip's clean signal
     'noise_low': _noise_low, 'noise_high': _noise_high, 'click_train': _clicks, 'am_noise': _am_noise,
     'fm_tone': _fm_tone, 'beeps': _beeps, 'crackle': _crackle, 'beating': _beating}
 
+SNR_DB = (-10., 15.)            # clean signal over background noise, drawn per clip
+TILT_DB_PER_OCT = (-9., 9.)     # a fold's spectral tilt around 1 kHz
+EQ_DB = (-15., 15.)             # a fold's band EQ bump
+
 def _device_response(rng, n, sr):
     "A fold's 'recording device': a spectral tilt (dB/octave around 1 kHz) and one band EQ bump, as an rfft gain"
     f = np.fft.rfftfreq(n, 1/sr)
-    tilt, fc, gain = rng.uniform(-6, 6), rng.uniform(300, .35*sr), rng.uniform(-12, 12)
+    tilt, fc, gain = rng.uniform(*TILT_DB_PER_OCT), rng.uniform(300, .35*sr), rng.uniform(*EQ_DB)
     db = tilt*np.log2(np.maximum(f, 20)/1000) + gain*np.exp(-.5*(np.log2(np.maximum(f, 20)/fc)/.5)**2)
     return 10**(db/20)
 
@@ -85,14 +89,14 @@ def _pink(rng, n):
 def _rms(x): return np.sqrt(np.mean(x**2)) + 1e-12
 
 def _clip(rng, gen, n, sr, response):
-    "One clip: clean signal at unit rms + pink background at SNR 5-30 dB, coloured by the fold's device, peak gain -40..-3 dBFS"
+    "One clip: clean signal at unit rms + pink background at SNR_DB, coloured by the fold's device, peak gain -40..-3 dBFS"
     x = gen(rng, n, sr); x = x / _rms(x)
-    bg = _pink(rng, n); x = x + bg / _rms(bg) * 10**(-rng.uniform(5, 30)/20)
+    bg = _pink(rng, n); x = x + bg / _rms(bg) * 10**(-rng.uniform(*SNR_DB)/20)
     x = np.fft.irfft(np.fft.rfft(x) * response, n)
     return (x / (np.abs(x).max() + 1e-12) * 10**(rng.uniform(-40, -3)/20)).astype(np.float32)
 
 def _params(seed, n_classes, clips_per_class, seconds, sr):
-    return dict(seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=float(seconds), sr=sr, version=1)
+    return dict(seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=float(seconds), sr=sr, version=2)
 
 def _complete(dest:Path, params)->bool:
     "Does `dest` hold a finished dataset made with `params`, all its files present?"
