@@ -1,0 +1,4 @@
+"`python -m fastnorm ...` runs the `fastnorm` command"
+from .cli import main
+
+main()

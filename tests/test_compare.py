@@ -1,0 +1,81 @@
+import subprocess, sys, json, pandas as pd, pytest
+import fastnorm.compare as fc
+from fastnorm.compare import CompareConfig, run_comparison
+
+def tiny_cfg(path, **kw):
+    return CompareConfig(**{**dict(data=str(path), norms=('none', 'global', 'channel'), runs=1, epochs=1, bs=8), **kw})
+
+@pytest.fixture
+def count_training(monkeypatch):
+    "Count (and optionally interrupt) training runs"
+    calls = []
+    real = fc._train_one
+    def counted(dls, cfg, norm, run, seed, out):
+        calls.append((norm, run))
+        if getattr(counted, 'stop_at', None) == len(calls): raise KeyboardInterrupt
+        return real(dls, cfg, norm, run, seed, out)
+    monkeypatch.setattr(fc, '_train_one', counted)
+    counted.calls = calls
+    return counted
+
+def test_cli_end_to_end(tiny_esc50, tmp_path):
+    out = tmp_path/'out'
+    r = subprocess.run([sys.executable, '-m', 'fastnorm', 'compare', '--data', str(tiny_esc50), '--runs', '1', '--epochs', '1',
+                        '--bs', '8', '--norms', 'none,wave,global,channel,instance', '--out', str(out), '--no-progress'],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for f in ['results.csv', 'curves.csv', 'summary.md', 'config.json', 'comparison.png', 'curves.png', 'stats_global.png',
+              'stats_channel.png', 'stats_global.pt', 'stats_channel.pt']:
+        assert (out/f).is_file() and (out/f).stat().st_size > 0, f
+    res = pd.read_csv(out/'results.csv')
+    assert list(res.columns) == ['norm', 'run', 'seed', 'final_acc', 'best_acc', 'train_loss', 'valid_loss', 'seconds']
+    assert list(res['norm']) == ['none', 'wave', 'global', 'channel', 'instance'] and res['final_acc'].between(0, 1).all()
+    assert (res['best_acc'] >= res['final_acc']).all() and (res['seconds'] > 0).all()
+    md = (out/'summary.md').read_text()
+    assert '| normalization | n | mean acc' in md and '| channel | 1 |' in md and 'chance 0.250' in md
+    assert '| normalization | n | mean acc' in r.stdout  # the table is printed too
+    assert len(pd.read_csv(out/'curves.csv')) == 5
+
+def test_help_reads_like_fastai():
+    r = subprocess.run([sys.executable, '-m', 'fastnorm', 'compare', '--help'], capture_output=True, text=True)
+    assert r.returncode == 0 and '--norms' in r.stdout and '--resume' in r.stdout and 'comma list from none,wave,global,channel,instance' in r.stdout
+
+def test_same_seed_same_accuracy(tiny_esc50, tmp_path):
+    a = run_comparison(tiny_cfg(tiny_esc50, norms=('channel',)), out=tmp_path/'a', progress=False, log=lambda *_: None)
+    b = run_comparison(tiny_cfg(tiny_esc50, norms=('channel',)), out=tmp_path/'b', progress=False, log=lambda *_: None)
+    assert a['final_acc'].tolist() == b['final_acc'].tolist() and a['valid_loss'].tolist() == b['valid_loss'].tolist()
+
+def test_interrupted_comparison_resumes_only_missing_runs(tiny_esc50, tmp_path, count_training):
+    cfg, out = tiny_cfg(tiny_esc50, runs=2, norms=('none', 'channel')), tmp_path/'o'
+    count_training.stop_at = 3
+    with pytest.raises(KeyboardInterrupt): run_comparison(cfg, out=out, progress=False, log=lambda *_: None)
+    kept = pd.read_csv(out/'results.csv')
+    assert list(zip(kept['norm'], kept['run'])) == [('none', 0), ('channel', 0)]
+    with pytest.raises(FileExistsError, match='pass --resume'): run_comparison(cfg, out=out, progress=False)
+    count_training.stop_at = None
+    res = run_comparison(cfg, out=out, resume=True, progress=False, log=lambda *_: None)
+    assert count_training.calls[3:] == [('none', 1), ('channel', 1)]  # only the two missing runs were trained
+    assert len(res) == 4 and res.iloc[:2].equals(kept)  # finished runs kept as they were
+    with pytest.raises(ValueError, match='other settings'): run_comparison(tiny_cfg(tiny_esc50, runs=2, epochs=2, norms=('none', 'channel')), out=out, resume=True)
+
+@pytest.mark.parametrize('kw,err,msg', [
+    (dict(norms=('none', 'bogus')), ValueError, r"Unknown normalization\(s\) \['bogus'\]"),
+    (dict(fold=9), ValueError, r'fold 9 does not exist'),
+    (dict(bs=64), ValueError, r'bs=64 is larger than the training set of --data .* \(32 items\)'),
+    (dict(arch='vgg'), ValueError, r"Unknown --arch 'vgg'"),
+    (dict(specaugment='XX'), ValueError, r"Unknown --specaugment policy 'XX'"),
+])
+def test_bad_input_fails_before_training(tiny_esc50, tmp_path, count_training, kw, err, msg):
+    with pytest.raises(err, match=msg): run_comparison(tiny_cfg(tiny_esc50, **kw), out=tmp_path/'o', progress=False)
+    assert count_training.calls == [] and not (tmp_path/'o'/'results.csv').exists()
+
+def test_unknown_layout_and_missing_folder(tmp_path, count_training):
+    (tmp_path/'junk').mkdir(); (tmp_path/'junk'/'notes.txt').write_text('x')
+    with pytest.raises(ValueError, match='is not a known layout'): run_comparison(tiny_cfg(tmp_path/'junk'), out=tmp_path/'o', progress=False)
+    with pytest.raises(FileNotFoundError, match='no such folder'): run_comparison(tiny_cfg(tmp_path/'nope'), out=tmp_path/'o', progress=False)
+    assert count_training.calls == []
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'fastnorm', 'compare', '--data', str(tmp_path/'nope'), '--out', str(tmp_path/'o')],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and 'fastnorm compare: error: --data' in r.stderr and 'Traceback' not in r.stderr
