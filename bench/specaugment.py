@@ -3,8 +3,8 @@
 Compares fastnorm's vectorized masks with torchaudio's `FrequencyMasking`/`TimeMasking(iid_masks=True)` and with
 `batch.clone()`, and fastnorm's `TimeWarp` with a per-item `F.interpolate` loop and with the popular sparse_image_warp
 port (zcaceres/spec_augment), reimplemented minimally below with `torch.linalg.solve` in place of the removed `torch.solve`.
-Each timing is the best of several interleaved rounds (the machine is shared; the best round is the least disturbed),
-medians are printed too. Run: `python bench/specaugment.py [--rounds 15]`.
+Each ratio comes from alternating single calls of its two sides (the machine is shared: whatever load there is hits both
+alike); the table gives medians. Run: `python bench/specaugment.py [--pairs 40] [--threads N]`.
 """
 import argparse, platform, random, statistics, time
 import torch, torch.nn.functional as F
@@ -77,60 +77,46 @@ def interpolate_loop_warp(x, W=80):
         out.append(torch.cat([left, right], -1))
     return torch.cat(out)
 
-def bench(fns, rounds, warm=3):
-    "Interleaved rounds: {name: (best ms, median ms)} per call"
-    for f, n in fns.values():
-        for _ in range(warm): f()
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, (f, n) in fns.items():
-            t = time.perf_counter()
-            for _ in range(n): f()
-            times[k].append((time.perf_counter() - t) / n * 1e3)
-    return {k: (min(v), statistics.median(v)) for k, v in times.items()}
+def paired(fa, fb, k, warm=3):
+    """Time `fa` and `fb` alternately, one call each, `k` times: (median ms of a, median ms of b, median of the per-pair ratios a/b).
+    Load from other processes then hits both sides alike, which a shared machine needs."""
+    for _ in range(warm): fa(); fb()
+    ta, tb = [], []
+    for _ in range(k):
+        t0 = time.perf_counter(); fa(); t1 = time.perf_counter(); fb(); t2 = time.perf_counter()
+        ta.append((t1 - t0) * 1e3); tb.append((t2 - t1) * 1e3)
+    return statistics.median(ta), statistics.median(tb), statistics.median(a / b for a, b in zip(ta, tb))
 
-def main(rounds=15, n_sparse=3, seed=0):
+def main(k=40, n_sparse=3, seed=0):
     torch.manual_seed(seed); random.seed(seed)
     B, C, Fq, T = 64, 1, 128, 431
     x = TensorSpec(torch.randn(B, C, Fq, T), cfg=SPEC_PRESETS['esc50'])
     xt = x.as_subclass(torch.Tensor)
     fa, ta = TA.FrequencyMasking(27, iid_masks=True), TA.TimeMasking(100, iid_masks=True)
-    sa, fm, tm = SpecAugment(27, 100, 2, 2), FreqMask(27, n=2), TimeMask(100, n=2)
-    tw = TimeWarp(80)
-    r = bench({
-        'clone': (lambda: xt.clone(), 20),
-        'torchaudio 2F+2T': (lambda: ta(ta(fa(fa(xt)))), 3),
-        'SpecAugment 2F+2T (fused)': (lambda: sa(x, split_idx=0), 10),
-        'FreqMask(n=2) then TimeMask(n=2)': (lambda: tm(fm(x, split_idx=0), split_idx=0), 10),
-        'TimeWarp(80)': (lambda: tw(x, split_idx=0), 5),
-        'per-item interpolate loop': (lambda: interpolate_loop_warp(xt), 3),
-    }, rounds)
-    # the sparse_image_warp port: a few items, scaled to the batch
-    one = lambda: [sparse_time_warp(xt[i, 0][None]) for i in range(n_sparse)]
-    sp = bench({'sparse': (one, 1)}, max(3, rounds // 5), warm=1)['sparse']
-    r['sparse_image_warp port (x64 from %d items)' % n_sparse] = (sp[0] / n_sparse * B, sp[1] / n_sparse * B)
-    best = {k: v[0] for k, v in r.items()}
-    sparse_key = [k for k in r if k.startswith('sparse')][0]
+    sa, fm, tm, tw = SpecAugment(27, 100, 2, 2), FreqMask(27, n=2), TimeMask(100, n=2), TimeWarp(80)
+    ours_fused, ours_sep = (lambda: sa(x, split_idx=0)), (lambda: tm(fm(x, split_idx=0), split_idx=0))
+    audio, clone = (lambda: ta(ta(fa(fa(xt))))), (lambda: xt.clone())
+    warp, loop = (lambda: tw(x, split_idx=0)), (lambda: interpolate_loop_warp(xt))
+    sparse = lambda: [sparse_time_warp(xt[i, 0][None]) for i in range(n_sparse)]
+    rows = [('torchaudio 2F+2T', 'SpecAugment(27,100,2,2), fused', paired(audio, ours_fused, k), '>= 4x'),
+            ('torchaudio 2F+2T', 'FreqMask(27,n=2) then TimeMask(100,n=2)', paired(audio, ours_sep, k), '>= 4x'),
+            ('SpecAugment(27,100,2,2), fused', 'batch.clone()', paired(ours_fused, clone, k), '<= 4x'),
+            ('FreqMask(27,n=2) then TimeMask(100,n=2)', 'batch.clone()', paired(ours_sep, clone, k), '<= 4x'),
+            ('per-item F.interpolate loop', 'TimeWarp(80)', paired(loop, warp, k), '>= 2x')]
+    sp_a, sp_b, sp_r = paired(sparse, warp, max(5, k // 8), warm=1)
+    s = B / n_sparse  # the port does one spectrogram per call: scale its time on `n_sparse` items to the batch
+    rows.append((f'sparse_image_warp port (x{s:.3g} from {n_sparse} items)', 'TimeWarp(80)', (sp_a * s, sp_b, sp_r * s), '>= 100x'))
     print(f"torch {torch.__version__}, torchaudio {torchaudio.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}, batch [64,1,128,431] float32 CPU, best (median) of {rounds} rounds\n")
-    print('| operation | ms per batch, best | median |\n|---|---:|---:|')
-    for k, (b_, m_) in r.items(): print(f'| {k} | {b_:.2f} | {m_:.2f} |')
-    print('\n| ratio | measured | target |\n|---|---:|---:|')
-    rows = [('torchaudio 2F+2T / SpecAugment 2F+2T (fused)', best['torchaudio 2F+2T'] / best['SpecAugment 2F+2T (fused)'], '>= 4x'),
-            ('torchaudio 2F+2T / FreqMask+TimeMask (separate)', best['torchaudio 2F+2T'] / best['FreqMask(n=2) then TimeMask(n=2)'], '>= 4x'),
-            ('SpecAugment 2F+2T (fused) / clone', best['SpecAugment 2F+2T (fused)'] / best['clone'], '<= 4x'),
-            ('FreqMask+TimeMask (separate) / clone', best['FreqMask(n=2) then TimeMask(n=2)'] / best['clone'], '<= 4x'),
-            ('torchaudio 2F+2T / clone', best['torchaudio 2F+2T'] / best['clone'], ''),
-            ('per-item interpolate loop / TimeWarp', best['per-item interpolate loop'] / best['TimeWarp(80)'], '>= 2x'),
-            ('sparse_image_warp port / TimeWarp', best[sparse_key] / best['TimeWarp(80)'], '>= 100x')]
-    for name, v, tgt in rows: print(f'| {name} | {v:.1f}x | {tgt} |')
-    return r
+          f"{platform.machine()}, batch [64,1,128,431] float32 CPU; each ratio from {k} alternating pairs of calls\n")
+    print('| A | B | A ms (median) | B ms (median) | A / B (median of pairs) | target |\n|---|---|---:|---:|---:|---:|')
+    for a, b, (ma, mb, r), tgt in rows: print(f'| {a} | {b} | {ma:.2f} | {mb:.2f} | {r:.1f}x | {tgt} |')
+    return rows
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--rounds', type=int, default=15)
+    ap.add_argument('--pairs', type=int, default=40, help='alternating pairs of calls per ratio')
     ap.add_argument('--n-sparse', type=int, default=3)
     ap.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's own choice)")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
-    main(a.rounds, a.n_sparse)
+    main(a.pairs, a.n_sparse)

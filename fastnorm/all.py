@@ -9,3 +9,5 @@ from .stats import *
 from .norm import *
 from .augment import *
 from .show import *
+from .report import *
+from .compare import *
