@@ -10,7 +10,7 @@ from fastai.data.transforms import DisplayedTransform
 from fastai.vision.augment import RandTransform
 from fastcore.basics import store_attr
 
-__all__ = ['AudioLoadError', 'load_audio', 'AudioTensor', 'AudioNormalize', 'CropPad', 'AudioBlock', 'AUDIO_EXTS']
+__all__ = ['KeepMeta', 'AudioLoadError', 'load_audio', 'AudioTensor', 'AudioNormalize', 'CropPad', 'AudioBlock', 'AUDIO_EXTS']
 
 AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.aiff', '.aif')
 
@@ -36,7 +36,14 @@ def load_audio(path, # WAV, FLAC, OGG or AIFF file
     if sr is not None and sr != file_sr: x, file_sr = AF.resample(x, file_sr, sr), sr
     return x, int(file_sr)
 
-class AudioTensor(TensorBase):
+class KeepMeta:
+    "Mixin for `TensorBase` types: `clone` keeps the metadata (fastai's `clone` drops it)"
+    def clone(self, *, memory_format=None):
+        res = super().clone(memory_format=memory_format)
+        res.__dict__.update(self.__dict__)
+        return res
+
+class AudioTensor(KeepMeta, TensorBase):
     "Waveform `[C,N]` (a batch: `[B,C,N]`), float32, carrying its sample rate `sr` through slicing and batching"
     @classmethod
     def create(cls, fn, sr:int|None=None, mono:bool=True, **kwargs):

@@ -6,7 +6,7 @@ import numpy as np, torch
 import torchaudio.transforms as T
 from fastai.torch_core import TensorImageBase
 from fastai.data.transforms import DisplayedTransform
-from .audio import AudioTensor
+from .audio import AudioTensor, KeepMeta
 
 __all__ = ['SpecConfig', 'SPEC_PRESETS', 'TensorSpec', 'MelSpec', 'AudioToSpec', 'power_to_db', 'mel_frequencies']
 
@@ -82,7 +82,7 @@ def mel_frequencies(cfg:SpecConfig)->np.ndarray:
     if not cfg.n_mels: return np.linspace(0, cfg.sr/2, cfg.n_freq)
     return _mel_to_hz(np.linspace(_hz_to_mel(cfg.f_min), _hz_to_mel(cfg.fmax), cfg.n_mels + 2))[1:-1]
 
-class TensorSpec(TensorImageBase):
+class TensorSpec(KeepMeta, TensorImageBase):
     "Spectrogram `[C,F,T]` (a batch: `[B,C,F,T]`) carrying its `SpecConfig` as `cfg`; image augmentations leave it alone"
     def show(self, ctx=None, figsize=(5,3), title=None, cmap='magma', colorbar=True, **kwargs):
         "Draw with a time axis (s), a frequency axis (Hz) and a colorbar"

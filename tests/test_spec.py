@@ -15,6 +15,13 @@ def test_melspec_shapes_type_and_cfg():
     item = s[1]
     assert isinstance(item, TensorSpec) and item.cfg == tfm.cfg
 
+def test_clone_keeps_settings():
+    s = MelSpec(sr=8000, n_fft=256, n_mels=20)(batch())
+    c = s.clone()
+    assert isinstance(c, TensorSpec) and c.cfg == s.cfg and torch.equal(c, s) and c.data_ptr() != s.data_ptr()
+    a = batch().clone()
+    assert isinstance(a, AudioTensor) and a.sr == 8000
+
 def test_linear_spectrogram_preset():
     s = MelSpec.from_preset('paper')(AudioTensor(torch.randn(2, 1, 16000), sr=16000))
     assert s.shape == (2, 1, 201, 81) and s.cfg.n_mels is None
