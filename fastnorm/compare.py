@@ -75,11 +75,11 @@ def resolve_data(data:str, fold:int):
     if kind == 'esc50': CrossValidationSplitter(fold)(df)  # a fold that does not exist is an error now
     return kind, path, df
 
-def make_dls(kind, path, cfg:CompareConfig, wave_norm:bool, num_workers:int=0):
+def make_dls(kind, path, cfg:CompareConfig, wave_norm:bool, progress:bool=True):
     "Cached, seeded DataLoaders for one run (spectrograms come from the feature cache, made once for all runs)"
     aug = [SpecAugment(policy=cfg.specaugment)] if cfg.specaugment else None
-    if kind == 'esc50': return esc50_dls(path, fold=cfg.fold, bs=cfg.bs, spec=cfg.spec, wave_norm=wave_norm, batch_tfms=aug, cache=True)
-    return fsdd_dls(path, bs=cfg.bs, spec=cfg.spec, sr=None, wave_norm=wave_norm, batch_tfms=aug, cache=True)
+    if kind == 'esc50': return esc50_dls(path, fold=cfg.fold, bs=cfg.bs, spec=cfg.spec, wave_norm=wave_norm, batch_tfms=aug, cache=True, progress=progress)
+    return fsdd_dls(path, bs=cfg.bs, spec=cfg.spec, sr=None, wave_norm=wave_norm, batch_tfms=aug, cache=True, progress=progress)
 
 def make_learner(dls, arch:str, pretrained:bool=False)->Learner:
     "A one-input-channel classifier for spectrograms"
@@ -145,7 +145,7 @@ def run_comparison(cfg:CompareConfig, out='runs/compare', resume:bool=False, pro
     for r, n in (progress_bar(jobs) if progress and jobs else jobs):
         seed = cfg.seed + r
         set_seed(seed, reproducible=True)
-        dls = make_dls(kind, path, cfg, NORMS[n][0])
+        dls = make_dls(kind, path, cfg, NORMS[n][0], progress)
         row, curve = _train_one(dls, cfg, n, r, seed, out)
         results = pd.concat([results, pd.DataFrame([row])], ignore_index=True)
         curves = pd.concat([curves, curve], ignore_index=True)

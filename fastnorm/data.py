@@ -56,11 +56,14 @@ def audio_dblock(splitter, # a fastai splitter over the items (rows of a DataFra
                  cache:bool|SpecCache=False, # spectrograms from a feature cache instead of on the fly
                  files=None, # with `cache=True`: the files to cache
                  label_col:str='label', # column holding the label
+                 progress:bool=True, # progress bar while the cache is built
                 )->DataBlock:
-    "The DataBlock every dataset here shares: audio -> (waveform norm) -> spectrogram, labelled by `label_col`"
+    """The DataBlock every dataset here shares: audio -> (waveform norm) -> spectrogram, labelled by `label_col`.
+    With the cache every clip is centre-cropped/padded once (as at validation), so training from it has no random crop:
+    no difference when the clips already have `duration`, as in ESC-50."""
     tfms = list(batch_tfms or [])
     if cache is not False:
-        if cache is True: cache = SpecCache.build(files, cfg, duration, wave_norm=wave_norm)
+        if cache is True: cache = SpecCache.build(files, cfg, duration, wave_norm=wave_norm, progress=progress)
         blocks = (SpecCacheBlock(cache), CategoryBlock)
     else:
         blocks = (AudioBlock(sr=cfg.sr, duration=duration), CategoryBlock)
@@ -85,12 +88,13 @@ def esc50_dblock(path, # a folder in ESC-50's layout
                  duration:float|None=None, # clip length (s); default: the first clip's
                  wave_norm:bool=False, # per-clip AudioNormalize on the waveform
                  batch_tfms=None, # more batch transforms
-                 cache:bool=False, # use the feature cache (spectrograms made once)
+                 cache:bool|SpecCache=False, # use the feature cache (spectrograms made once), or this `SpecCache`
+                 progress:bool=True, # progress bar while the cache is built
                 )->DataBlock:
     "A `DataBlock` for ESC-50 or any folder in its layout, labelled by `category`, fold `fold` as validation"
     df = read_esc50_csv(path)
     return audio_dblock(CrossValidationSplitter(fold), spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms,
-                        cache, files=df['path'], label_col='category')
+                        cache, files=df['path'], label_col='category', progress=progress)
 
 def _dls(dblock, df, bs, splitter, **kwargs):
     check_batch_size(len(splitter(df)[0]), bs)
@@ -99,10 +103,10 @@ def _dls(dblock, df, bs, splitter, **kwargs):
     return dblock.dataloaders(df, bs=bs, **kwargs)
 
 def esc50_dls(path, fold:int=1, bs:int=32, spec='quick', sr=None, duration=None, wave_norm=False, batch_tfms=None,
-              cache=False, **kwargs):
+              cache=False, progress=True, **kwargs):
     "`DataLoaders` from `esc50_dblock` (same arguments, plus `bs` and fastai's `dataloaders` kwargs)"
     df = read_esc50_csv(path)
-    dblock = esc50_dblock(path, fold, spec, sr, duration, wave_norm, batch_tfms, cache)
+    dblock = esc50_dblock(path, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
     return _dls(dblock, df, bs, CrossValidationSplitter(fold), **kwargs)
 
 def esc50(path=None, # a local copy of ESC-50 (the folder holding audio/ and meta/); default: fastai's download
@@ -148,10 +152,10 @@ def FSDDSplitter(by:str='take', # 'take': takes `test_takes` are validation (lik
     return _inner
 
 def fsdd_dls(path, bs:int=32, by:str='take', test_speaker=None, spec='quick', sr:int|None=8000, duration:float=1.0,
-             wave_norm=False, batch_tfms=None, cache=False, **kwargs):
+             wave_norm=False, batch_tfms=None, cache=False, progress=True, **kwargs):
     "`DataLoaders` for FSDD, split by take or speaker; clips padded/cropped to `duration` (default 8 kHz, 1 s)"
     df, splitter = fsdd_items(path), FSDDSplitter(by, test_speaker=test_speaker)
-    dblock = audio_dblock(splitter, spec_config(spec, sr), duration, wave_norm, batch_tfms, cache, files=df['path'])
+    dblock = audio_dblock(splitter, spec_config(spec, sr), duration, wave_norm, batch_tfms, cache, files=df['path'], progress=progress)
     return _dls(dblock, df, bs, splitter, **kwargs)
 
 def folder_items(path)->pd.DataFrame:
@@ -165,10 +169,11 @@ def folder_items(path)->pd.DataFrame:
                              is_valid=[split and f.parent.parent.name == 'valid' for f in files]))
 
 def folder_dls(path, bs:int=32, valid_pct:float=0.2, seed:int=42, spec='quick', sr=None, duration=None, wave_norm=False,
-               batch_tfms=None, cache=False, **kwargs):
+               batch_tfms=None, cache=False, progress=True, **kwargs):
     "`DataLoaders` for class-per-folder audio: `train/` and `valid/` when present, else a random `valid_pct` split"
     df = folder_items(path)
     splitter = ((lambda d: ((~d['is_valid']).values.nonzero()[0].tolist(), d['is_valid'].values.nonzero()[0].tolist()))
                 if df['is_valid'].any() else RandomSplitter(valid_pct, seed=seed))
-    dblock = audio_dblock(splitter, spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms, cache, files=df['path'])
+    dblock = audio_dblock(splitter, spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms, cache, files=df['path'],
+                          progress=progress)
     return _dls(dblock, df, bs, splitter, **kwargs)

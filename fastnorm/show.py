@@ -1,4 +1,5 @@
 "`show_batch` for audio DataLoaders: spectrograms (or waveforms) in a grid with their labels."
+import math
 from fastai.imports import dispatch
 from fastai.data.core import get_show_batch_func
 from fastai.vision.data import get_grid
@@ -7,14 +8,24 @@ from .spec import TensorSpec
 
 __all__ = []  # registers `show_batch` overloads with fastai's dispatcher; nothing to import by name
 
+def _grid(x, y, samples, ctxs, max_n, nrows, ncols, figsize, **kwargs):
+    "fastai's default `show_batch` into a grid of axes, laid out so colorbars, titles and axis labels don't collide"
+    n = min(len(samples), max_n)
+    if ctxs is None:
+        if figsize is None: figsize = (4.2*min(n, ncols or 3), 3*math.ceil(n/(ncols or 3)))
+        ctxs = get_grid(n, nrows=nrows, ncols=ncols, figsize=figsize)
+        new = True
+    else: new = False
+    ctxs = get_show_batch_func(object)(x, y, samples, ctxs=ctxs, max_n=max_n, **kwargs)
+    if new and len(ctxs): ctxs[0].figure.tight_layout()
+    return ctxs
+
 @dispatch
 def show_batch(x:TensorSpec, y, samples, ctxs=None, max_n=9, nrows=None, ncols=None, figsize=None, **kwargs):
     "Spectrograms in a grid, each titled with its label"
-    if ctxs is None: ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
-    return get_show_batch_func(object)(x, y, samples, ctxs=ctxs, max_n=max_n, **kwargs)
+    return _grid(x, y, samples, ctxs, max_n, nrows, ncols, figsize, **kwargs)
 
 @dispatch
 def show_batch(x:AudioTensor, y, samples, ctxs=None, max_n=9, nrows=None, ncols=None, figsize=None, **kwargs):
     "Waveforms in a grid, each titled with its label"
-    if ctxs is None: ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
-    return get_show_batch_func(object)(x, y, samples, ctxs=ctxs, max_n=max_n, **kwargs)
+    return _grid(x, y, samples, ctxs, max_n, nrows, ncols, figsize, **kwargs)
