@@ -25,7 +25,7 @@ NORMS = {  # name -> (waveform AudioNormalize?, spectrogram normalization kind o
 
 PRESETS = {
     # the CPU default: embedded dataset, small xresnet, minutes on 2 cores
-    'quick': dict(data='synth', spec='quick', arch='xresnet18_tiny', epochs=8, runs=3, bs=32, lr=3e-3),
+    'quick': dict(data='synth', spec='quick', arch='xresnet18_tiny', epochs=8, runs=5, bs=32, lr=3e-3),
     # the published post: xresnet18 from scratch, 16 kHz, 201-bin dB spectrogram, 20 epochs, 5 runs (a GPU job)
     # (the draft's variant: --arch resnet18 --epochs 10 --spec esc50)
     'paper': dict(data='esc50', spec='paper', arch='xresnet18', epochs=20, runs=5, bs=64, lr=1e-3),
@@ -157,5 +157,5 @@ def run_comparison(cfg:CompareConfig, out='runs/compare', resume:bool=False, pro
     with atomic_path(out/'summary.md') as tmp: tmp.write_text(md)
     plot_comparison(results, summary, out/'comparison.png', order=cfg.norms)
     plot_curves(curves[curves['norm'].isin(cfg.norms) & (curves['run'] < cfg.runs)], out/'curves.png', order=cfg.norms)
-    log(md)
+    log('\n' + md)
     return results
