@@ -7,7 +7,7 @@ __all__ = ['compare', 'synth', 'main']
 
 @call_parse
 def compare(
-    data:str='synth', # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or a folder in ESC-50's or FSDD's layout
+    data:str=None, # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or a folder in ESC-50's or FSDD's layout [preset: quick uses synth, paper esc50]
     fold:int=1, # validation fold (ESC-50 layout); FSDD uses takes 0-4 as validation
     norms:str=None, # comma list from none,wave,global,channel,instance [default: none,global,channel]
     runs:int=None, # seeded runs per normalization [preset]
@@ -29,7 +29,7 @@ def compare(
     from .compare import CompareConfig, PRESETS, run_comparison
     if preset not in PRESETS: raise SystemExit(f"fastnorm compare: unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
     p = dict(PRESETS[preset])
-    if data != 'synth' or preset == 'quick': p['data'] = data
+    if data is not None: p['data'] = data
     given = dict(runs=runs, epochs=epochs, arch=arch, bs=bs, lr=lr, spec=spec)
     p.update({k: v for k, v in given.items() if v is not None})
     cfg = CompareConfig(norms=tuple((norms or 'none,global,channel').replace(' ', '').split(',')), fold=fold, specaugment=specaugment,

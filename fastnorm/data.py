@@ -9,7 +9,7 @@ from .audio import AudioBlock, AudioNormalize, AUDIO_EXTS
 from .spec import SpecConfig, SPEC_PRESETS, MelSpec
 from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
 
-__all__ = ['ESC50_COLUMNS', 'read_esc50_csv', 'CrossValidationSplitter', 'spec_config', 'audio_dblock', 'check_batch_size',
+__all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'read_esc50_csv', 'CrossValidationSplitter', 'spec_config', 'audio_dblock', 'check_batch_size',
            'esc50_dblock', 'esc50_dls', 'esc50', 'fsdd_items', 'FSDDSplitter', 'fsdd_dls', 'folder_items', 'folder_dls']
 
 ESC50_COLUMNS = ['filename', 'fold', 'target', 'category', 'esc10', 'src_file', 'take']
@@ -109,17 +109,26 @@ def esc50_dls(path, fold:int=1, bs:int=32, spec='quick', sr=None, duration=None,
     dblock = esc50_dblock(path, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
     return _dls(dblock, df, bs, CrossValidationSplitter(fold), **kwargs)
 
+ESC50_URL = 'https://github.com/karoldvl/ESC-50/archive/master.zip'  # what fastaudio's URLs.ESC50 pointed at
+
+def _esc50_root(p:Path)->Path:
+    "The folder holding meta/esc50.csv inside what untar_data unpacked"
+    if (p/'meta'/'esc50.csv').is_file(): return p
+    found = sorted(p.glob('*/meta/esc50.csv'))
+    if not found: raise FileNotFoundError(f"{p} holds no meta/esc50.csv: the download is not ESC-50's layout")
+    return found[0].parent.parent
+
 def esc50(path=None, # a local copy of ESC-50 (the folder holding audio/ and meta/); default: fastai's download
           timeout:float=20., # seconds to wait for the network before failing
          )->Path:
-    "The real ESC-50: a local folder, or fastai's `untar_data(URLs.ESC50)` (downloads once, then reuses)"
+    "The real ESC-50: a local folder, or fastai's `untar_data` of `URLs.ESC50` (where fastai defines it, else `ESC50_URL`); downloads once"
     if path is not None:
         read_esc50_csv(path); return Path(path)
     from fastai.data.external import untar_data, URLs
     old = socket.getdefaulttimeout(); socket.setdefaulttimeout(timeout)
-    try: return Path(untar_data(URLs.ESC50))
+    try: return _esc50_root(Path(untar_data(getattr(URLs, 'ESC50', ESC50_URL))))
     except Exception as e:
-        raise RuntimeError(f"Could not get ESC-50 with untar_data(URLs.ESC50): {type(e).__name__}: {e}\n"
+        raise RuntimeError(f"Could not get ESC-50 with untar_data: {type(e).__name__}: {e}\n"
                            "Offline? Use a local copy: esc50('/path/to/ESC-50-master') or `fastnorm compare --data /path/to/ESC-50-master`, "
                            "or the embedded dataset: synth_esc50() / `--data synth`.") from e
     finally: socket.setdefaulttimeout(old)

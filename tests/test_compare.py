@@ -79,3 +79,15 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'fastnorm', 'compare', '--data', str(tmp_path/'nope'), '--out', str(tmp_path/'o')],
                        capture_output=True, text=True)
     assert r.returncode == 1 and 'fastnorm compare: error: --data' in r.stderr and 'Traceback' not in r.stderr
+
+def test_pretrained_weights_unavailable_is_a_clear_error(tiny_esc50, monkeypatch):
+    import torchvision, urllib.error
+    from fastnorm.data import esc50_dls
+    def offline(self, *a, **k): raise urllib.error.URLError('Name or service not known')
+    monkeypatch.setattr(torchvision.models.WeightsEnum, 'get_state_dict', offline)
+    dls = esc50_dls(tiny_esc50, bs=8, sr=8000, num_workers=0)
+    with pytest.raises(RuntimeError, match=r'(?s)Could not get the ImageNet weights for resnet18.*drop --pretrained'):
+        fc.make_learner(dls, 'resnet18', pretrained=True)
+
+def test_pretrained_needs_a_torchvision_resnet():
+    with pytest.raises(ValueError, match='--pretrained needs a torchvision resnet'): CompareConfig(pretrained=True).check()

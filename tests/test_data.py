@@ -53,6 +53,13 @@ def test_esc50_offline_fails_fast_with_advice(monkeypatch):
     monkeypatch.setattr(ext, 'untar_data', offline)
     with pytest.raises(RuntimeError, match=r"(?s)Could not get ESC-50.*local copy.*synth_esc50"): esc50()
 
+def test_esc50_download_path_finds_the_dataset_folder(monkeypatch, tiny_esc50, tmp_path):
+    import fastai.data.external as ext
+    shutil.copytree(tiny_esc50, tmp_path/'master'/'ESC-50-master')  # what unpacking the repository archive gives
+    got = []
+    monkeypatch.setattr(ext, 'untar_data', lambda url, *a, **k: got.append(url) or tmp_path/'master')
+    assert esc50() == tmp_path/'master'/'ESC-50-master' and got[0].endswith('.zip')
+
 def test_esc50_local_copy(tiny_esc50):
     assert esc50(tiny_esc50) == tiny_esc50
 
