@@ -15,6 +15,8 @@ from . import __version__
 
 __all__ = ['SpecCache', 'CachedSpec', 'CachedSpecDL', 'SpecCacheBlock']
 
+CACHE_FORMAT = 2  # 2: per-item statistics in `stats.npz`; caches of format 1 lack them (`item_stats` is None) and are rebuilt by `build`
+
 def _files_key(files)->str:
     "Hash of the file list: names, sizes and modification times, in order"
     h = hashlib.sha1()
@@ -23,8 +25,15 @@ def _files_key(files)->str:
         h.update(f'{f}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
     return h.hexdigest()
 
+def time_stats(x:torch.Tensor)->tuple:
+    "Mean and M2 (sum of squared deviations) of each item of `x` `[B,C,F,T]` over time, float64 two-pass, `[B,C,F]` each"
+    x = x.as_subclass(torch.Tensor).double()
+    mean = x.mean(-1)
+    return mean, (x - mean[..., None]).pow_(2).sum(-1)
+
 class SpecCache:
-    "Spectrograms of `files` (as `SpecCache.build` made them) in `data.npy` (a memmap) with `index.csv`; `cache[file]` is a `TensorSpec`"
+    """Spectrograms of `files` (as `SpecCache.build` made them) in `data.npy` (a memmap) with `index.csv`; `cache[file]` is a `TensorSpec`.
+    `stats.npz` holds each item's statistics over time, which `compute_stats` merges instead of reading the spectrograms."""
     def __init__(self, path):
         self.path = Path(path)
         self.meta = json.loads((self.path/'meta.json').read_text())
@@ -33,7 +42,7 @@ class SpecCache:
         self.rows = dict(zip(self.index['file'], self.index['row']))
         self.data = np.load(self.path/'data.npy', mmap_mode='r')
 
-    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != 'data'}  # workers reopen the memmap
+    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k not in ('data', '_item_stats')}  # workers reopen the memmap
     def __setstate__(self, d): self.__dict__.update(d); self.data = np.load(self.path/'data.npy', mmap_mode='r')
     def __len__(self): return len(self.rows)
     def __repr__(self): return f"SpecCache({self.path}, {len(self)} items of shape {tuple(self.data.shape[1:])})"
@@ -42,9 +51,19 @@ class SpecCache:
         if key not in self.rows: raise KeyError(f"{file} is not in the feature cache at {self.path}")
         return TensorSpec(torch.from_numpy(np.array(self.data[self.rows[key]])), cfg=self.cfg)
 
+    @property
+    def item_stats(self)->dict|None:
+        "Each item's float64 `count`, `mean` and `m2` (sum of squared deviations) over time, `[N,C,F]` tensors by row; None in a cache without them"
+        if '_item_stats' not in self.__dict__:
+            p = self.path/'stats.npz'
+            self._item_stats = None
+            if p.is_file():
+                with np.load(p) as z: self._item_stats = {k: torch.from_numpy(z[k]) for k in ('count', 'mean', 'm2')}
+        return self._item_stats
+
     @staticmethod
     def key(files, cfg:SpecConfig, duration:float, wave_norm:bool)->str:
-        spec = json.dumps(dict(files=_files_key(files), cfg=cfg.to_dict(), duration=float(duration), wave_norm=bool(wave_norm), fmt=1), sort_keys=True)
+        spec = json.dumps(dict(files=_files_key(files), cfg=cfg.to_dict(), duration=float(duration), wave_norm=bool(wave_norm), fmt=CACHE_FORMAT), sort_keys=True)
         return hashlib.sha1(spec.encode()).hexdigest()[:16]
 
     @classmethod
@@ -69,16 +88,20 @@ class SpecCache:
             n = int(round(duration*cfg.sr))
             shape = (len(files), 1, cfg.n_freq, cfg.n_frames(n))
             mm = np.lib.format.open_memmap(tmp/'data.npy', mode='w+', dtype=np.float32, shape=shape)
+            st = dict(count=np.full(shape[:3], float(shape[3])), mean=np.empty(shape[:3]), m2=np.empty(shape[:3]))
             starts = range(0, len(files), bs)
             for s in (progress_bar(starts) if progress else starts):
                 x = torch.stack([crop(AudioTensor.create(f, sr=cfg.sr), split_idx=1) for f in files[s:s+bs]])
                 x = AudioTensor(x, sr=cfg.sr)
                 if wave_norm: x = norm(x)
-                mm[s:s+len(x)] = tospec(x).numpy()
+                sp = tospec(x)
+                mm[s:s+len(x)] = sp.numpy()
+                st['mean'][s:s+len(x)], st['m2'][s:s+len(x)] = (a.numpy() for a in time_stats(sp))
             mm.flush(); del mm
+            np.savez(tmp/'stats.npz', **st)
             pd.DataFrame(dict(file=files, row=range(len(files)))).to_csv(tmp/'index.csv', index=False)
             (tmp/'meta.json').write_text(json.dumps(dict(key=key, cfg=cfg.to_dict(), duration=duration, wave_norm=wave_norm,
-                                                         shape=shape, fastnorm=__version__)))
+                                                         shape=shape, fmt=CACHE_FORMAT, fastnorm=__version__)))
             if dest.exists(): shutil.rmtree(dest)
             tmp.rename(dest)
         finally:

@@ -26,3 +26,15 @@ def test_cache_is_reused_and_keyed_by_settings(tiny_esc50, tmp_path):
     c2 = SpecCache.build(files, cfg.replace(n_mels=32), 1.0, dest=tmp_path/'c', progress=False)  # other settings: rebuilt
     assert c2.data.shape == (10, 1, 32, 32) and json.loads((tmp_path/'c'/'meta.json').read_text())['cfg']['n_mels'] == 32
     with pytest.raises(KeyError, match='not in the feature cache'): c2['nope.wav']
+
+def test_cache_keeps_per_item_stats(tiny_esc50, tmp_path):
+    files = read_esc50_csv(tiny_esc50).path[:10]
+    c = SpecCache.build(files, spec_config('quick', sr=8000), 1.0, dest=tmp_path/'c', bs=4, progress=False)
+    assert sorted(f.name for f in (tmp_path/'c').iterdir()) == ['data.npy', 'index.csv', 'meta.json', 'stats.npz']
+    st, x = c.item_stats, np.asarray(c.data, dtype=np.float64)
+    assert all(st[k].shape == (10, 1, 64) and st[k].dtype == torch.float64 for k in ('count', 'mean', 'm2'))
+    assert (st['count'] == 32).all()
+    np.testing.assert_allclose(st['mean'].numpy(), x.mean(-1), rtol=1e-13)
+    np.testing.assert_allclose(st['m2'].numpy(), ((x - x.mean(-1, keepdims=True))**2).sum(-1), rtol=1e-12)
+    import pickle
+    assert '_item_stats' not in pickle.loads(pickle.dumps(c)).__dict__  # workers load them only if they need them

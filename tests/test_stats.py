@@ -2,7 +2,7 @@ import os, socket, warnings
 import pytest, torch
 import torch.multiprocessing as mp
 from fastnorm.spec import TensorSpec, SpecConfig, SPEC_PRESETS
-from fastnorm.stats import StatsRecorder, compute_stats, stats_pipeline
+from fastnorm.stats import StatsRecorder, compute_stats, stats_pipeline, STATS_KINDS
 from fastnorm.norm import ChannelSpecNorm, add_spec_norm
 
 CFG = SPEC_PRESETS['quick']
@@ -232,3 +232,67 @@ def test_compute_stats_on_cached_dataloader(tiny_esc50, dls):
     cached = esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True)
     a, b = compute_stats(cached, kind='channel', progress=False), compute_stats(dls, kind='channel', progress=False)
     assert a.n == b.n and rel(a.mean, b.mean) < 1e-5 and rel(a.std, b.std) < 1e-4
+
+# ---- compute_stats from a feature cache's per-item statistics ----
+@pytest.fixture(scope='module')
+def cached_dls(tiny_esc50):
+    from fastnorm.data import esc50_dls
+    return esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True)
+
+def streamed64(dl, red_dims, chosen):
+    "The streaming pass by hand over the same items and batches, on float64 batches (so it is exact too)"
+    r = StatsRecorder(red_dims)
+    for i in range(0, len(chosen), dl.bs): r.update(dl.do_batch(chosen[i:i+dl.bs])[0].as_subclass(torch.Tensor).double())
+    return r
+
+@pytest.mark.parametrize('kw', [{}, dict(frac=0.5, seed=1), dict(n_batches=3), dict(frac=0.5, seed=2, n_batches=1)])
+@pytest.mark.parametrize('kind', ['global', 'channel'])
+def test_compute_stats_on_cache_merges_item_stats(cached_dls, kind, kw, monkeypatch):
+    from fastnorm.stats import _stats_idxs
+    dl = cached_dls.train
+    slow = compute_stats(dl, kind=kind, progress=False, cache_stats=False, **kw)
+    def no_batches(self, *a, **k): raise AssertionError("the cached fast path read a batch")
+    monkeypatch.setattr(StatsRecorder, 'update', no_batches)
+    fast = compute_stats(cached_dls, kind=kind, progress=False, **kw)
+    monkeypatch.undo()
+    assert (fast.n, fast.n_batches, fast.kept_shape, fast.cfg, fast.red_dims) == (slow.n, slow.n_batches, slow.kept_shape, slow.cfg, slow.red_dims)
+    assert torch.equal(fast.count, slow.count) and fast.mean.dtype == torch.float64 and fast.device == slow.device
+    assert rel(fast.mean, slow.mean) < 1e-6 and rel(fast.std, slow.std) < 1e-6  # the pass sums float32 batches
+    ref64 = streamed64(dl, STATS_KINDS[kind], _stats_idxs(dl, kw.get('frac', 1.), kw.get('n_batches'), kw.get('seed', 0)))
+    assert fast.n == ref64.n and rel(fast.mean, ref64.mean) < 1e-12 and rel(fast.std, ref64.std) < 1e-12
+    u = compute_stats(dl, kind=kind, progress=False, unbiased=True, **kw)
+    assert torch.allclose(u.var, fast.var * fast.n / (fast.n - 1), rtol=1e-12, atol=0)
+
+def test_compute_stats_on_cache_streams_when_a_transform_comes_first(tiny_esc50, cached_dls):
+    from fastai.data.transforms import Transform
+    from fastnorm.data import esc50_dls
+    class Shift(Transform):
+        order = 50
+        def encodes(self, x:TensorSpec): return x + 10
+    shifted = esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True, batch_tfms=[Shift()])
+    assert type(shifted.train).__name__ == 'CachedSpecDL' and stats_pipeline(shifted.train)
+    calls = []
+    orig = StatsRecorder.update
+    def counting(self, b, **k): calls.append(1); return orig(self, b, **k)
+    StatsRecorder.update = counting
+    try: r = compute_stats(shifted, kind='channel', progress=False)
+    finally: StatsRecorder.update = orig
+    plain = compute_stats(cached_dls, kind='channel', progress=False)
+    assert len(calls) == 4 and r.n == plain.n
+    assert float((r.mean - plain.mean - 10).abs().max()) < 1e-4 and rel(r.std, plain.std) < 1e-5
+
+def test_compute_stats_on_cache_streams_when_time_is_kept(cached_dls):
+    r = compute_stats(cached_dls, red_dims=(0,1,2), progress=False)  # per-item statistics reduce over time: no use here
+    assert r.kept_shape == (1,1,1,32) and torch.equal(r.mean, compute_stats(cached_dls, red_dims=(0,1,2), progress=False, cache_stats=False).mean)
+
+def test_compute_stats_on_cache_without_item_stats_streams(tiny_esc50, tmp_path, cached_dls):
+    import shutil
+    from fastnorm.cache import SpecCache
+    from fastnorm.data import esc50_dls, read_esc50_csv, spec_config
+    cached_dls.train._index()
+    shutil.copytree(cached_dls.train._cache.path, tmp_path/'old'); (tmp_path/'old'/'stats.npz').unlink()  # as a cache of format 1
+    old = SpecCache(tmp_path/'old')
+    assert old.item_stats is None
+    r = compute_stats(esc50_dls(tiny_esc50, bs=8, sr=8000, cache=old), kind='channel', progress=False)
+    fast = compute_stats(cached_dls, kind='channel', progress=False)
+    assert r.n == fast.n and rel(r.mean, fast.mean) < 1e-6 and rel(r.std, fast.std) < 1e-6
