@@ -11,3 +11,5 @@ from .augment import *
 from .show import *
 from .report import *
 from .compare import *
+from .invert import *
+from .waveaug import *

@@ -1,0 +1,178 @@
+"""Waveform augmentations as vectorized, train-only batch transforms on `AudioTensor` `[B,C,N]`: noise at a target SNR, noise bursts,
+band-stop, aliasing, soft-clipping distortion.
+
+Order: after `AudioNormalize` (1), before `MelSpec` (5). Channel effects come first and noise last, so the noise itself is
+neither filtered nor distorted and the SNR you ask for is the SNR you get: `BandStop` 2, `Alias` 2.5, `Distortion` 3, `AddNoise` 4,
+`BurstNoise` 4.5. All of them are scale-invariant (SNR and peak are measured on each item), so they work on raw or normalized audio."""
+from __future__ import annotations
+import math
+from numbers import Real
+import torch
+from fastai.torch_core import retain_type
+from .audio import AudioTensor
+from .augment import _SpecAug, _check_frac, _check_int, span_mask
+
+__all__ = ['colored_noise', 'AddNoise', 'BurstNoise', 'BandStop', 'Alias', 'Distortion']
+
+def _check_range(name, v, lo=-math.inf, hi=math.inf):
+    "A number (a fixed value) or a `(low, high)` pair inside [lo, hi]: returned as a float pair"
+    pair = (v, v) if isinstance(v, Real) and not isinstance(v, bool) else v
+    ok = (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(a, Real) and not isinstance(a, bool) for a in pair)
+          and all(math.isfinite(a) and lo <= a <= hi for a in pair) and pair[0] <= pair[1])
+    if not ok: raise ValueError(f"`{name}` must be a number or a (low, high) pair with {lo} <= low <= high <= {hi} ({v!r} given)")
+    return float(pair[0]), float(pair[1])
+
+def _check_pos(name, v):
+    if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v <= 0: raise ValueError(f"`{name}` must be a positive number ({v!r} given)")
+    return float(v)
+
+def _rms(x): return x.pow(2).mean((-2, -1), keepdim=True).sqrt()  # per item, over channels and samples: `[B,1,1]`
+
+def colored_noise(shape, # `(..., N)`
+          color:str='white', # 'white' (flat spectrum) or 'pink' (power ∝ 1/f, no DC)
+          generator:torch.Generator|None=None, # RNG (default: torch's global one)
+          device=None, # where to make it
+         )->torch.Tensor:
+    "Gaussian noise of `color`, each row scaled to unit rms"
+    dev = generator.device if generator is not None else device
+    n = torch.randn(shape, generator=generator, device=dev).to(device)
+    if color == 'pink':
+        f = torch.fft.rfft(n)
+        k = torch.arange(f.shape[-1], device=n.device, dtype=n.dtype)
+        n = torch.fft.irfft(f * torch.where(k > 0, k.clamp(min=1).rsqrt(), torch.zeros_like(k)), n=shape[-1])
+    elif color != 'white': raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
+    return n / n.pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-12)
+
+class _WaveAug(_SpecAug):
+    "Base: train-only, per-item `p`, torch RNG (global, `generator` or `seed`), `draw=` pins parameters; `[C,N]` items go through as batches of one"
+    def _uniform(self, x, name, rng, shape=None):
+        "Per-item values U(rng) `[B]` (or `shape`), unless pinned by `draw`"
+        shape = shape or (x.shape[0],)
+        got = self._pinned(x, name, shape, torch.float32)
+        return got if got is not None else rng[0] + (rng[1] - rng[0]) * self._rand(x, *shape)
+
+    def _noise(self, x, color):
+        return colored_noise(x.shape, color, self._gen(x.device), x.device)
+
+    def encodes(self, x:AudioTensor):
+        if x.ndim not in (2, 3): raise ValueError(f"{type(self).__name__} expects audio `[B,C,N]` (or `[C,N]`), shape {tuple(x.shape)} given")
+        xt = x.as_subclass(torch.Tensor).float()
+        xb = xt[None] if x.ndim == 2 else xt
+        on = self._apply(xb)
+        out = torch.where(on[:, None, None], self.augment(xb, getattr(x, 'sr', None)), xb)
+        return retain_type(out[0] if x.ndim == 2 else out, old=x)
+
+class AddNoise(_WaveAug):
+    "Add white or pink noise at an SNR drawn per item from `snr_db`, measured against the item's own rms (silent items stay silent)"
+    order = 4
+    def __init__(self, snr_db=(5., 30.), # SNR in dB: a number, or a (low, high) range drawn uniformly per item
+                 color:str='white', # 'white' or 'pink'
+                 p:float=1., # probability of augmenting each item
+                 generator:torch.Generator|None=None, seed:int|None=None, # RNG, or a seed for one of its own
+                 draw:dict|None=None, # pin: {'snr_db': `[B]`, 'apply': `[B]`}, or a function of the batch
+                ):
+        super().__init__()
+        if color not in ('white', 'pink'): raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
+        self.snr_db, self.color = _check_range('snr_db', snr_db), color
+        self._setup_rng(p, generator, seed, draw)
+    def augment(self, x, sr):
+        snr = self._uniform(x, 'snr_db', self.snr_db)[:, None, None]
+        return x + self._noise(x, self.color) * _rms(x) * 10 ** (-snr / 20)  # unit-rms rows: noise rms = item rms / 10^(snr/20)
+
+class BurstNoise(_WaveAug):
+    "Add `n_bursts` short noise bursts per item at random positions, each up to `max_len_s` long, at an SNR relative to the item's rms"
+    order = 4.5
+    def __init__(self, n_bursts:int=2, # bursts per item
+                 max_len_s:float=0.1, # longest burst (s); lengths are U{1..max_len} samples
+                 snr_db=(0., 10.), # level of the bursts against the item's rms (dB): a number or a (low, high) range
+                 color:str='white', # 'white' or 'pink'
+                 p:float=1., generator:torch.Generator|None=None, seed:int|None=None,
+                 draw:dict|None=None, # pin: {'start': `[B,n]`, 'width': `[B,n]` (samples), 'snr_db': `[B]`, 'apply': `[B]`}
+                ):
+        super().__init__()
+        if color not in ('white', 'pink'): raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
+        self.n_bursts, self.max_len_s = _check_int('n_bursts', n_bursts, lo=1), _check_pos('max_len_s', max_len_s)
+        self.snr_db, self.color = _check_range('snr_db', snr_db), color
+        self._setup_rng(p, generator, seed, draw)
+    def augment(self, x, sr):
+        if sr is None: raise ValueError("BurstNoise needs the audio's sample rate: give it an AudioTensor with `sr`")
+        B, N = x.shape[0], x.shape[-1]
+        ml = max(1, min(N, int(round(self.max_len_s * sr))))
+        w = self._pinned(x, 'width', (B, self.n_bursts), torch.long)
+        if w is None: w = 1 + (self._rand(x, B, self.n_bursts) * ml).long().clamp(max=ml - 1)
+        s = self._pinned(x, 'start', (B, self.n_bursts), torch.long)
+        if s is None: s = (self._rand(x, B, self.n_bursts) * (N - w + 1)).long().clamp(max=N - w)
+        snr = self._uniform(x, 'snr_db', self.snr_db)[:, None, None]
+        mask = span_mask(N, s, w)[:, None, :].to(x.dtype)
+        return x + mask * self._noise(x, self.color) * _rms(x) * 10 ** (-snr / 20)
+
+class BandStop(_WaveAug):
+    "Zero one random frequency band per item in the FFT of the whole clip: width U(`min_width_hz`, `max_width_hz`) inside [`min_hz`, `max_hz`]"
+    order = 2
+    def __init__(self, min_hz:float=50., # lowest frequency the band may start at (Hz)
+                 max_hz:float|None=None, # highest frequency the band may reach (Hz), `None`: sr/2
+                 max_width_hz:float=1000., # widest band (Hz)
+                 min_width_hz:float=100., # narrowest band (Hz)
+                 p:float=1., generator:torch.Generator|None=None, seed:int|None=None,
+                 draw:dict|None=None, # pin: {'low_hz': `[B]`, 'width_hz': `[B]`, 'apply': `[B]`}
+                ):
+        super().__init__()
+        if isinstance(min_hz, bool) or not isinstance(min_hz, Real) or not 0 <= min_hz < math.inf: raise ValueError(f"`min_hz` must be >= 0 ({min_hz!r} given)")
+        if max_hz is not None and _check_pos('max_hz', max_hz) <= min_hz: raise ValueError(f"`max_hz` must be above min_hz={min_hz} ({max_hz!r} given)")
+        self.max_width_hz = _check_pos('max_width_hz', max_width_hz)
+        if isinstance(min_width_hz, bool) or not isinstance(min_width_hz, Real) or not 0 <= min_width_hz <= max_width_hz:
+            raise ValueError(f"`min_width_hz` must be between 0 and max_width_hz={max_width_hz} ({min_width_hz!r} given)")
+        self.min_hz, self.max_hz, self.min_width_hz = float(min_hz), max_hz, float(min_width_hz)
+        self._setup_rng(p, generator, seed, draw)
+    def band(self, x, sr):
+        "`[B]` low edge and width (Hz) of each item's band"
+        hi = min(self.max_hz or sr / 2, sr / 2)
+        if hi <= self.min_hz: raise ValueError(f"BandStop: min_hz={self.min_hz} is not below the band's top {hi} Hz (sr={sr})")
+        w = self._uniform(x, 'width_hz', (self.min_width_hz, self.max_width_hz)).clamp(max=hi - self.min_hz)
+        lo = self._pinned(x, 'low_hz', (x.shape[0],), torch.float32)
+        if lo is None: lo = self.min_hz + self._rand(x, x.shape[0]) * (hi - self.min_hz - w)
+        return lo, w
+    def augment(self, x, sr):
+        if sr is None: raise ValueError("BandStop needs the audio's sample rate: give it an AudioTensor with `sr`")
+        lo, w = self.band(x, sr)
+        f = torch.fft.rfftfreq(x.shape[-1], 1 / sr, device=x.device)
+        keep = ~((f >= lo[:, None]) & (f <= (lo + w)[:, None]))  # `[B,F]`
+        return torch.fft.irfft(torch.fft.rfft(x) * keep[:, None, :], n=x.shape[-1])
+
+class Alias(_WaveAug):
+    "Downsample each item to a rate U(`min_sr`, `max_sr`) without an anti-alias filter and hold each sample back up: content above the new Nyquist folds down"
+    order = 2.5
+    def __init__(self, min_sr:float=4000., # lowest rate it is decimated to (Hz)
+                 max_sr:float=8000., # highest rate (Hz); must stay below the audio's rate
+                 p:float=1., generator:torch.Generator|None=None, seed:int|None=None,
+                 draw:dict|None=None, # pin: {'sr': `[B]` (Hz), 'apply': `[B]`}
+                ):
+        super().__init__()
+        self.min_sr, self.max_sr = _check_pos('min_sr', min_sr), _check_pos('max_sr', max_sr)
+        if min_sr > max_sr: raise ValueError(f"`min_sr` must not exceed max_sr={max_sr} ({min_sr!r} given)")
+        self._setup_rng(p, generator, seed, draw)
+    def augment(self, x, sr):
+        if sr is None: raise ValueError("Alias needs the audio's sample rate: give it an AudioTensor with `sr`")
+        if self.max_sr > sr: raise ValueError(f"Alias: max_sr={self.max_sr} must not exceed the audio's sr={sr} Hz")
+        B, C, N = x.shape
+        r = (self._uniform(x, 'sr', (self.min_sr, self.max_sr)) / sr).double()[:, None]  # new/old rate, `[B,1]`
+        n = torch.arange(N, device=x.device, dtype=torch.float64)
+        # output sample n holds the last low-rate sample k = ⌊n r⌋, taken at the original sample ⌊k / r⌋ (no interpolation, no filter)
+        idx = (torch.floor(torch.floor(n * r + 1e-9) / r + 1e-9)).long().clamp(0, N - 1)
+        return x.gather(-1, idx[:, None, :].expand(B, C, N))
+
+class Distortion(_WaveAug):
+    "Soft clipping: `tanh(g x / peak)` with a drive g = 10^(gain_db/20) drawn per item, rescaled to the item's original peak"
+    order = 3
+    def __init__(self, gain_db=(0., 20.), # drive in dB: a number or a (low, high) range; 0 dB is tanh over [-1, 1], already mildly bent
+                 p:float=1., generator:torch.Generator|None=None, seed:int|None=None,
+                 draw:dict|None=None, # pin: {'gain_db': `[B]`, 'apply': `[B]`}
+                ):
+        super().__init__()
+        self.gain_db = _check_range('gain_db', gain_db, lo=-60., hi=60.)
+        self._setup_rng(p, generator, seed, draw)
+    def augment(self, x, sr):
+        g = 10 ** (self._uniform(x, 'gain_db', self.gain_db)[:, None, None] / 20)
+        peak = x.abs().amax((-2, -1), keepdim=True)
+        safe = peak.clamp(min=1e-12)
+        return torch.tanh(g * x / safe) / torch.tanh(g) * peak  # a silent item (peak 0) stays 0
