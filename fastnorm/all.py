@@ -13,3 +13,4 @@ from .report import *
 from .compare import *
 from .invert import *
 from .waveaug import *
+from .randaug import *

@@ -10,7 +10,8 @@ from numbers import Real
 import torch
 from fastai.torch_core import retain_type
 from .audio import AudioTensor
-from .augment import _SpecAug, _check_frac, _check_int, span_mask
+from .augment import _check_frac, _check_int, span_mask
+from .randaug import BatchRandTransform
 
 __all__ = ['colored_noise', 'AddNoise', 'BurstNoise', 'BandStop', 'Alias', 'Distortion']
 
@@ -43,7 +44,7 @@ def colored_noise(shape, # `(..., N)`
     elif color != 'white': raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
     return n / n.pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-12)
 
-class _WaveAug(_SpecAug):
+class _WaveAug(BatchRandTransform):
     "Base: train-only, per-item `p`, torch RNG (global, `generator` or `seed`), `draw=` pins parameters; `[C,N]` items go through as batches of one"
     def _uniform(self, x, name, rng, shape=None):
         "Per-item values U(rng) `[B]` (or `shape`), unless pinned by `draw`"

@@ -1,0 +1,45 @@
+"The base of fastnorm's random batch transforms (SpecAugment and waveform augmentations): per-item randomness in one call."
+from __future__ import annotations
+from numbers import Real
+import torch
+from fastai.vision.augment import RandTransform
+
+__all__ = ['BatchRandTransform']
+
+def _check_frac(name, v, lo_open=False):
+    if isinstance(v, bool) or not isinstance(v, Real) or not ((0 < v) if lo_open else (0 <= v)) or v > 1:
+        raise ValueError(f"`{name}` must be between 0 and 1 ({v!r} given)")
+    return float(v)
+
+class BatchRandTransform(RandTransform):
+    "Base of fastnorm's batch augmentations: train-only (`split_idx=0`), per-item `p`, torch RNG (global, or `generator`/`seed`), `draw=` pins parameters"
+    split_idx = 0
+    def _setup_rng(self, p, generator, seed, draw):
+        self.p, self.generator, self.seed, self.draw, self._gens = _check_frac('p', p), generator, seed, draw, {}
+        if draw is not None and not (callable(draw) or isinstance(draw, dict)):
+            raise ValueError(f"`draw` must be a dict of parameters or a function of the batch returning one ({draw!r} given)")
+
+    def before_call(self, b, split_idx): self.do = True  # `p` is drawn per item in `encodes`, not per batch
+    def __getstate__(self): return {**self.__dict__, '_gens': {}}
+
+    def _gen(self, device):
+        if self.generator is not None: return self.generator
+        if self.seed is None: return None
+        if device not in self._gens: self._gens[device] = torch.Generator(device).manual_seed(self.seed)
+        return self._gens[device]
+
+    def _rand(self, x, *shape):
+        "Uniform [0,1) of `shape` from this transform's RNG, on `x`'s device"
+        g = self._gen(x.device)
+        return torch.rand(shape, generator=g, device=g.device if g is not None else x.device).to(x.device)
+
+    def _pinned(self, x, name, shape, dtype):
+        d = self.draw(x) if callable(self.draw) else self.draw
+        if not d or name not in d: return None
+        return torch.as_tensor(d[name], device=x.device).to(dtype).expand(shape)
+
+    def _apply(self, x):
+        "`[B]` bool: which items are augmented (probability `p` each)"
+        got = self._pinned(x, 'apply', (x.shape[0],), torch.bool)
+        if got is not None: return got
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if self.p == 1. else self._rand(x, x.shape[0]) < self.p
