@@ -1,5 +1,5 @@
 "`from fastnorm.all import *` gives every user-facing name"
-from . import __version__
+from . import __version__  # noqa: F401 (fastnorm.all.__version__)
 from .audio import *
 from .spec import *
 from .synth import *

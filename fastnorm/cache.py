@@ -1,6 +1,6 @@
 "Feature cache: a dataset's spectrograms computed once into a `.npy` memmap with an index, reused on the next call."
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile
+import hashlib, json, shutil, tempfile
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastai.data.block import TransformBlock

@@ -1,9 +1,9 @@
 "The main job: the ESC-50 normalization comparison (none / wave / global / channel / instance), several seeded runs each."
 from __future__ import annotations
-import json, math, time, warnings
-from dataclasses import dataclass, asdict, field
+import json, time, warnings
+from dataclasses import dataclass, asdict
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd
 from fastai.learner import Learner
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed

@@ -6,7 +6,7 @@ from fastcore.basics import store_attr
 from fastcore.foundation import L
 from fastai.data.transforms import DisplayedTransform
 from .spec import TensorSpec
-from .stats import StatsRecorder, compute_stats, STATS_KINDS
+from .stats import StatsRecorder, compute_stats
 
 __all__ = ['SpecNormalize', 'GlobalSpecNorm', 'ChannelSpecNorm', 'InstanceSpecNorm', 'add_spec_norm']
 

@@ -10,7 +10,7 @@ from numbers import Real
 import torch
 from fastai.torch_core import retain_type
 from .audio import AudioTensor
-from .augment import _check_frac, _check_int, span_mask
+from .augment import _check_int, span_mask
 from .randaug import BatchRandTransform
 
 __all__ = ['colored_noise', 'AddNoise', 'BurstNoise', 'BandStop', 'Alias', 'Distortion']

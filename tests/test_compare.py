@@ -1,4 +1,4 @@
-import subprocess, sys, json, pandas as pd, pytest
+import subprocess, sys, pandas as pd, pytest
 import fastnorm.compare as fc
 from fastnorm.compare import CompareConfig, run_comparison
 

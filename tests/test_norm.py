@@ -1,9 +1,8 @@
-import warnings
 import pytest, torch
 from fastai.data.transforms import Normalize
 from fastai.data.core import TfmdDL
 from fasttransform import Transform
-from fastnorm.spec import TensorSpec, SPEC_PRESETS, MelSpec
+from fastnorm.spec import TensorSpec, SPEC_PRESETS
 from fastnorm.stats import StatsRecorder, compute_stats
 from fastnorm.norm import SpecNormalize, GlobalSpecNorm, ChannelSpecNorm, InstanceSpecNorm, add_spec_norm
 

@@ -1,5 +1,5 @@
 "Execute every notebook in `nbs/` at the small scale set in settings.ini, so the documentation stays runnable"
-import configparser, os
+import configparser
 from pathlib import Path
 import pytest
 
@@ -50,6 +50,5 @@ def test_prepare_skips_flagged_cells_and_injects_params():
 def test_notebook_runs(path, tmp_path):
     s = nb_settings()
     nb = prepare(nbformat.read(path, as_version=4), s)
-    env_home = os.environ.get('FASTNORM_HOME')
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}})
     client.execute()

@@ -1,7 +1,7 @@
-import os, socket, warnings
+import socket
 import pytest, torch
 import torch.multiprocessing as mp
-from fastnorm.spec import TensorSpec, SpecConfig, SPEC_PRESETS
+from fastnorm.spec import TensorSpec, SPEC_PRESETS
 from fastnorm.stats import StatsRecorder, compute_stats, stats_pipeline, STATS_KINDS
 from fastnorm.norm import ChannelSpecNorm, add_spec_norm
 
@@ -288,7 +288,7 @@ def test_compute_stats_on_cache_streams_when_time_is_kept(cached_dls):
 def test_compute_stats_on_cache_without_item_stats_streams(tiny_esc50, tmp_path, cached_dls):
     import shutil
     from fastnorm.cache import SpecCache
-    from fastnorm.data import esc50_dls, read_esc50_csv, spec_config
+    from fastnorm.data import esc50_dls
     cached_dls.train._index()
     shutil.copytree(cached_dls.train._cache.path, tmp_path/'old'); (tmp_path/'old'/'stats.npz').unlink()  # as a cache of format 1
     old = SpecCache(tmp_path/'old')
