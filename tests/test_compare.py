@@ -91,3 +91,16 @@ def test_pretrained_weights_unavailable_is_a_clear_error(tiny_esc50, monkeypatch
 
 def test_pretrained_needs_a_torchvision_resnet():
     with pytest.raises(ValueError, match='--pretrained needs a torchvision resnet'): CompareConfig(pretrained=True).check()
+
+def test_specaugment_and_fsdd_layout(tmp_path):
+    import numpy as np, soundfile as sf
+    d = tmp_path/'fsdd'; d.mkdir()
+    for spk in ('ann', 'bob'):
+        for take in range(7):
+            for digit in range(3):
+                t = np.arange(4000) / 8000
+                sf.write(d/f'{digit}_{spk}_{take}.wav', (.3*np.sin(2*np.pi*(300 + 400*digit)*t)).astype(np.float32), 8000)
+    cfg = CompareConfig(data=str(d), norms=('none', 'channel'), runs=1, epochs=1, bs=4, specaugment='SM')
+    res = run_comparison(cfg, out=tmp_path/'o', progress=False, log=lambda *_: None)
+    assert list(res['norm']) == ['none', 'channel'] and res['final_acc'].between(0, 1).all()
+    assert 'SpecAugment SM' in (tmp_path/'o'/'summary.md').read_text() and 'chance 0.333' in (tmp_path/'o'/'summary.md').read_text()
