@@ -1,6 +1,6 @@
 "Feature cache: a dataset's spectrograms computed once into a `.npy` memmap with an index, reused on the next call."
 from __future__ import annotations
-import hashlib, json, shutil, tempfile
+import hashlib, json
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastai.data.block import TransformBlock
@@ -10,7 +10,7 @@ from fasttransform import Pipeline
 from fastprogress.fastprogress import progress_bar
 from .audio import AudioTensor, AudioNormalize, CropPad
 from .spec import SpecConfig, TensorSpec, MelSpec
-from .utils import fastnorm_home
+from .utils import fastnorm_home, atomic_dir
 from . import __version__
 
 __all__ = ['SpecCache', 'CachedSpec', 'CachedSpecDL', 'SpecCacheBlock']
@@ -81,9 +81,9 @@ class SpecCache:
         key = cls.key(files, cfg, duration, wave_norm)
         dest = Path(dest) if dest is not None else fastnorm_home()/'cache'/key
         if (dest/'meta.json').is_file() and json.loads((dest/'meta.json').read_text()).get('key') == key: return cls(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.tmp-'))
-        try:
+        if dest.exists() and any(dest.iterdir()) and not (dest/'meta.json').is_file():
+            raise FileExistsError(f"{dest} exists and is not a fastnorm feature cache: choose another `dest`")
+        with atomic_dir(dest) as tmp:
             crop, tospec, norm = CropPad(duration), MelSpec(cfg=cfg), AudioNormalize()
             n = int(round(duration*cfg.sr))
             shape = (len(files), 1, cfg.n_freq, cfg.n_frames(n))
@@ -102,10 +102,6 @@ class SpecCache:
             pd.DataFrame(dict(file=files, row=range(len(files)))).to_csv(tmp/'index.csv', index=False)
             (tmp/'meta.json').write_text(json.dumps(dict(key=key, cfg=cfg.to_dict(), duration=duration, wave_norm=wave_norm,
                                                          shape=shape, fmt=CACHE_FORMAT, fastnorm=__version__)))
-            if dest.exists(): shutil.rmtree(dest)
-            tmp.rename(dest)
-        finally:
-            if tmp.exists(): shutil.rmtree(tmp)
         return cls(dest)
 
 class CachedSpec(Transform):

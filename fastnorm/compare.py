@@ -73,6 +73,7 @@ def resolve_data(data:str, fold:int):
                                "or FSDD's ({digit}_{speaker}_{take}.wav files)")
     df = read_esc50_csv(path) if kind == 'esc50' else fsdd_items(path)
     if kind == 'esc50': CrossValidationSplitter(fold)(df)  # a fold that does not exist is an error now
+    elif fold != 1: raise ValueError(f"--fold {fold}: {data} is in FSDD's layout, which has no folds: it is split by take (takes 0-4 validate)")
     return kind, path, df
 
 def make_dls(kind, path, cfg:CompareConfig, wave_norm:bool, progress:bool=True):
@@ -140,6 +141,8 @@ def run_comparison(cfg:CompareConfig, out='runs/compare', resume:bool=False, pro
     results = pd.read_csv(res_path) if resume and res_path.exists() else pd.DataFrame()
     curves = pd.read_csv(cur_path) if resume and cur_path.exists() else pd.DataFrame()
     done = set(zip(results['norm'], results['run'])) if len(results) else set()
+    if len(curves):  # a run counts once it is in results.csv: drop curves of a run interrupted between the two writes
+        curves = curves[[k in done for k in zip(curves['norm'], curves['run'])]]
     jobs = [(r, n) for r in range(cfg.runs) for n in cfg.norms if (n, r) not in done]
     if done: log(f"resuming: {len(done)} run(s) already in {res_path}, {len(jobs)} to train")
     for r, n in (progress_bar(jobs) if progress and jobs else jobs):

@@ -63,6 +63,9 @@ def audio_dblock(splitter, # a fastai splitter over the items (rows of a DataFra
     no difference when the clips already have `duration`, as in ESC-50."""
     tfms = list(batch_tfms or [])
     if cache is not False:
+        wave = [type(t).__name__ for t in tfms if getattr(t, 'order', 0) < MelSpec.order]
+        if wave: raise ValueError(f"batch_tfms {wave} work on the waveform, before the spectrogram, but a feature cache holds spectrograms: "
+                                  "use `wave_norm=True` for AudioNormalize, or `cache=False` for waveform augmentations")
         if cache is True: cache = SpecCache.build(files, cfg, duration, wave_norm=wave_norm, progress=progress)
         blocks = (SpecCacheBlock(cache), CategoryBlock)
     else:

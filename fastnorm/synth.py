@@ -1,9 +1,9 @@
 "The embedded dataset: a deterministic synthetic dataset in ESC-50's exact layout, made on first use."
 from __future__ import annotations
-import json, shutil, tempfile
+import json
 from pathlib import Path
 import numpy as np, pandas as pd, soundfile as sf
-from .utils import fastnorm_home
+from .utils import fastnorm_home, atomic_dir
 
 __all__ = ['SYNTH_CLASSES', 'synth_esc50']
 
@@ -122,9 +122,7 @@ def synth_esc50(dest=None, # folder to make it in; default: $FASTNORM_HOME/data/
     if _complete(dest, params): return dest
     if dest.exists() and any(dest.iterdir()) and not (dest/'.synth_esc50.json').exists():
         raise FileExistsError(f"{dest} exists and is not a fastnorm synthetic dataset: choose another `dest`")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.tmp-'))
-    try:
+    with atomic_dir(dest) as tmp:
         (tmp/'audio').mkdir(); (tmp/'meta').mkdir()
         n = int(round(seconds*sr))
         responses = {f: _device_response(np.random.default_rng([seed, 1, f]), n, sr) for f in range(1, 6)}
@@ -138,8 +136,4 @@ def synth_esc50(dest=None, # folder to make it in; default: $FASTNORM_HOME/data/
                 rows.append(dict(filename=fn, fold=fold, target=target, category=cat, esc10=target < 10, src_file=src, take='A'))
         pd.DataFrame(rows, columns=ESC50_COLUMNS).sort_values(['fold', 'target', 'src_file']).to_csv(tmp/'meta'/'esc50.csv', index=False)
         (tmp/'.synth_esc50.json').write_text(json.dumps(params))
-        if dest.exists(): shutil.rmtree(dest)
-        tmp.rename(dest)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp)
     return dest

@@ -38,3 +38,26 @@ def test_cache_keeps_per_item_stats(tiny_esc50, tmp_path):
     np.testing.assert_allclose(st['m2'].numpy(), ((x - x.mean(-1, keepdims=True))**2).sum(-1), rtol=1e-12)
     import pickle
     assert '_item_stats' not in pickle.loads(pickle.dumps(c)).__dict__  # workers load them only if they need them
+
+def test_cache_never_replaces_a_folder_it_did_not_make(tiny_esc50, tmp_path):
+    (tmp_path/'mine').mkdir(); (tmp_path/'mine'/'precious.txt').write_text('x')
+    files = read_esc50_csv(tiny_esc50).path[:4]
+    with pytest.raises(FileExistsError, match='not a fastnorm feature cache'):
+        SpecCache.build(files, spec_config('quick', sr=8000), 1.0, dest=tmp_path/'mine', progress=False)
+    assert (tmp_path/'mine'/'precious.txt').read_text() == 'x'
+
+def test_waveform_transforms_with_a_cache_are_an_error(tiny_esc50):
+    from fastnorm.waveaug import AddNoise
+    from fastnorm.audio import AudioNormalize
+    for tfm in (AddNoise(snr_db=(0, 10)), AudioNormalize()):
+        with pytest.raises(ValueError, match=rf"\['{type(tfm).__name__}'\] work on the waveform.*cache=False"):
+            esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True, batch_tfms=[tfm])
+
+def test_cache_and_results_get_the_usual_permissions(tiny_esc50, tmp_path):
+    import os, stat
+    from fastnorm.utils import atomic_path
+    umask = os.umask(0o022); os.umask(umask)
+    c = SpecCache.build(read_esc50_csv(tiny_esc50).path[:4], spec_config('quick', sr=8000), 1.0, dest=tmp_path/'c', progress=False)
+    assert stat.S_IMODE(os.stat(c.path).st_mode) == 0o777 & ~umask
+    with atomic_path(tmp_path/'r.csv') as tmp: tmp.write_text('a\n')
+    assert stat.S_IMODE(os.stat(tmp_path/'r.csv').st_mode) == 0o666 & ~umask

@@ -104,3 +104,17 @@ def test_specaugment_and_fsdd_layout(tmp_path):
     res = run_comparison(cfg, out=tmp_path/'o', progress=False, log=lambda *_: None)
     assert list(res['norm']) == ['none', 'channel'] and res['final_acc'].between(0, 1).all()
     assert 'SpecAugment SM' in (tmp_path/'o'/'summary.md').read_text() and 'chance 0.333' in (tmp_path/'o'/'summary.md').read_text()
+
+def test_resume_drops_curves_of_a_run_missing_from_results(tiny_esc50, tmp_path):
+    cfg, out = tiny_cfg(tiny_esc50, norms=('none',), runs=2), tmp_path/'o'
+    run_comparison(cfg, out=out, progress=False, log=lambda *_: None)
+    res = pd.read_csv(out/'results.csv'); res[res['run'] == 0].to_csv(out/'results.csv', index=False)  # died after curves, before results
+    run_comparison(cfg, out=out, resume=True, progress=False, log=lambda *_: None)
+    cur = pd.read_csv(out/'curves.csv')
+    assert sorted(zip(cur['norm'], cur['run'], cur['epoch'])) == [('none', 0, 1), ('none', 1, 1)]
+
+def test_fold_with_fsdd_layout_is_an_error(tmp_path):
+    import numpy as np, soundfile as sf
+    d = tmp_path/'fsdd'; d.mkdir()
+    for take in range(6): sf.write(d/f'1_ann_{take}.wav', np.zeros(800, np.float32), 8000)
+    with pytest.raises(ValueError, match="--fold 2: .* FSDD's layout, which has no folds"): fc.resolve_data(str(d), 2)
