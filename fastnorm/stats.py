@@ -179,6 +179,12 @@ class StatsRecorder:
         "Add a batch; padding given by `mask` or `lengths` never counts"
         if not isinstance(batch, torch.Tensor): raise ValueError(f"`batch` must be a tensor ({type(batch).__name__} given)")
         if not (batch.is_floating_point()): raise ValueError(f"`batch` must be a floating point tensor ({batch.dtype} given)")
+        try: return self._update(batch, mask, lengths)
+        except ValueError:
+            if self._mean is None: self.ndim = self.shape = self.cfg = None  # a rejected first batch leaves the recorder as new
+            raise
+
+    def _update(self, batch, mask, lengths):
         self._check(batch)
         self._check_cfg(batch)
         x = _plain(batch)
@@ -277,6 +283,13 @@ class StatsRecorder:
         return r
 
     # ---- display ----
+    def _axis_name(self):
+        "What the last kept dim of `mean` is: frequency bins of a `[B,C,F,T]` batch reduced over time, else the dim's index"
+        kept = [d for d in range(self.ndim) if d not in self._dims and self.shape[d] > 1]
+        if self.ndim == 4 and kept and kept[-1] == 2: return 'mel bin' if self.cfg is None or self.cfg.n_mels else 'frequency bin'
+        if self.ndim == 4 and kept and kept[-1] == 1: return 'channel'
+        return f'dim {kept[-1]}' if kept else ''
+
     def plot(self, figsize=(8,3), title:str|None=None):
         "Per-channel mean and std against mel bin (or the single global values), as a matplotlib `Figure`"
         import matplotlib.pyplot as plt
@@ -289,7 +302,7 @@ class StatsRecorder:
             m2, s2 = mean.reshape(-1, mean.shape[-1]), std.reshape(-1, std.shape[-1])
             for ax, v, nm in zip(axs, (m2, s2), ('mean', 'std')):
                 for i, row in enumerate(v): ax.plot(row.numpy(), label=f"ch {i}" if len(v) > 1 else None)
-                ax.set_xlabel('mel bin' if self.cfg is None or self.cfg.n_mels else 'frequency bin'); ax.set_title(nm)
+                ax.set_xlabel(self._axis_name()); ax.set_title(nm)
                 if len(v) > 1: ax.legend()
             if self.cfg is not None: axs[0].set_ylabel('dB' if self.cfg.db else 'power')
         if title: fig.suptitle(title)

@@ -296,3 +296,16 @@ def test_compute_stats_on_cache_without_item_stats_streams(tiny_esc50, tmp_path,
     r = compute_stats(esc50_dls(tiny_esc50, bs=8, sr=8000, cache=old), kind='channel', progress=False)
     fast = compute_stats(cached_dls, kind='channel', progress=False)
     assert r.n == fast.n and rel(r.mean, fast.mean) < 1e-6 and rel(r.std, fast.std) < 1e-6
+
+def test_a_rejected_first_batch_leaves_the_recorder_new():
+    r = StatsRecorder((0, 3))
+    bad = torch.zeros(2, 1, 16, 20); bad[1, 0, 3, 4] = float('nan')
+    with pytest.raises(ValueError, match=r'Batch 0 holds NaN or Inf values \(items \[1\]\)'): r.update(bad)
+    r.update(torch.ones(2, 1, 8, 20))  # another shape is fine: nothing was recorded
+    assert r.kept_shape == (1, 1, 8, 1) and r.n == 40
+
+def test_plot_names_the_kept_axis():
+    r = StatsRecorder((0, 2, 3)).update(torch.randn(4, 3, 8, 10))
+    assert r.plot().axes[0].get_xlabel() == 'channel'
+    r = StatsRecorder((0, 3)).update(torch.randn(4, 1, 8, 10))
+    assert r.plot().axes[0].get_xlabel() == 'mel bin'
