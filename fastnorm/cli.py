@@ -9,7 +9,7 @@ __all__ = ['compare', 'synth', 'main']
 def compare(
     data:str=None, # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or a folder in ESC-50's or FSDD's layout [preset: quick uses synth, paper esc50]
     fold:int=1, # validation fold (ESC-50 layout); FSDD uses takes 0-4 as validation
-    norms:str=None, # comma list from none,wave,global,channel,instance [default: none,global,channel]
+    norms:str=None, # comma list from none,wave,global,channel,instance,imagenet [default: none,global,channel]
     runs:int=None, # seeded runs per normalization [preset]
     epochs:int=None, # epochs per run (fit_one_cycle) [preset]
     arch:str=None, # xresnet18_tiny, xresnet18, xresnet34, resnet18, resnet34 [preset]
@@ -22,7 +22,7 @@ def compare(
     seed:int=0, # seed of the first run; run r uses seed+r
     out:str='runs/compare', # folder for results.csv, summary.md, comparison.png, curves.png, statistics plots
     resume:store_true=False, # complete an interrupted comparison in --out, training only the missing runs
-    pretrained:store_true=False, # ImageNet-pretrained torchvision resnet (needs --arch resnet18/resnet34 and the weights)
+    pretrained:store_true=False, # ImageNet-pretrained torchvision resnet (needs --arch resnet18/resnet34 and the weights); pair it with --norms imagenet
     no_progress:store_true=False, # no progress bars
 ):
     "Compare spectrogram normalizations (none / wave / global / channel / instance) on ESC-50 or a dataset in its layout"

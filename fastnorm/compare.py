@@ -21,7 +21,8 @@ from . import __version__
 __all__ = ['NORMS', 'PRESETS', 'ARCHS', 'CompareConfig', 'resolve_data', 'make_dls', 'make_learner', 'run_comparison']
 
 NORMS = {  # name -> (waveform AudioNormalize?, spectrogram normalization kind or None)
-    'none': (False, None), 'wave': (True, None), 'global': (True, 'global'), 'channel': (True, 'channel'), 'instance': (True, 'instance')}
+    'none': (False, None), 'wave': (True, None), 'global': (True, 'global'), 'channel': (True, 'channel'), 'instance': (True, 'instance'),
+    'imagenet': (False, 'imagenet')}  # the post's "pretrained with ImageNet statistics": spectrograms as [0,1] images
 
 PRESETS = {
     # the CPU default: embedded dataset, small xresnet, minutes on 2 cores
@@ -101,7 +102,7 @@ def _train_one(dls, cfg:CompareConfig, norm:str, run:int, seed:int, out:Path):
     _, kind = NORMS[norm]
     if kind is not None:
         stats = None
-        if kind != 'instance':
+        if kind in ('global', 'channel'):
             stats = compute_stats(dls.train, kind=kind, frac=cfg.frac, seed=seed, progress=False)
             if not (out/f'stats_{kind}.png').exists():  # statistics of the first run that used them
                 import matplotlib.pyplot as plt

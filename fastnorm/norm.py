@@ -8,7 +8,7 @@ from fastai.data.transforms import DisplayedTransform
 from .spec import TensorSpec
 from .stats import StatsRecorder, compute_stats
 
-__all__ = ['SpecNormalize', 'GlobalSpecNorm', 'ChannelSpecNorm', 'InstanceSpecNorm', 'add_spec_norm']
+__all__ = ['SpecNormalize', 'GlobalSpecNorm', 'ChannelSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm', 'add_spec_norm']
 
 def _shape_to(v, axes, ndim=4):
     "Tensor `v` reshaped to broadcast against rank-`ndim` batches: its dims fill the kept (non-`axes`) dims, right-aligned"
@@ -120,8 +120,29 @@ class InstanceSpecNorm(DisplayedTransform):
         std, mean = torch.std_mean(xf, dims, keepdim=True, correction=0)
         return TensorSpec((xf - mean) / std.clamp_min(self.eps), cfg=getattr(x, 'cfg', None))
 
+class ImageNetSpecNorm(DisplayedTransform):
+    """The "pretrained with ImageNet statistics" path: each spectrogram min-max scaled to [0,1] like an image, then normalized
+    with ImageNet's mean and std averaged over RGB, as fastai's `Normalize.from_stats(*imagenet_stats)` would do to an image"""
+    order = 99
+    mean, std = 0.449, 0.226  # imagenet_stats ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) averaged over the channels
+    def __init__(self, eps:float=1e-6): # floor of an item's value range, so a constant item gives (0 - mean)/std
+        super().__init__()
+        if eps <= 0: raise ValueError(f"`eps` must be positive ({eps} given)")
+        store_attr()
+    def encodes(self, x:TensorSpec):
+        "`x`: `[B,C,F,T]`, any device"
+        if x.ndim != 4: raise ValueError(f"ImageNetSpecNorm expects [B,C,F,T] batches (shape {list(x.shape)} given)")
+        xp = x.as_subclass(torch.Tensor).float()
+        lo, hi = xp.amin((1,2,3), keepdim=True), xp.amax((1,2,3), keepdim=True)
+        return TensorSpec(((xp - lo) / (hi - lo).clamp_min(self.eps) - self.mean) / self.std, cfg=getattr(x, 'cfg', None))
+    def decodes(self, x:TensorSpec):
+        "Back to the [0,1] image (each item's own dB range is not kept)"
+        return x * self.std + self.mean
+
+_SPEC_NORMS = (SpecNormalize, InstanceSpecNorm, ImageNetSpecNorm)
+
 def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
-                  kind:str='channel', # 'channel', 'global' or 'instance' (per item, no statistics)
+                  kind:str='channel', # 'channel', 'global', 'instance' (per item) or 'imagenet' (per-item [0,1], ImageNet stats)
                   frac:float=1.0, # fraction of the training batches the statistics are computed on
                   n_batches:int|None=None, # at most this many batches
                   seed:int=0, # seeds the choice of batches
@@ -130,8 +151,10 @@ def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
                   eps:float=1e-6, # std floor
                  ):
     "Compute statistics on `dls.train` and insert the normalize transform in every `after_batch`: after `MelSpec`, before SpecAugment"
-    if kind not in ('channel', 'global', 'instance'): raise ValueError(f"`kind` must be 'channel', 'global' or 'instance' ({kind!r} given)")
+    if kind not in ('channel', 'global', 'instance', 'imagenet'):
+        raise ValueError(f"`kind` must be 'channel', 'global', 'instance' or 'imagenet' ({kind!r} given)")
     if kind == 'instance': tfm = InstanceSpecNorm('global', eps=eps)
+    elif kind == 'imagenet': tfm = ImageNetSpecNorm(eps=eps)
     else:
         if stats is None: stats = compute_stats(dls.train, kind=kind, frac=frac, n_batches=n_batches, seed=seed, progress=progress)
         tfm = (ChannelSpecNorm if kind == 'channel' else GlobalSpecNorm)(stats, eps=eps)
@@ -139,5 +162,5 @@ def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
     if isinstance(tfm, SpecNormalize) and dev is not None: tfm.to(dev)
     for dl in dls.loaders:
         p = dl.after_batch  # a new list per loader (loaders made with `new` share the old one), dropping any earlier spec norm
-        p.fs = L([t for t in p.fs if not isinstance(t, (SpecNormalize, InstanceSpecNorm))] + [tfm]).sorted(key='order')
+        p.fs = L([t for t in p.fs if not isinstance(t, _SPEC_NORMS)] + [tfm]).sorted(key='order')
     return dls

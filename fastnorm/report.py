@@ -48,7 +48,7 @@ def summary_markdown(summary:pd.DataFrame, cfg=None, n_classes:int|None=None)->s
                  + (f", chance {1/n_classes:.3f}" if n_classes else '') + "\n\n")
     foot = ("\n\n`none`: raw log-mel; `wave`: per-clip waveform AudioNormalize only; `global`/`channel`: AudioNormalize, then one "
             "statistic for the whole spectrogram / one per mel bin, computed on the training folds; `instance`: AudioNormalize, then "
-            "each spectrogram by its own mean and std. Accuracy is the final epoch's on the validation fold; the 95% CI is the "
+            "each spectrogram by its own mean and std; `imagenet`: each spectrogram min-max scaled to [0,1] like an image, then ImageNet's mean and std. Accuracy is the final epoch's on the validation fold; the 95% CI is the "
             "t-interval of the mean over runs; the paired difference pairs runs that share a seed.\n")
     return head + '\n'.join(lines) + foot
 

@@ -77,11 +77,12 @@ def test_masked_fraction_matches_expectation():
     assert abs(m - (F / 2) / v) < 0.015                        # E[f]/v = 4/16
     m = masked_rows(FreqMask(F, p=0.5, seed=4)(spec(B, F=v, T=2), split_idx=0)).float().mean()
     assert abs(m - 0.5 * (F / 2) / v) < 0.015
-    # two time masks: E[masked] = 1 - P(frame outside both); estimate it by simulation of the same law
-    mt = masked_cols(TimeMask(10, n=2, seed=5)(spec(B, F=2, T=50), split_idx=0)).float().mean()
-    g = torch.Generator().manual_seed(9)
-    w = (torch.rand(B, 2, generator=g) * 11).long(); s0 = (torch.rand(B, 2, generator=g) * (50 - w + 1)).long()
-    assert abs(mt - span_mask(50, s0, w).float().mean()) < 0.015
+    # two independent time masks, t ~ U{0..T}, t0 ~ U{0..tau-t}: frame j is masked by one with probability
+    # p_j = 1/(T+1) * sum_t #{t0 : t0 <= j < t0+t} / (tau-t+1), and by either with 1 - (1-p_j)^2 (enumerated exactly)
+    T, tau = 10, 50
+    mt = masked_cols(TimeMask(T, n=2, seed=5)(spec(B, F=2, T=tau), split_idx=0)).float().mean()
+    p = [sum(sum(1 for t0 in range(tau - t + 1) if t0 <= j < t0 + t) / (tau - t + 1) for t in range(T + 1)) / (T + 1) for j in range(tau)]
+    assert abs(mt - sum(1 - (1 - pj)**2 for pj in p) / tau) < 0.015
 
 def test_masks_independent_across_items():
     B = 4000

@@ -21,7 +21,7 @@ def count_training(monkeypatch):
 def test_cli_end_to_end(tiny_esc50, tmp_path):
     out = tmp_path/'out'
     r = subprocess.run([sys.executable, '-m', 'fastnorm', 'compare', '--data', str(tiny_esc50), '--runs', '1', '--epochs', '1',
-                        '--bs', '8', '--norms', 'none,wave,global,channel,instance', '--out', str(out), '--no-progress'],
+                        '--bs', '8', '--norms', 'none,wave,global,channel,instance,imagenet', '--out', str(out), '--no-progress'],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     for f in ['results.csv', 'curves.csv', 'summary.md', 'config.json', 'comparison.png', 'curves.png', 'stats_global.png',
@@ -29,12 +29,12 @@ def test_cli_end_to_end(tiny_esc50, tmp_path):
         assert (out/f).is_file() and (out/f).stat().st_size > 0, f
     res = pd.read_csv(out/'results.csv')
     assert list(res.columns) == ['norm', 'run', 'seed', 'final_acc', 'best_acc', 'train_loss', 'valid_loss', 'seconds']
-    assert list(res['norm']) == ['none', 'wave', 'global', 'channel', 'instance'] and res['final_acc'].between(0, 1).all()
+    assert list(res['norm']) == ['none', 'wave', 'global', 'channel', 'instance', 'imagenet'] and res['final_acc'].between(0, 1).all()
     assert (res['best_acc'] >= res['final_acc']).all() and (res['seconds'] > 0).all()
     md = (out/'summary.md').read_text()
     assert '| normalization | n | mean acc' in md and '| channel | 1 |' in md and 'chance 0.250' in md
     assert '| normalization | n | mean acc' in r.stdout  # the table is printed too
-    assert len(pd.read_csv(out/'curves.csv')) == 5
+    assert len(pd.read_csv(out/'curves.csv')) == 6
 
 def test_help_reads_like_fastai():
     r = subprocess.run([sys.executable, '-m', 'fastnorm', 'compare', '--help'], capture_output=True, text=True)

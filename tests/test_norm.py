@@ -134,3 +134,12 @@ def test_add_spec_norm_instance_and_bad_kind(dls):
     add_spec_norm(dls, kind='instance')
     assert [type(t).__name__ for t in dls.train.after_batch.fs] == ['MelSpec', 'InstanceSpecNorm', '_Mask']
     with pytest.raises(ValueError, match='`kind`'): add_spec_norm(dls, kind='item')
+
+def test_imagenet_norm_scales_each_item_like_an_image():
+    from fastnorm.norm import ImageNetSpecNorm
+    x = TensorSpec(torch.stack([torch.linspace(-80, -20, 40).reshape(1, 4, 10), torch.full((1, 4, 10), -50.)]), cfg=SPEC_PRESETS['quick'])
+    y = ImageNetSpecNorm()(x)
+    assert isinstance(y, TensorSpec) and y.cfg == x.cfg
+    assert y[0].min().item() == pytest.approx(-.449/.226, abs=1e-5) and y[0].max().item() == pytest.approx((1-.449)/.226, abs=1e-5)
+    assert torch.allclose(y[1], torch.full_like(y[1], -.449/.226))  # a constant item: no division by zero
+    assert torch.allclose(ImageNetSpecNorm().decodes(y)[0].flatten(), torch.linspace(0, 1, 40), atol=1e-5)
