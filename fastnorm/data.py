@@ -95,7 +95,10 @@ def esc50_dblock(path, # a folder in ESC-50's layout
                  progress:bool=True, # progress bar while the cache is built
                 )->DataBlock:
     "A `DataBlock` for ESC-50 or any folder in its layout, labelled by `category`, fold `fold` as validation"
-    df = read_esc50_csv(path)
+    return _esc50_dblock(read_esc50_csv(path), fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
+
+def _esc50_dblock(df, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress):
+    "`esc50_dblock` on an already read csv"
     return audio_dblock(CrossValidationSplitter(fold), spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms,
                         cache, files=df['path'], label_col='category', progress=progress)
 
@@ -108,8 +111,8 @@ def _dls(dblock, df, bs, splitter, **kwargs):
 def esc50_dls(path, fold:int=1, bs:int=32, spec='quick', sr=None, duration=None, wave_norm=False, batch_tfms=None,
               cache=False, progress=True, **kwargs):
     "`DataLoaders` from `esc50_dblock` (same arguments, plus `bs` and fastai's `dataloaders` kwargs)"
-    df = read_esc50_csv(path)
-    dblock = esc50_dblock(path, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
+    df = read_esc50_csv(path)  # read (and every clip checked) once for the block and the loaders
+    dblock = _esc50_dblock(df, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
     return _dls(dblock, df, bs, CrossValidationSplitter(fold), **kwargs)
 
 ESC50_URL = 'https://github.com/karoldvl/ESC-50/archive/master.zip'  # what fastaudio's URLs.ESC50 pointed at
