@@ -9,12 +9,12 @@ from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner.fit_one_cycle)
 from fastprogress.fastprogress import progress_bar
-from .data import read_esc50_csv, esc50_dls, esc50, fsdd_items, fsdd_dls, spec_config, check_batch_size, CrossValidationSplitter
+from .data import read_esc50_csv, esc50_dls, esc50, fsdd_items, fsdd_dls, spec_config, check_batch_size, CrossValidationSplitter, FSDDSplitter
 from .stats import compute_stats
 from .norm import add_spec_norm
 from .augment import SpecAugment, SPECAUGMENT_POLICIES
 from .synth import synth_esc50
-from .report import summarize, summary_markdown, plot_comparison, plot_curves
+from .report import summarize, summary_markdown, plot_comparison, plot_curves, save_figure
 from .utils import atomic_path
 from . import __version__
 
@@ -62,7 +62,7 @@ class CompareConfig:
     def key(self): return {k: v for k, v in asdict(self).items() if k != 'runs'}  # more runs may be added on resume
 
 def resolve_data(data:str, fold:int):
-    "`data` ('synth', 'esc50' or a folder) to (kind, path, item DataFrame); a bad folder or fold fails here, before training"
+    "`data` ('synth', 'esc50' or a folder) to (kind, path, item DataFrame, training items); a bad folder or fold fails here, before training"
     if data == 'synth': path, kind = synth_esc50(), 'esc50'
     elif data == 'esc50': path, kind = esc50(), 'esc50'
     else:
@@ -72,10 +72,11 @@ def resolve_data(data:str, fold:int):
         elif any(path.glob('[0-9]_*_*.wav')): kind = 'fsdd'
         else: raise ValueError(f"--data {data} is not a known layout: expected ESC-50's (meta/esc50.csv and audio/*.wav) "
                                "or FSDD's ({digit}_{speaker}_{take}.wav files)")
+    if kind == 'fsdd' and fold != 1:
+        raise ValueError(f"--fold {fold}: {data} is in FSDD's layout, which has no folds: it is split by take (takes 0-4 validate)")
     df = read_esc50_csv(path) if kind == 'esc50' else fsdd_items(path)
-    if kind == 'esc50': CrossValidationSplitter(fold)(df)  # a fold that does not exist is an error now
-    elif fold != 1: raise ValueError(f"--fold {fold}: {data} is in FSDD's layout, which has no folds: it is split by take (takes 0-4 validate)")
-    return kind, path, df
+    train, _ = (CrossValidationSplitter(fold) if kind == 'esc50' else FSDDSplitter('take'))(df)  # a missing fold is an error now
+    return kind, path, df, len(train)
 
 def make_dls(kind, path, cfg:CompareConfig, wave_norm:bool, progress:bool=True):
     "Cached, seeded DataLoaders for one run (spectrograms come from the feature cache, made once for all runs)"
@@ -105,8 +106,7 @@ def _train_one(dls, cfg:CompareConfig, norm:str, run:int, seed:int, out:Path):
         if kind in ('global', 'channel'):
             stats = compute_stats(dls.train, kind=kind, frac=cfg.frac, seed=seed, progress=False)
             if not (out/f'stats_{kind}.png').exists():  # statistics of the first run that used them
-                import matplotlib.pyplot as plt
-                fig = stats.plot(); fig.savefig(out/f'stats_{kind}.png', dpi=100, bbox_inches='tight'); plt.close(fig)
+                save_figure(stats.plot(), out/f'stats_{kind}.png')
                 stats.save(out/f'stats_{kind}.pt')
         add_spec_norm(dls, kind=kind, stats=stats)
     learn = make_learner(dls, cfg.arch, cfg.pretrained)
@@ -135,8 +135,7 @@ def run_comparison(cfg:CompareConfig, out='runs/compare', resume:bool=False, pro
         old = json.loads(cfg_path.read_text())
         diff = {k: (old.get(k), v) for k, v in json.loads(json.dumps(cfg.key())).items() if old.get(k) != v}
         if diff: raise ValueError(f"--resume: {out} holds a comparison made with other settings {diff} (old, new): use another --out")
-    kind, path, df = resolve_data(cfg.data, cfg.fold)
-    n_train = len(CrossValidationSplitter(cfg.fold)(df)[0]) if kind == 'esc50' else int((df['take'] >= 5).sum())
+    kind, path, df, n_train = resolve_data(cfg.data, cfg.fold)
     check_batch_size(n_train, cfg.bs, f'the training set of --data {cfg.data}')
     with atomic_path(cfg_path) as tmp: tmp.write_text(json.dumps({**cfg.key(), 'fastnorm': __version__}, indent=1))
     results = pd.read_csv(res_path) if resume and res_path.exists() else pd.DataFrame()

@@ -5,7 +5,7 @@ import numpy as np, pandas as pd
 from scipy import stats as sps
 from .utils import atomic_path
 
-__all__ = ['summarize', 'summary_markdown', 'plot_comparison', 'plot_curves']
+__all__ = ['summarize', 'summary_markdown', 'plot_comparison', 'plot_curves', 'save_figure']
 
 def _ci95(x):
     x = np.asarray(x, float)
@@ -52,7 +52,8 @@ def summary_markdown(summary:pd.DataFrame, cfg=None, n_classes:int|None=None)->s
             "t-interval of the mean over runs; the paired difference pairs runs that share a seed.\n")
     return head + '\n'.join(lines) + foot
 
-def _save(fig, path):
+def save_figure(fig, path):
+    "Write `fig` to `path` as PNG atomically (a temporary file, then a rename) and close it"
     import matplotlib.pyplot as plt
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=110, bbox_inches='tight', format='png')
     plt.close(fig)
@@ -72,7 +73,7 @@ def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str
     lo = max(0., float(results[metric].min()) - .1)
     ax.set_ylim(lo, min(1., float(results[metric].max()) + .05)); ax.set_xticks(xs); ax.set_xticklabels(order)
     ax.set_ylabel('validation accuracy'); ax.set_title('Spectrogram normalization'); ax.legend(loc='lower right', fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 def plot_curves(curves:pd.DataFrame, path, order=None):
     "Validation accuracy per epoch: each run thin, the mean over runs thick"
@@ -86,4 +87,4 @@ def plot_curves(curves:pd.DataFrame, path, order=None):
         m = c.groupby('epoch')['accuracy'].mean()
         ax.plot(m.index, m.values, color=col, lw=2, label=n)
     ax.set_xlabel('epoch'); ax.set_ylabel('validation accuracy'); ax.legend(); ax.set_title('Validation accuracy per epoch')
-    _save(fig, path)
+    save_figure(fig, path)
