@@ -3,7 +3,8 @@ from fastai.data.transforms import Normalize
 from fastai.data.core import TfmdDL
 from fasttransform import Transform
 from fastnorm.spec import TensorSpec, SPEC_PRESETS
-from fastnorm.stats import StatsRecorder, compute_stats
+from fastnorm.stats import StatsRecorder
+from fastnorm.dlstats import compute_stats
 from fastnorm.norm import SpecNormalize, GlobalSpecNorm, ChannelSpecNorm, InstanceSpecNorm, add_spec_norm
 
 CFG = SPEC_PRESETS['quick']
@@ -55,7 +56,7 @@ def test_from_mean_std_with_axes():
 def test_channel_norm_needs_channel_stats_and_checks_args():
     g = stats([logmel()], (0,1,2,3))
     with pytest.raises(ValueError, match='use GlobalSpecNorm'): ChannelSpecNorm(g)
-    with pytest.raises(ValueError, match='needs a `StatsRecorder`'): ChannelSpecNorm(torch.zeros(16))
+    with pytest.raises(ValueError, match='needs both `mean` and `std`, a `StatsRecorder`, or neither'): ChannelSpecNorm(torch.zeros(16))
     with pytest.raises(ValueError, match='not both'): GlobalSpecNorm(g, 1.)
     with pytest.raises(ValueError, match='`eps`'): GlobalSpecNorm(0., 1., eps=0)
     with pytest.raises(ValueError, match='same shape'): ChannelSpecNorm(torch.zeros(16), torch.ones(8))

@@ -2,7 +2,8 @@ import socket
 import pytest, torch
 import torch.multiprocessing as mp
 from fastnorm.spec import TensorSpec, SPEC_PRESETS
-from fastnorm.stats import StatsRecorder, compute_stats, stats_pipeline, STATS_KINDS
+from fastnorm.stats import StatsRecorder, STATS_KINDS
+from fastnorm.dlstats import compute_stats, stats_pipeline, stats_items
 from fastnorm.norm import ChannelSpecNorm, add_spec_norm
 
 CFG = SPEC_PRESETS['quick']
@@ -248,7 +249,6 @@ def streamed64(dl, red_dims, chosen):
 @pytest.mark.parametrize('kw', [{}, dict(frac=0.5, seed=1), dict(n_batches=3), dict(frac=0.5, seed=2, n_batches=1)])
 @pytest.mark.parametrize('kind', ['global', 'channel'])
 def test_compute_stats_on_cache_merges_item_stats(cached_dls, kind, kw, monkeypatch):
-    from fastnorm.stats import _stats_idxs
     dl = cached_dls.train
     slow = compute_stats(dl, kind=kind, progress=False, cache_stats=False, **kw)
     def no_batches(self, *a, **k): raise AssertionError("the cached fast path read a batch")
@@ -258,7 +258,7 @@ def test_compute_stats_on_cache_merges_item_stats(cached_dls, kind, kw, monkeypa
     assert (fast.n, fast.n_batches, fast.kept_shape, fast.cfg, fast.red_dims) == (slow.n, slow.n_batches, slow.kept_shape, slow.cfg, slow.red_dims)
     assert torch.equal(fast.count, slow.count) and fast.mean.dtype == torch.float64 and fast.device == slow.device
     assert rel(fast.mean, slow.mean) < 1e-6 and rel(fast.std, slow.std) < 1e-6  # the pass sums float32 batches
-    ref64 = streamed64(dl, STATS_KINDS[kind], _stats_idxs(dl, kw.get('frac', 1.), kw.get('n_batches'), kw.get('seed', 0)))
+    ref64 = streamed64(dl, STATS_KINDS[kind], stats_items(dl, kw.get('frac', 1.), kw.get('n_batches'), kw.get('seed', 0)))
     assert fast.n == ref64.n and rel(fast.mean, ref64.mean) < 1e-12 and rel(fast.std, ref64.std) < 1e-12
     u = compute_stats(dl, kind=kind, progress=False, unbiased=True, **kw)
     assert torch.allclose(u.var, fast.var * fast.n / (fast.n - 1), rtol=1e-12, atol=0)
@@ -289,8 +289,7 @@ def test_compute_stats_on_cache_without_item_stats_streams(tiny_esc50, tmp_path,
     import shutil
     from fastnorm.cache import SpecCache
     from fastnorm.data import esc50_dls
-    cached_dls.train._index()
-    shutil.copytree(cached_dls.train._cache.path, tmp_path/'old'); (tmp_path/'old'/'stats.npz').unlink()  # as a cache of format 1
+    shutil.copytree(cached_dls.train.cache.path, tmp_path/'old'); (tmp_path/'old'/'stats.npz').unlink()  # as a cache of format 1
     old = SpecCache(tmp_path/'old')
     assert old.item_stats is None
     r = compute_stats(esc50_dls(tiny_esc50, bs=8, sr=8000, cache=old), kind='channel', progress=False)
