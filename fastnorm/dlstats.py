@@ -3,6 +3,7 @@ cache's per-item moments), each rank its own shard under `torch.distributed`. On
 from __future__ import annotations
 import math, random
 from contextlib import contextmanager
+from functools import partial
 from fasttransform import Pipeline
 from .stats import StatsRecorder, STATS_KINDS
 from .cache import CachedSpecDL
@@ -122,7 +123,9 @@ def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training se
         pos = dist_shard(range(len(chosen)), bs)
         if not (cache_stats and _cached_stats(dl, rec, chosen, pos)):
             mine = [chosen[p] for p in pos]
-            with _patched(dl, after_batch=Pipeline(stats_pipeline(dl)), get_idxs=lambda: mine, n=len(mine), shuffle=False, drop_last=False):
+            # `partial`, not a lambda: DataLoader workers started by spawn (macOS, Windows, torch.multiprocessing) pickle `dl`
+            with _patched(dl, after_batch=Pipeline(stats_pipeline(dl)), get_idxs=partial(list, mine), n=len(mine), shuffle=False,
+                          drop_last=False):
                 _stream(dl, rec, math.ceil(len(mine) / bs), progress)
     else:  # a plain iterable: take a random fraction of its batches as they come
         rng, total = random.Random(seed), None
