@@ -9,8 +9,8 @@ from fastai.data.transforms import DisplayedTransform, Transform
 from fastai.vision.augment import RandTransform
 from fastcore.basics import store_attr
 
-__all__ = ['KeepMeta', 'AudioLoadError', 'load_audio', 'AudioTensor', 'OpenAudio', 'AudioNormalize', 'CropPad', 'AudioBlock',
-           'AUDIO_EXTS']
+__all__ = ['KeepMeta', 'AudioLoadError', 'load_audio', 'AudioTensor', 'OpenAudio', 'AudioNormalize', 'CropPad',
+           'AudioBlock', 'AUDIO_EXTS']
 
 AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.aiff', '.aif')
 
@@ -47,11 +47,12 @@ class AudioTensor(KeepMeta, TensorBase):
     "Waveform `[C,N]` (a batch: `[B,C,N]`), float32, carrying its sample rate `sr` through slicing and batching"
     @classmethod
     def create(cls, fn, sr:int|None=None, mono:bool=True, **kwargs):
-        "Load a file (`str` or `Path`), or wrap an array/tensor, which then needs `sr`; an `AudioTensor` at `sr` is returned as is"
+        "Load a file (`str` or `Path`), or wrap an array/tensor, which then needs `sr`; keep an `AudioTensor` at `sr`"
         if isinstance(fn, (str, Path)): x, sr = load_audio(fn, sr=sr, mono=mono)
         elif isinstance(fn, AudioTensor):
             if sr is not None and getattr(fn, 'sr', None) != sr:
-                raise ValueError(f"This AudioTensor has sr={getattr(fn, 'sr', None)} Hz, not {sr} Hz: load the file with sr={sr}")
+                raise ValueError(f"This AudioTensor has sr={getattr(fn, 'sr', None)} Hz, not {sr} Hz: "
+                                 f"load the file with sr={sr}")
             return fn
         else:
             if sr is None: raise ValueError("`sr` is needed to make an AudioTensor from an array")
@@ -77,7 +78,7 @@ class AudioTensor(KeepMeta, TensorBase):
         return ctx
 
 class OpenAudio(Transform):
-    "Type transform of `AudioBlock`: an audio file (`str` or `Path`) to an `AudioTensor` at `sr`; an `AudioTensor` passes"
+    "Type transform of `AudioBlock`: an audio file (`str` or `Path`) to an `AudioTensor` at `sr` (`AudioTensor`s stay)"
     input_types = (str, Path, AudioTensor)  # what `test_dl` and `predict` accept (fastai reads `input_types`)
     def __init__(self, sr:int|None=16000, # resample to this rate (Hz)
                  mono:bool=True, # downmix to one channel

@@ -32,18 +32,18 @@ def time_stats(x:torch.Tensor)->tuple:
     return mean, (x - mean[..., None]).pow_(2).sum(-1)
 
 def _make_specs(waves, cfg:SpecConfig, duration:float, wave_norm:bool, tfms=None)->TensorSpec:
-    """Spectrograms `[B,C,F,T]` of clips `[C,N]` at `cfg.sr`, as at validation: centre-cropped (longer) or zero-padded at the end
-    (shorter) to `duration`, `AudioNormalize`d with `wave_norm`, then `MelSpec(cfg=cfg)`; `tfms`: those three, made once"""
+    """Spectrograms `[B,C,F,T]` of clips `[C,N]` at `cfg.sr`, as at validation: centre-cropped (longer) or zero-padded
+    at the end (shorter) to `duration`, `AudioNormalize`d with `wave_norm`, then `MelSpec(cfg=cfg)` (`tfms`: these)"""
     crop, norm, tospec = tfms or (CropPad(duration), AudioNormalize(), MelSpec(cfg=cfg))
     x = AudioTensor(torch.stack([crop(w, split_idx=1) for w in waves]), sr=cfg.sr)
     if wave_norm: x = norm(x)
     return tospec(x)
 
 class SpecCache:
-    """Spectrograms of `files` (as `SpecCache.build` made them) in `data.npy` (a memmap) with `index.csv`; `cache[file]` is a `TensorSpec`.
-    `stats.npz` holds each item's statistics over time, which `compute_stats` merges instead of reading the spectrograms.
-    The memmap opens on first use, never while unpickling, so a learner trained from the cache loads where the cache is not;
-    `spec` computes what the cache lacks with the same settings."""
+    """Spectrograms of `files` (as `SpecCache.build` made them) in `data.npy` (a memmap) with `index.csv`; `cache[file]`
+    is a `TensorSpec`. `stats.npz` holds each item's statistics over time, which `compute_stats` merges instead of
+    reading the spectrograms. The memmap opens on first use, never while unpickling, so a learner trained from the cache
+    loads where the cache is not; `spec` computes what the cache lacks with the same settings."""
     def __init__(self, path):
         self.path = Path(path)
         self.meta = json.loads((self.path/'meta.json').read_text())
@@ -72,7 +72,8 @@ class SpecCache:
             self._data = np.load(f, mmap_mode='r')
         return self._data
 
-    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k not in ('_data', '_item_stats', '_tfms')}
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ('_data', '_item_stats', '_tfms')}
     def __len__(self): return len(self.rows)
     def __repr__(self): return f"SpecCache({self.path}, {len(self)} items of shape {tuple(self.meta['shape'][1:])})"
     def __contains__(self, file)->bool: return isinstance(file, (str, Path)) and str(file) in self.rows
@@ -82,8 +83,8 @@ class SpecCache:
         return TensorSpec(torch.from_numpy(np.array(self.data[self.rows[key]])), cfg=self.cfg)
 
     def compute(self, item)->TensorSpec:
-        """The spectrogram `[C,F,T]` of an audio file (str or Path, resampled to `cfg.sr`) or an `AudioTensor` `[C,N]` at `cfg.sr`,
-        computed with exactly the cache's settings: centre crop or end padding to `duration`, waveform norm, `cfg`"""
+        """The spectrogram `[C,F,T]` of an audio file (str or Path, resampled to `cfg.sr`) or an `AudioTensor` `[C,N]`
+        at `cfg.sr`, made with exactly the cache's settings: centre crop or end padding to `duration`, waveform norm"""
         if isinstance(item, (str, Path)): x = AudioTensor.create(item, sr=self.cfg.sr)
         elif isinstance(item, AudioTensor): x = item
         else: raise ValueError(f"Expected an audio file (str or Path) or an AudioTensor ({type(item).__name__} given)")
@@ -96,7 +97,7 @@ class SpecCache:
         return _make_specs([x], self.cfg, self.duration, self.wave_norm, self._tfms)[0]
 
     def spec(self, item)->TensorSpec:
-        "The spectrogram of a file or `AudioTensor`: from the cache when it holds the file and is on this machine, else `compute`d"
+        "The spectrogram of a file or `AudioTensor`: from the cache if it holds the file (and is here), else computed"
         return self[item] if item in self and self.available else self.compute(item)
 
     @property
@@ -139,7 +140,8 @@ class SpecCache:
             st = dict(count=np.full(shape[:3], float(shape[3])), mean=np.empty(shape[:3]), m2=np.empty(shape[:3]))
             starts = range(0, len(files), bs)
             for s in (progress_bar(starts) if progress else starts):
-                sp = _make_specs([AudioTensor.create(f, sr=cfg.sr) for f in files[s:s+bs]], cfg, duration, wave_norm, tfms)
+                waves = [AudioTensor.create(f, sr=cfg.sr) for f in files[s:s+bs]]
+                sp = _make_specs(waves, cfg, duration, wave_norm, tfms)
                 mm[s:s+len(sp)] = sp.numpy()
                 st['mean'][s:s+len(sp)], st['m2'][s:s+len(sp)] = (a.numpy() for a in time_stats(sp))
             mm.flush(); del mm
@@ -150,14 +152,14 @@ class SpecCache:
         return cls(dest)
 
 class CachedSpec(Transform):
-    "Type transform: an audio file (str or Path) or an `AudioTensor` to its `TensorSpec`, from the cache or made like it"
+    "Type transform: an audio file (str or Path) or an `AudioTensor` to its `TensorSpec`: from the cache, or made alike"
     input_types = (str, Path, AudioTensor)  # what `test_dl` and `predict` accept (fastai reads `input_types`)
     def __init__(self, cache:SpecCache): self.cache = cache
     def encodes(self, x)->TensorSpec: return self.cache.spec(x)
 
 class CachedSpecDL(TfmdDL):
-    """A `TfmdDL` over a `SpecCacheBlock` dataset: a batch of cached items is one memmap slice; a batch with an item the cache
-    lacks (a new file at inference, or a cache not on this machine) goes item by item through `SpecCache.spec`"""
+    """A `TfmdDL` over a `SpecCacheBlock` dataset: a batch of cached items is one memmap slice; a batch with an item the
+    cache lacks (a new file at inference, or a cache not on this machine) goes item by item through `SpecCache.spec`"""
     def _index(self):
         "Cache rows (-1: not cached) and labels of this DataLoader's items, worked out once through the item pipeline"
         ds = self.dataset
@@ -178,23 +180,24 @@ class CachedSpecDL(TfmdDL):
         return self._cache
 
     def item_moments(self, idxs=None)->dict|None:
-        """Float64 `count`, `mean` and `m2` (sum of squared deviations) over time of items `idxs` (default: all) of the dataset,
-        `[len(idxs),C,F]` each, from the cache's per-item statistics without reading a spectrogram; None where the cache has
-        none or lacks one of the items"""
+        """Float64 `count`, `mean` and `m2` (sum of squared deviations) over time of items `idxs` (default: all) of the
+        dataset, `[len(idxs),C,F]` each, from the cache's per-item statistics without reading a spectrogram; None where
+        the cache has none or lacks one of the items"""
         rows, _ = self._index()
         r = rows if idxs is None else rows[np.asarray(list(idxs), dtype=np.int64)]
         st = self._cache.item_stats
         if st is None or (r < 0).any(): return None
         idx = torch.from_numpy(r)
-        return {k: st[k].index_select(0, idx) for k in ('count', 'mean', 'm2')}  # index_select: `t[idx]` took 6 ms on 2 busy cores
+        return {k: st[k].index_select(0, idx) for k in ('count', 'mean', 'm2')}  # `t[idx]` took 6 ms on 2 busy cores
 
     def do_item(self, s): return 0 if s is None else s
     def do_batch(self, b):
         rows, ys = self._index()
         idx = np.asarray(b)
         r = rows[idx]
-        if (r >= 0).all() and self._cache.available: x = TensorSpec(torch.from_numpy(self._cache.data[r]), cfg=self._cache.cfg)
-        else: x = TensorSpec(torch.stack([self.dataset.tls[0][int(i)] for i in idx]), cfg=self._cache.cfg)
+        if (r >= 0).all() and self._cache.available: x = torch.from_numpy(self._cache.data[r])
+        else: x = torch.stack([self.dataset.tls[0][int(i)] for i in idx])
+        x = TensorSpec(x, cfg=self._cache.cfg)
         return (x, *[y[torch.from_numpy(idx)] for y in ys])
 
 def SpecCacheBlock(cache:SpecCache):

@@ -96,16 +96,16 @@ def esc50_dblock(path, # a folder in ESC-50's layout
                  cache:bool|SpecCache=False, # use the feature cache (spectrograms made once), or this `SpecCache`
                  progress:bool=True, # progress bar while the cache is built
                 )->DataBlock:
-    """A `DataBlock` for ESC-50 or any folder in its layout, labelled by `category`, fold `fold` as validation. Its items are
-    rows of the csv as pandas reads it (`pd.read_csv(path/'meta'/'esc50.csv')`), or of any DataFrame with `filename`, `fold`
-    and `category` columns: each clip is `path/'audio'/filename`, as in the post and fastaudio's tutorial."""
+    """A `DataBlock` for ESC-50 or any folder in its layout, labelled by `category`, fold `fold` as validation. Its
+    items are rows of the csv as pandas reads it (`pd.read_csv(path/'meta'/'esc50.csv')`), or of any DataFrame with
+    `filename`, `fold` and `category` columns: each clip is `path/'audio'/filename` (the post's and fastaudio's way)."""
     return _esc50_dblock(path, read_esc50_csv(path), fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
 
 def _esc50_dblock(path, df, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress):
     "`esc50_dblock` on an already read csv"
     get_x = ColReader('filename', pref=Path(path)/'audio')  # gives `df['path']` of `read_esc50_csv`: the cache's keys
-    return audio_dblock(CrossValidationSplitter(fold), spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms,
-                        cache, files=df['path'], label_col='category', progress=progress, get_x=get_x)
+    return audio_dblock(CrossValidationSplitter(fold), spec_config(spec, sr), _duration(df, duration), wave_norm,
+                        batch_tfms, cache, files=df['path'], label_col='category', progress=progress, get_x=get_x)
 
 def _dls(dblock, df, bs, splitter, **kwargs):
     check_batch_size(len(splitter(df)[0]), bs)

@@ -1,5 +1,6 @@
-"""Statistics of a fastai `DataLoader`: `compute_stats` streams the spectrograms a normalizer will see (or merges a feature
-cache's per-item moments), each rank its own shard under `torch.distributed`. One layer above `stats` and `cache`."""
+"""Statistics of a fastai `DataLoader`: `compute_stats` streams the spectrograms a normalizer will see (or merges a
+feature cache's per-item moments), each rank its own shard under `torch.distributed`.
+One layer above `stats` and `cache`, below `norm`."""
 from __future__ import annotations
 import math, random
 from contextlib import contextmanager
@@ -13,8 +14,8 @@ __all__ = ['NORM_ORDER', 'stats_pipeline', 'stats_items', 'dist_shard', 'compute
 NORM_ORDER = 99  # fastai's `Normalize.order`: statistics describe what the transforms before it make
 
 def stats_pipeline(dl)->list:
-    """The `after_batch` transforms of `dl` that make the data statistics are taken on: order below `NORM_ORDER` (fastai's
-    convention puts normalization at 99 and augmentations that must follow it above), and not train-only (`split_idx=0`)"""
+    """The `after_batch` transforms of `dl` that make the data statistics are taken on: order below `NORM_ORDER`
+    (fastai's convention puts normalization at 99, augmentations that must follow it above), not train-only"""
     return [t for t in dl.after_batch.fs if getattr(t, 'order', 0) < NORM_ORDER and getattr(t, 'split_idx', None) != 0]
 
 def stats_items(dl, # a fastai `DataLoader`
@@ -22,7 +23,7 @@ def stats_items(dl, # a fastai `DataLoader`
                 n_batches:int|None=None, # at most this many batches
                 seed:int=0, # seeds the choice of batches
                )->list:
-    "Indices into `dl.dataset` that `compute_stats` reads, in batches of `dl.bs`: all in order, or a random `frac` of the batches"
+    "Indices into `dl.dataset` that `compute_stats` reads, in batches of `dl.bs`: all in order, or a random `frac`"
     n, bs = len(dl.dataset), dl.bs or 1
     idxs = list(range(n))
     if frac < 1: random.Random(seed).shuffle(idxs)
@@ -39,8 +40,8 @@ def _rank_world():
 def dist_shard(idxs, # items in batch order
                bs:int, # batch size
               )->list:
-    """This rank's share of `idxs` under `torch.distributed`: every world-size-th whole batch of `bs`, starting at its rank,
-    so each batch is made exactly as in one process; all of `idxs` when no process group is initialized"""
+    """This rank's share of `idxs` under `torch.distributed`: every world-size-th whole batch of `bs`, starting at its
+    rank, so each batch is made exactly as in one process; all of `idxs` when no process group is initialized"""
     idxs = list(idxs)
     rank, world = _rank_world()
     if world == 1: return idxs
@@ -60,10 +61,10 @@ def _patched(obj, **attrs):
             else: delattr(obj, k)
 
 def _cached_stats(dl, rec, chosen, pos)->bool:
-    """Merge into `rec` the statistics the streaming pass would give over items `chosen[pos]` of a `CachedSpecDL`, from its
-    cache's per-item moments (no spectrogram read); False, with `rec` untouched, where they do not apply (a transform before
-    normalization, a cache without per-item moments or lacking an item, kept batch or time dims, NaN/Inf in an item).
-    The decision depends on all of `chosen`, so every rank of a process group takes the same path."""
+    """Merge into `rec` the statistics the streaming pass would give over items `chosen[pos]` of a `CachedSpecDL`, from
+    its cache's per-item moments (no spectrogram read); False, with `rec` untouched, where they do not apply (a
+    transform before normalization, a cache without per-item moments or lacking an item, kept batch or time dims,
+    NaN/Inf in an item). The decision depends on all of `chosen`, so every rank of a process group takes one path."""
     if not isinstance(dl, CachedSpecDL) or stats_pipeline(dl) or not chosen: return False
     mom = dl.item_moments(chosen)
     if mom is None: return False
@@ -100,19 +101,21 @@ def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training se
                   seed:int=0, # seeds the choice of batches
                   progress:bool|None=True, # show a fastprogress bar; None: only for a pass over more than 20 batches
                   unbiased:bool=False, # Bessel-corrected std
-                  cache_stats:bool=True, # over a `CachedSpecDL` with no transform before normalization: merge the cache's per-item moments
+                  cache_stats:bool=True, # a `CachedSpecDL` with nothing before normalization: merge per-item moments
                  )->StatsRecorder:
-    """One pass over `dl`'s batches after the spectrogram transform, before normalization or augmentation: a `StatsRecorder`.
-    Over a feature cache with nothing to apply before normalization, reducing over the batch and time dims, the same items'
-    moments stored in the cache are merged instead (no batch is read; exact in float64, where the pass sums float32 batches).
-    Under `torch.distributed` (`distrib_ctx`, `torchrun`, `accelerate launch`) each rank reads its shard of whole batches of a
-    fastai `DataLoader` and the ranks all-reduce, so all hold the statistics of the whole set (a plain iterable is taken to
-    be the rank's shard already, as with a `DistributedSampler`)."""
+    """One pass over `dl`'s batches after the spectrogram transform, before normalization or augmentation: a
+    `StatsRecorder`. Over a feature cache with nothing to apply before normalization, reducing over the batch and time
+    dims, the same items' moments stored in the cache are merged instead (no batch is read; exact in float64, where the
+    pass sums float32 batches). Under `torch.distributed` (`distrib_ctx`, `torchrun`, `accelerate launch`) each rank
+    reads its shard of whole batches of a fastai `DataLoader` and the ranks all-reduce, so all hold the statistics of
+    the whole set (a plain iterable is taken to be the rank's shard already, as with a `DistributedSampler`)."""
     if red_dims is None:
-        if kind not in STATS_KINDS: raise ValueError(f"`kind` must be one of {sorted(STATS_KINDS)} or give `red_dims` ({kind!r} given)")
+        if kind not in STATS_KINDS:
+            raise ValueError(f"`kind` must be one of {sorted(STATS_KINDS)} or give `red_dims` ({kind!r} given)")
         red_dims = STATS_KINDS[kind]
     if not 0 < frac <= 1: raise ValueError(f"`frac` must be in (0, 1] ({frac} given)")
-    if n_batches is not None and n_batches < 1: raise ValueError(f"`n_batches` must be a positive integer or None ({n_batches} given)")
+    if n_batches is not None and n_batches < 1:
+        raise ValueError(f"`n_batches` must be a positive integer or None ({n_batches} given)")
     if hasattr(dl, 'loaders') and hasattr(dl, 'train'): dl = dl.train
     rec = StatsRecorder(red_dims, unbiased=unbiased)
     if _is_fastai_dl(dl):
@@ -123,9 +126,9 @@ def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training se
         pos = dist_shard(range(len(chosen)), bs)
         if not (cache_stats and _cached_stats(dl, rec, chosen, pos)):
             mine = [chosen[p] for p in pos]
-            # `partial`, not a lambda: DataLoader workers started by spawn (macOS, Windows, torch.multiprocessing) pickle `dl`
-            with _patched(dl, after_batch=Pipeline(stats_pipeline(dl)), get_idxs=partial(list, mine), n=len(mine), shuffle=False,
-                          drop_last=False):
+            # `partial`, not a lambda: workers started by spawn (macOS, Windows, torch.multiprocessing) pickle `dl`
+            cut = dict(after_batch=Pipeline(stats_pipeline(dl)), get_idxs=partial(list, mine), n=len(mine))
+            with _patched(dl, shuffle=False, drop_last=False, **cut):
                 _stream(dl, rec, math.ceil(len(mine) / bs), progress)
     else:  # a plain iterable: take a random fraction of its batches as they come
         rng, total = random.Random(seed), None

@@ -1,4 +1,4 @@
-"Exact streaming statistics of spectrogram batches: `StatsRecorder`, a pure accumulator (DataLoaders: see `fastnorm.dlstats`)."
+"Exact streaming statistics of spectrogram batches: `StatsRecorder`, an accumulator (DataLoaders: `fastnorm.dlstats`)."
 from __future__ import annotations
 import math
 from pathlib import Path
@@ -75,19 +75,21 @@ class StatsRecorder:
     def from_moments(cls, count:torch.Tensor, # elements reduced into each kept value
                      mean:torch.Tensor, # their mean, shaped like `count`
                      m2:torch.Tensor, # their sum of squared deviations from `mean`, shaped like `count`
-                     red_dims, # the dims they were reduced over (size 1 in `mean`), e.g. (3,) for per-item moments over time
-                     unbiased:bool=False, time_dim:int=-1, cfg=None, # as in `StatsRecorder`; `cfg`: the spectrogram settings
+                     red_dims, # dims they were reduced over (size 1 in `mean`), e.g. (3,): per-item moments over time
+                     unbiased:bool=False, time_dim:int=-1, cfg=None, # as in `StatsRecorder`; `cfg`: spectrogram's
                      n_batches:int=0, # batches they came from
                     )->StatsRecorder:
-        "A recorder holding given moments (stored in float64), e.g. per-item moments that `merge` and `pool` then combine exactly"
+        "A recorder holding given moments (stored in float64), e.g. per-item moments that `merge` and `pool` combine"
         count, mean, m2 = (torch.as_tensor(v, dtype=torch.float64) for v in (count, mean, m2))
         if not count.shape == mean.shape == m2.shape:
-            raise ValueError(f"`count`, `mean` and `m2` must have one shape ({list(count.shape)}, {list(mean.shape)}, {list(m2.shape)} given)")
+            shapes = ', '.join(str(list(v.shape)) for v in (count, mean, m2))
+            raise ValueError(f"`count`, `mean` and `m2` must have one shape ({shapes} given)")
         r = cls(red_dims, unbiased, time_dim)
         nd = mean.ndim
         dims = tuple(sorted(d % nd for d in r.red_dims if -nd <= d < nd))
         if len(dims) != len(r.red_dims) or len(set(dims)) != len(dims) or any(mean.shape[d] != 1 for d in dims):
-            raise ValueError(f"Moments of shape {list(mean.shape)} must have size 1 in every one of `red_dims`={r.red_dims}")
+            raise ValueError(f"Moments of shape {list(mean.shape)} must have size 1 in every one of "
+                             f"`red_dims`={r.red_dims}")
         r.ndim, r._dims, r.shape, r.cfg, r.n_batches = nd, dims, tuple(mean.shape), cfg, n_batches
         r._n, r._mean, r._m2 = count, mean, m2
         return r
@@ -276,11 +278,12 @@ class StatsRecorder:
 
     # ---- state: one pair of methods, used by `save`/`load`, pickling and `all_reduce` ----
     def state_dict(self)->dict:
-        "Settings, spectrogram settings (`cfg`), counts and moments (tensors on their device), with the fastnorm version"
+        "Settings, spectrogram settings (`cfg`), counts and moments (tensors on their device), fastnorm version"
         from . import __version__
         return dict(format=STATS_FORMAT, version=__version__,
                     red_dims=list(self.red_dims if self.ndim is None else self._dims), ndim=self.ndim,
-                    kept_shape=None if self.shape is None else list(self.shape), unbiased=self.unbiased, time_dim=self.time_dim,
+                    kept_shape=None if self.shape is None else list(self.shape), unbiased=self.unbiased,
+                    time_dim=self.time_dim,
                     n_batches=self.n_batches, cfg=None if self.cfg is None else self.cfg.to_dict(),
                     count=self._n, mean=self._mean, m2=self._m2)
 
@@ -292,7 +295,8 @@ class StatsRecorder:
         if cfg is not None:
             from .spec import SpecConfig
             cfg = SpecConfig(**cfg)
-        self.red_dims, self.unbiased, self.time_dim, self.n_batches = tuple(d['red_dims']), d['unbiased'], d['time_dim'], d['n_batches']
+        self.red_dims, self.unbiased, self.time_dim = tuple(d['red_dims']), d['unbiased'], d['time_dim']
+        self.n_batches = d['n_batches']
         self.ndim, self.cfg, self.version = d['ndim'], cfg, d['version']
         self.shape = None if d['kept_shape'] is None else tuple(d['kept_shape'])
         self._dims = None if self.ndim is None else tuple(d['red_dims'])
@@ -305,7 +309,7 @@ class StatsRecorder:
         "A recorder with the state `state_dict` gave"
         return cls.__new__(cls).load_state_dict(d)
 
-    def __getstate__(self): return self.state_dict()  # pickles (learn.export) carry the statistics, never the work buffer
+    def __getstate__(self): return self.state_dict()  # pickles (learn.export) carry the statistics, not the work buffer
     def __setstate__(self, d): self.load_state_dict(d)
 
     def save(self, path)->Path:
