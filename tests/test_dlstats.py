@@ -172,3 +172,11 @@ def test_the_patched_dataloader_pickles_for_spawned_workers(dls, monkeypatch):
     monkeypatch.setattr(StatsRecorder, 'update', update)
     compute_stats(dls, n_batches=2, progress=False)
     assert seen == [list(range(16))]
+
+def test_progress_bar_only_where_the_pass_is_long(capsys):
+    xs = batches((2,) * 25)
+    compute_stats(xs[:20], progress=None)  # 20 batches: no bar
+    assert capsys.readouterr().out == ''
+    a = compute_stats(xs, progress=None)  # more than 20: a bar
+    assert '25/25' in capsys.readouterr().out
+    assert torch.equal(a.mean, compute_stats(xs, progress=False).mean)
