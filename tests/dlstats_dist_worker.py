@@ -1,12 +1,12 @@
-"The worker of test_dlstats.py's two-process test: statistics of fastai DataLoaders (on the fly and cached) under torch.distributed"
+"The worker of test_dlstats.py's two-process test: DataLoader statistics (on the fly, cached) under torch.distributed"
 import os, torch
 
 CASES = {'global': dict(kind='global'), 'channel': dict(kind='channel'), 'frac': dict(kind='channel', frac=0.5, seed=1),
          'n_batches': dict(kind='global', n_batches=3)}
 
 def all_stats(path):
-    """Every statistic the test compares, from `compute_stats` and from `setups`, for both cache modes (bs 6: a ragged last
-    batch); no DataLoader workers: started by spawn here, each would import torch and fastai again"""
+    """Every statistic the test compares, from `compute_stats` and from `setups`, for both cache modes (bs 6: a ragged
+    last batch); no DataLoader workers: started by spawn here, each would import torch and fastai again"""
     from fastnorm.data import esc50_dls
     from fastnorm.dlstats import compute_stats
     from fastnorm.norm import ChannelSpecNorm

@@ -4,7 +4,7 @@ import sys, torch
 from pathlib import Path
 
 def predictions(pkl, files):
-    "What a deployed learner gives for `files`: `predict` on each as Path, str and AudioTensor, and `get_preds` on a `test_dl`"
+    "What a deployed learner gives for `files`: `predict` on each as Path, str, AudioTensor; `get_preds` on `test_dl`"
     from fastai.learner import load_learner
     import fastai.callback.progress  # noqa: F401 (Learner.no_bar)
     from fastnorm.audio import AudioTensor
@@ -12,7 +12,8 @@ def predictions(pkl, files):
     learn = load_learner(pkl)
     norm = next(t for t in learn.dls.after_batch.fs if isinstance(t, SpecNormalize))
     with learn.no_bar():
-        out = dict(mean=norm.mean, std=norm.std, cfg=norm.cfg.to_dict(), n=norm.stats.n, vocab=[str(v) for v in learn.dls.vocab])
+        vocab = [str(v) for v in learn.dls.vocab]
+        out = dict(mean=norm.mean, std=norm.std, cfg=norm.cfg.to_dict(), n=norm.stats.n, vocab=vocab)
         sr = norm.cfg.sr
         for kind, make in (('path', Path), ('str', str), ('audio', lambda f: AudioTensor.create(f, sr=sr))):
             res = [learn.predict(make(f)) for f in files]
