@@ -1,5 +1,5 @@
-"""Execute every notebook in `nbs/` at the small scale set in settings.ini, so the documentation stays runnable, and check
-that each saved notebook shows the outputs of its current code (made by `python tools/run_nbs.py`)"""
+"""Execute every notebook in `nbs/` at the small scale set in settings.ini, so the documentation stays runnable, and
+check that each saved notebook shows the outputs of its current code (made by `python tools/run_nbs.py`)"""
 import base64
 import copy
 import io
@@ -78,7 +78,8 @@ def test_execute_records_what_ran_and_stale_sees_every_change(tmp_path):
         'its cells were not all run once top to bottom (execution counts [1, 2, 3, None, 4])']
     unrun = copy.deepcopy(nb)
     unrun.cells[4].execution_count = None
-    assert run_nbs.stale(unrun, s) == ['its cells were not all run once top to bottom (execution counts [1, 2, 3, None])']
+    assert run_nbs.stale(unrun, s) == [
+        'its cells were not all run once top to bottom (execution counts [1, 2, 3, None])']
     unrecorded = copy.deepcopy(nb)
     del unrecorded.metadata[run_nbs.RECORD_KEY]
     assert run_nbs.stale(unrecorded, s) == ['it was never executed by tools/run_nbs.py (no record in its metadata)']

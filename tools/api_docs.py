@@ -1,7 +1,7 @@
-"""fastnorm's API reference, generated: one markdown page per module that `fastnorm.all` star-imports, and on it a section
-for every name in that module's `__all__` with its signature, docstring and docments (the trailing comment of each
-parameter, read by `fastcore.docments`). The module list is read from `fastnorm/all.py`, so a module added there gets its
-page without any change here. Used by the docs build (tools/mkdocs_hooks.py) and by tests/test_docs.py."""
+"""fastnorm's API reference, generated: one markdown page per module that `fastnorm.all` star-imports, and on it a
+section for every name in that module's `__all__` with its signature, docstring and docments (the trailing comment of
+each parameter, read by `fastcore.docments`). The module list is read from `fastnorm/all.py`, so a module added there
+gets its page without any change here. Used by the docs build (tools/mkdocs_hooks.py) and by tests/test_docs.py."""
 import ast
 import importlib
 import inspect

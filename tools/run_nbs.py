@@ -120,7 +120,8 @@ def _scrub(o, subs):
 
 def _path_subs(home, cwd):
     "(path, stable name) pairs for the outputs, longest first: the temporary folders, the repository, site-packages"
-    named = {str(home): '~/.fastnorm', str(cwd): '.', str(ROOT) + os.sep: '', sysconfig.get_paths()['purelib']: 'site-packages'}
+    named = {str(home): '~/.fastnorm', str(cwd): '.', str(ROOT) + os.sep: '',
+             sysconfig.get_paths()['purelib']: 'site-packages'}
     subs = {}
     for old, new in named.items():
         subs[old] = new
