@@ -4,6 +4,7 @@ import base64
 import copy
 import io
 import json
+import os
 import sys
 from pathlib import Path
 import pytest
@@ -107,5 +108,6 @@ def test_saved_notebook_shows_outputs_of_its_code(path):
 def test_notebook_runs(path, tmp_path):
     "Each notebook runs top to bottom at the small scale, as tools/run_nbs.py runs it for the docs"
     s = run_nbs.nb_settings()
-    nb = run_nbs.execute(nbformat.read(path, as_version=4), s, cwd=tmp_path)
+    home = os.environ.get('FASTNORM_HOME')    # the test session's (conftest.py): the notebooks share its datasets
+    nb = run_nbs.execute(nbformat.read(path, as_version=4), s, cwd=tmp_path, home=home)
     assert run_nbs.stale(nb, s) == []

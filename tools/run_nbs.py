@@ -150,13 +150,13 @@ def _tidy(outputs, subs):
 
 def execute(nb, s=None, cwd=None, home=None, timeout=600):
     """Run `nb` in place as the docs and the tests do: parameters injected, flagged cells skipped, a fresh kernel in
-    `cwd` (default: a temporary folder) with `$FASTNORM_HOME` at `home` (default: the current one, else temporary).
+    `cwd` (default: a temporary folder) with `$FASTNORM_HOME` at `home` (default: a new temporary folder).
     Returns `nb` with its outputs and the record of what ran in `nb.metadata['fastnorm']`."""
     import nbclient
     s = s or nb_settings()
     with tempfile.TemporaryDirectory(prefix='fastnorm-nb-') as tmp:
         cwd = Path(cwd or Path(tmp)/'cwd')
-        home = Path(home or os.environ.get('FASTNORM_HOME') or Path(tmp)/'home')
+        home = Path(home or Path(tmp)/'home')
         cwd.mkdir(parents=True, exist_ok=True)
         rc = Path(tmp)/'matplotlibrc'
         rc.write_text(f'figure.dpi: {DPI}\nimage.interpolation: nearest\n')   # one block per bin: small PNGs
