@@ -42,7 +42,7 @@ def test_params_injected_after_params_cell_and_flagged_cells_skipped():
     run_nbs.with_params(nb, s)
     sources = [c.source for c in run_nbs.executed_cells(nb, s)]
     assert sources[0] == '#| params\nepochs = 10' and sources[2] == 'x = epochs' and len(sources) == 3
-    assert sources[1].startswith('# Parameters injected') and sources[1].endswith('\nepochs=1')
+    assert sources[1].startswith('# Injected by tools/run_nbs.py') and sources[1].endswith('\nepochs=1')
     run_nbs.with_params(nb, dict(s, tst_params=['epochs=2', 'runs=1']))    # a rerun replaces the injected cell
     assert len(injected(nb)) == 1 and nb.cells[1] is injected(nb)[0]
     assert injected(nb)[0].source.endswith('\nepochs=2\nruns=1') and injected(nb)[0].id == 'injected-parameters'

@@ -133,7 +133,7 @@ def _params_table(obj, link, here):
         rows.append(f'| **returns** | | | {_cell(link(comments["return"], here))} |')
     if not rows:
         return ''
-    return '| parameter | type | default | |\n|---|---|---|---|\n' + '\n'.join(rows) + '\n'
+    return '| parameter | type | default | details |\n|---|---|---|---|\n' + '\n'.join(rows) + '\n'
 
 
 def _doc(obj, link, here):

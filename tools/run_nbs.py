@@ -69,8 +69,8 @@ def cell_flags(cell):
 
 
 def _injected_cell(params):
-    source = '\n'.join(['# Parameters injected by tools/run_nbs.py from `tst_params` in settings.ini:',
-                        '# the outputs of this notebook were made at this scale', *params])
+    source = '\n'.join(['# Injected by tools/run_nbs.py: the small scale of settings.ini',
+                        "# (tst_params), at which this notebook's outputs were made", *params])
     cell = nbformat.v4.new_code_cell(source, metadata={'tags': [INJECTED_TAG]})
     cell.id = INJECTED_TAG        # a fixed id, so a rerun does not change it
     return cell
@@ -171,7 +171,7 @@ def execute(nb, s=None, cwd=None, home=None, timeout=600):
         run = nbformat.v4.new_notebook()
         run.cells, run.metadata = cells, nb.metadata   # the same objects, not copies: the outputs land in `nb`
         client = nbclient.NotebookClient(run, timeout=timeout, kernel_name='python3', record_timing=False,
-                                         resources={'metadata': {'path': str(cwd)}})
+                                         coalesce_streams=True, resources={'metadata': {'path': str(cwd)}})
         client.execute(env=env)
         subs = _path_subs(home=home, cwd=cwd)
         for c in cells:
