@@ -1,4 +1,4 @@
-"""Run by test_export.py in a fresh process, on a machine state without the dataset or the feature cache:
+"""Run by test_ship.py in a fresh process, on a machine state without the dataset or the feature cache:
 load exported learners and predict new files given as Path, str and AudioTensor, and through `test_dl`."""
 import sys, torch
 from pathlib import Path
