@@ -2,6 +2,7 @@
 computed by `fastnorm.dsp` (no torchaudio). fastaudio 1.0.2 pinned torchaudio<0.9 and read its settings from these
 signatures, so `AudioToSpec`, `AudioToMFCC` and `AudioConfig` are built on these modules."""
 from __future__ import annotations
+import warnings
 import numpy as np, torch
 from torch import nn
 from ... import dsp
@@ -80,6 +81,10 @@ class MelSpectrogram(Spectrogram):
         self.f_max = f_max if f_max is not None else float(sample_rate // 2)
         if not 0 <= f_min < self.f_max: raise ValueError(f"Need 0 <= f_min < f_max ({f_min}, {self.f_max} given)")
         self.fb = ta_mel_filterbank(n_fft // 2 + 1, f_min, self.f_max, n_mels, sample_rate, norm)
+        empty = int((self.fb.amax(0) == 0).sum())
+        if empty:  # as torchaudio warned: those mel bins are always 0 (-100 dB), so their std over a dataset is 0
+            warnings.warn(f"{empty} of the {n_mels} mel filters have all zero values: n_mels={n_mels} may be too high "
+                          f"for n_fft={n_fft} ({n_fft // 2 + 1} frequency bins)")
 
     def forward(self, x): return self.spec(x, self.fb)
 
