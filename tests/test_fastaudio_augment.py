@@ -38,7 +38,8 @@ def test_nonsilent_intervals_match_librosa_split():
     x[3000:6000] = np.sin(np.arange(3000) * 0.3)
     x[9000:9500] = 0.5 * np.sin(np.arange(500) * 0.2)
     for hop in (320, 512):
-        assert np.array_equal(nonsilent_intervals(x, top_db=20, hop_length=hop), librosa.effects.split(x, top_db=20, hop_length=hop))
+        ref = librosa.effects.split(x, top_db=20, hop_length=hop)
+        assert np.array_equal(nonsilent_intervals(x, top_db=20, hop_length=hop), ref)
 
 def test_remove_silence(audio):
     x = torch.zeros(1, 32000)
@@ -108,7 +109,8 @@ def test_gpu_signal_transforms(audio):
     assert torch.allclose(out, batch * g, rtol=1e-5) and ((g >= 0.5) & (g <= 1.5)).all() and g.std() > 0
     assert torch.equal(ChangeVolumeGPU(p=0.)(batch), batch)
     c, s = 2, 16000
-    inp, out = apply_transform(SignalCutoutGPU(p=1.0, min_cut_pct=0.10, max_cut_pct=0.15), AudioTensor(torch.rand(c, s) * 0.9 + 0.1, 16000))
+    cut = SignalCutoutGPU(p=1.0, min_cut_pct=0.10, max_cut_pct=0.15)
+    inp, out = apply_transform(cut, AudioTensor(torch.rand(c, s) * 0.9 + 0.1, 16000))
     assert 0.10 * s * c <= int((out == 0).sum()) <= 0.15 * s * c
     out = SignalLossGPU(p=1., min_cut_pct=0.2, max_cut_pct=0.2)(batch)
     assert abs(float((out == 0).float().mean()) - 0.2) < 0.01
@@ -136,7 +138,8 @@ def test_region_mask_and_mask_along_axis():
     mean = grad[:, :10].mean((-2, -1))
     assert torch.allclose(out[:, :10], mean[:, None, None].expand(c, 10, t)) and torch.equal(out[:, 10:], grad[:, 10:])
     sg = AudioSpectrogram(torch.rand(c, f, t))
-    with patch.object(fa_functional, 'region_mask', side_effect=[torch.tensor([[1] * 10 + [0] * (t - 10), [0] * (t - 10) + [1] * 10]).bool()]):
+    two = torch.tensor([[1] * 10 + [0] * (t - 10), [0] * (t - 10) + [1] * 10]).bool()
+    with patch.object(fa_functional, 'region_mask', side_effect=[two]):
         out = MaskTimeGPU(num_masks=2, mask_val=10)(sg)
     assert (out[..., :10] == 10).all() and (out[..., -10:] == 10).all() and not (out[..., 10:-10] == 10).any()
 

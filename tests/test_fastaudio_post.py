@@ -40,7 +40,8 @@ def test_stock_normalize_applies_to_audio_spectrogram_only():
     norm = Normalize(mean, std, axes=(0, 1, 3))
     y = norm(x)
     assert isinstance(y, AudioSpectrogram) and y.sr == 16000
-    assert torch.allclose(y.mean((0, 1, 3)), torch.zeros(8), atol=1e-5) and torch.allclose(y.std((0, 1, 3)), torch.ones(8))
+    assert torch.allclose(y.mean((0, 1, 3)), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(y.std((0, 1, 3)), torch.ones(8))
     assert torch.allclose(norm.decode(y), x, atol=1e-5)
     plain = TensorSpec(x.as_subclass(torch.Tensor))
     assert norm(plain) is plain  # fastnorm's own TensorSpec: stock Normalize still skips it (use SpecNormalize)
@@ -48,7 +49,7 @@ def test_stock_normalize_applies_to_audio_spectrogram_only():
 def test_the_post_trains_three_ways_and_normalization_applies(tiny_esc50):
     path = tiny_esc50
     df = pd.read_csv(path/'meta'/'esc50.csv')
-    cfg = AudioConfig.BasicSpectrogram(n_fft=128, hop_length=256)  # the post's defaults are n_fft=400, hop 200: smaller here
+    cfg = AudioConfig.BasicSpectrogram(n_fft=128, hop_length=256)  # the post's n_fft 400, hop 200: smaller here
     a2s = AudioToSpec.from_cfg(cfg)
     def dblock(batch_tfms):
         return DataBlock(blocks=(AudioBlock, CategoryBlock), get_x=ColReader('filename', pref=path/'audio'),
@@ -67,7 +68,8 @@ def test_the_post_trains_three_ways_and_normalization_applies(tiny_esc50):
     batches = {}
     for name, tfms in runs.items():
         dls = dblock(tfms).dataloaders(df, bs=8)
-        learn = cnn_learner(dls, resnet18, n_in=1, pretrained=False, loss_func=CrossEntropyLossFlat(), metrics=[accuracy])
+        learn = cnn_learner(dls, resnet18, n_in=1, pretrained=False, loss_func=CrossEntropyLossFlat(),
+                            metrics=[accuracy])
         learn.fit_one_cycle(1)
         assert len(learn.recorder.values) == 1
         ordered = dls.train.new(shuffle=False, drop_last=False)

@@ -1,4 +1,4 @@
-"""fastaudio 1.0.2's public API on fastnorm: old fastaudio code runs after changing `fastaudio.` to `fastnorm.fastaudio.`
+"""fastaudio 1.0.2's public API on fastnorm: old code runs after changing `fastaudio.` to `fastnorm.fastaudio.`
 
 Module paths mirror fastaudio's: `fastnorm.fastaudio.all`, `.core.all`, `.augment.all`, `.util`, `.ci`. The names are
 thin adapters over fastnorm's own types (`AudioTensor`, `TensorSpec`) and front end (`fastnorm.dsp`); no torchaudio.

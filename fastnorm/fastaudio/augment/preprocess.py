@@ -22,7 +22,7 @@ def nonsilent_intervals(x:np.ndarray, # `[N]` or `[C,N]` samples
                         frame_length:int=2048, # frame for the rms
                         hop_length:int=512, # hop between frames
                        )->np.ndarray:
-    "`[k,2]` start/end samples of the non-silent runs, as `librosa.effects.split(x, top_db=...)` (centred, zero-padded frames)"
+    "`[k,2]` start/end samples of the non-silent runs, as `librosa.effects.split` (centred, zero-padded frames)"
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
     pad = frame_length // 2
     xp = np.pad(x, ((0, 0), (pad, pad)))
@@ -48,7 +48,7 @@ def _merge(runs, pad):
     return out
 
 class RemoveSilence(Transform):
-    "Remove silences longer than 2*`pad_ms` (quieter than the peak by `threshold` dB): trim the ends, split, or drop all"
+    "Remove silences longer than 2*`pad_ms` (`threshold` dB below the peak): trim the ends, or drop them all"
     def __init__(self, remove_type=RemoveType.Trim, threshold:float=20, pad_ms:float=20):
         super().__init__()
         self.remove_type, self.threshold, self.pad_ms = remove_type, threshold, pad_ms

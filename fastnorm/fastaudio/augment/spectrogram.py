@@ -34,7 +34,7 @@ class CropTime(SpectrogramTransform):
         return sg[..., start:start + w_crop]
 
 def _mask_rows(sg, dim, num_masks, size, start, val):
-    "fastaudio's item masks: `num_masks` bands of `size` along `dim` (-2 or -1), the first at `start`, filled with `val`"
+    "Item masks: `num_masks` bands of `size` along `dim` (-2 or -1), the first at `start`, filled with `val`"
     n = sg.shape[dim]
     starts = []
     s = start if start is not None else random.randint(0, n - size)
@@ -56,7 +56,7 @@ def _retain(t, like):
     return out
 
 class MaskFreq(SpectrogramTransform):
-    "SpecAugment frequency masks on one spectrogram `[C,F,T]`: `num_masks` bands of `size`, filled with `val` or the channel mean"
+    "SpecAugment frequency masks on one `[C,F,T]`: `num_masks` bands of `size`, filled with `val` or the channel mean"
     def __init__(self, num_masks:int=1, size:int=20, start:int|None=None, val:float|None=None):
         super().__init__()
         self.num_masks, self.size, self.start, self.val = num_masks, size, start, val
@@ -65,7 +65,7 @@ class MaskFreq(SpectrogramTransform):
         return _mask_rows(sg, -2, self.num_masks, self.size, self.start, self.val)
 
 class MaskTime(SpectrogramTransform):
-    "SpecAugment time masks on one spectrogram `[C,F,T]`: `num_masks` spans of `size` frames, filled with `val` or the channel mean"
+    "SpecAugment time masks on one `[C,F,T]`: `num_masks` spans of `size` frames, filled with `val` or the channel mean"
     def __init__(self, num_masks:int=1, size:int=20, start:int|None=None, val:float|None=None):
         super().__init__()
         self.num_masks, self.size, self.start, self.val = num_masks, size, start, val
@@ -77,7 +77,8 @@ class _MaskAxisGPU(SpectrogramTransform):
     "Batch SpecAugment masks along axis 2 (frequency) or 3 (time)"
     def __init__(self, axis:int, num_masks:int, min_size:float, max_size:float, mask_val:float|None):
         if axis not in (2, 3): raise ValueError("Can only mask the time or frequency axis (2 or 3)")
-        self.axis, self.num_masks, self.min_size, self.max_size, self.mask_val = axis, num_masks, min_size, max_size, mask_val
+        self.axis, self.num_masks, self.mask_val = axis, num_masks, mask_val
+        self.min_size, self.max_size = min_size, max_size
         super().__init__()
 
     @auto_batch(3)
@@ -110,7 +111,7 @@ def compute_deltas(x:torch.Tensor, # `[..., F, T]`
                    win_length:int=5, # odd window (frames), at least 3
                    mode:str='replicate', # padding of the ends
                   )->torch.Tensor:
-    "Deltas along time, as torchaudio's `compute_deltas`: `Σ n (x[t+n] - x[t-n]) / (2 Σ n²)`, n = 1..(win_length-1)//2"
+    "Deltas along time, as torchaudio's `compute_deltas`: `Σ n (x[t+n] - x[t-n]) / (2 Σ n²)`, n = 1..(win-1)//2"
     if win_length < 3: raise ValueError(f"`win_length` must be at least 3 ({win_length} given)")
     n = (win_length - 1) // 2
     flat = x.reshape(-1, 1, x.shape[-1]).as_subclass(torch.Tensor)
@@ -126,9 +127,11 @@ class Delta(SpectrogramTransform):
     def encodes(self, sg:AudioSpectrogram):
         from scipy.signal import savgol_filter
         if sg.shape[-1] < self.width:
-            raise ValueError(f"Delta not possible with current settings, inputs must be wider than {self.width} columns")
+            raise ValueError(f"Delta not possible with current settings, inputs must be wider than {self.width} "
+                             f"columns ({sg.shape[-1]} given)")
         x = sg.detach().cpu().numpy()
-        d = [torch.from_numpy(savgol_filter(x, self.width, deriv=o, polyorder=o, axis=-1, mode='interp')) for o in (1, 2)]
+        d = [torch.from_numpy(savgol_filter(x, self.width, deriv=o, polyorder=o, axis=-1, mode='interp'))
+             for o in (1, 2)]
         out = torch.stack([sg.as_subclass(torch.Tensor), d[0].to(sg), d[1].to(sg)], dim=-3)  # [C,3,F,T]
         return _retain(out.reshape(-1, *sg.shape[-2:]), sg)
 

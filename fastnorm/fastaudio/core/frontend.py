@@ -24,7 +24,7 @@ def ta_mel_filterbank(n_freqs:int, # STFT bins, n_fft//2 + 1
                       f_min:float, # lowest edge (Hz)
                       f_max:float, # highest edge (Hz); may exceed sample_rate/2 (those filters get no weight)
                       n_mels:int, # filters
-                      sample_rate:int, # the rate the filterbank is made for (torchaudio's `sample_rate`, not the audio's)
+                      sample_rate:int, # the rate it is made for (torchaudio's `sample_rate`, not the audio's)
                       norm:str|None=None, # None (peak 1) or 'slaney' (equal area)
                      )->torch.Tensor:
     "torchaudio 0.8's HTK filterbank `[n_freqs, n_mels]`: bins at `linspace(0, sample_rate // 2, n_freqs)`"
@@ -70,7 +70,7 @@ class Spectrogram(nn.Module):
 def _win_energy(n): return float(torch.hann_window(n, periodic=True, dtype=torch.float64).pow(2).sum())
 
 class MelSpectrogram(Spectrogram):
-    "torchaudio 0.8's `MelSpectrogram` (HTK mel scale): the filterbank is made for `sample_rate`, whatever the audio's rate"
+    "torchaudio 0.8's `MelSpectrogram` (HTK mel scale): its filterbank is made for `sample_rate`, whatever the audio's"
     def __init__(self, sample_rate:int=16000, n_fft:int=400, win_length:int|None=None, hop_length:int|None=None,
                  f_min:float=0., f_max:float|None=None, pad:int=0, n_mels:int=128, window_fn=torch.hann_window,
                  power:float|None=2., normalized:bool=False, wkwargs:dict|None=None, center:bool=True,
@@ -92,7 +92,8 @@ class AmplitudeToDB(nn.Module):
     "torchaudio's `AmplitudeToDB`: 10 log10 (power) or 20 log10 (magnitude), floor 1e-10, ref 1; `top_db` per item"
     def __init__(self, stype:str='power', top_db:float|None=None):
         super().__init__()
-        if stype not in ('power', 'magnitude'): raise ValueError(f"`stype` must be 'power' or 'magnitude' ({stype!r} given)")
+        if stype not in ('power', 'magnitude'):
+            raise ValueError(f"`stype` must be 'power' or 'magnitude' ({stype!r} given)")
         self.stype, self.top_db = stype, top_db
 
     def forward(self, x):

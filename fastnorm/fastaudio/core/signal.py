@@ -36,7 +36,7 @@ def tar_extract_at_filename(fname, dest):
 _LOAD_ARGS = ('frame_offset', 'num_frames', 'normalize', 'channels_first', 'format')
 
 class AudioTensor(_FnAudioTensor):
-    "fastaudio's `AudioTensor`: a waveform `[C,N]` with `sr`, `nsamples`, `nchannels`, `duration`; a fastnorm `AudioTensor`"
+    "fastaudio's `AudioTensor`: a fastnorm `AudioTensor` `[C,N]` with `sr`, `nsamples`, `nchannels`, `duration`"
     def __new__(cls, x, sr=None, **kwargs): return super().__new__(cls, x, sr=sr, **kwargs)
 
     @classmethod
@@ -48,8 +48,10 @@ class AudioTensor(_FnAudioTensor):
                format=None, # ignored: soundfile detects the format
               ):
         "Load an audio file at its own rate and channels, as torchaudio.load did (through soundfile)"
-        if not normalize: raise NotImplementedError("`normalize=False` (integer samples) is not supported: samples are float")
-        if not channels_first: raise NotImplementedError("`channels_first=False` is not supported: AudioTensors are `[C,N]`")
+        if not normalize:
+            raise NotImplementedError("`normalize=False` (integer samples) is not supported: samples are float")
+        if not channels_first:
+            raise NotImplementedError("`channels_first=False` is not supported: AudioTensors are `[C,N]`")
         fn = Path(fn)
         if cache_folder is not None: fn = Path(cache_folder)/fn.name
         x, sr = load_audio(fn, sr=None, mono=False)

@@ -1,4 +1,4 @@
-"""fastaudio's `AudioSpectrogram`, `AudioToSpec`, `SpectrogramTransformer` and `AudioToMFCC`, on fastnorm's `TensorSpec`.
+"""fastaudio's `AudioSpectrogram`, `AudioToSpec`, `SpectrogramTransformer`, `AudioToMFCC`, on fastnorm's `TensorSpec`.
 
 `AudioSpectrogram` is a fastnorm `TensorSpec` (so fastnorm's normalizers and SpecAugment apply to it) that also keeps
 fastaudio's settings dict, readable as attributes (`sg.n_fft`, `sg.hop_length`, `sg.mel`, ...). Stock fastai
@@ -25,7 +25,8 @@ def _spec_config(s:dict)->SpecConfig|None:
     "The `SpecConfig` equivalent of fastaudio settings `s`, or None where fastnorm's settings cannot say the same"
     g = s.get
     try:
-        if g('pad', 0) or g('normalized', False) or not g('onesided', True) or g('pad_mode', 'reflect') != 'reflect': return None
+        if g('pad', 0) or g('normalized', False) or not g('onesided', True): return None
+        if g('pad_mode', 'reflect') != 'reflect': return None
         if g('power') not in (1., 2.) or g('sr') is None or 'n_fft' not in s: return None
         if g('mel') and g('sample_rate') != g('sr'): return None  # the filterbank was made for another rate
         if g('to_db') and (g('stype', 'power') == 'power') != (g('power') == 2.): return None
