@@ -219,3 +219,18 @@ def test_preprocess_audio_folder(tmp_path):
     got = AudioTensor.create(out/'sub'/'t.wav')
     assert out == tmp_path/'data_cached' and got.sr == 8000 and got.shape == (1, 8000)
     assert len(audio_item_tfms(8000, True, 4000)) == 3
+
+def test_fastnorm_transforms_apply_to_audio_spectrogram():
+    from fastnorm.augment import FreqMask
+    from fastnorm.norm import SpecNormalize
+    from fastnorm.stats import StatsRecorder
+    a = AudioTensor(torch.stack([noise(seed=i)[:, :4000] for i in range(3)]), 16000)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        x = AudioToSpec.from_cfg(AudioConfig.BasicMelSpectrogram(n_fft=512, n_mels=32))(a)
+    m = FreqMask(F=4, draw={'width': 4, 'start': 2})(x, split_idx=0)
+    assert isinstance(m, AudioSpectrogram) and (m[:, :, 2:6] == 0).all() and m.n_fft == 512
+    rec = StatsRecorder(red_dims=(0, 1, 3))
+    rec.update(x)
+    y = SpecNormalize(rec)(x)
+    assert isinstance(y, AudioSpectrogram) and y.mean((0, 1, 3)).abs().max() < 1e-4
