@@ -11,9 +11,9 @@ from ..util import auto_batch
 from . import functional as F_
 from .functional import NoiseColor
 
-__all__ = ['AudioPadType', 'ResizeSignal', 'shift_signal', 'SignalShifter', 'NoiseColor', 'AddNoise', 'AddNoiseGPU',
-           'ChangeVolume', 'ChangeVolumeGPU', 'SignalCutout', 'SignalCutoutGPU', 'SignalLoss', 'SignalLossGPU',
-           'DownmixMono']
+__all__ = ['AudioPadType', 'pad_to', 'ResizeSignal', 'shift_signal', 'SignalShifter', 'NoiseColor', 'AddNoise',
+           'AddNoiseGPU', 'ChangeVolume', 'ChangeVolumeGPU', 'SignalCutout', 'SignalCutoutGPU', 'SignalLoss',
+           'SignalLossGPU', 'DownmixMono']
 
 class AudioPadType(Enum):
     "How short signals (and spectrograms) are padded"
@@ -21,7 +21,7 @@ class AudioPadType(Enum):
     Zeros_After = 'zeros_after'  # zeros at the end
     Repeat = 'repeat'  # the signal repeated
 
-def _pad_to(x, width, pad_mode):
+def pad_to(x, width, pad_mode):
     "`x` `[..., n]` padded along its last dim to `width` by `pad_mode`"
     n = x.shape[-1]
     if pad_mode in (AudioPadType.Zeros, AudioPadType.Zeros_After):
@@ -44,7 +44,7 @@ class ResizeSignal(Transform):
     def encodes(self, ai:AudioTensor)->AudioTensor:
         n, crop = ai.shape[-1], int((self.duration / 1000) * ai.sr)
         if n == crop: return ai
-        if n < crop: return _pad_to(ai, crop, self.pad_mode)
+        if n < crop: return pad_to(ai, crop, self.pad_mode)
         start = random.randint(0, n - crop)
         return ai[..., start:start + crop]
 

@@ -9,7 +9,7 @@ from ..core.signal import AudioTensor
 from ..core.spectrogram import AudioSpectrogram
 from ..util import auto_batch
 from . import functional as F_
-from .signal import AudioPadType, _pad_to
+from .signal import AudioPadType, pad_to
 
 __all__ = ['SpectrogramTransform', 'CropTime', 'MaskFreq', 'MaskTime', 'MaskFreqGPU', 'MaskTimeGPU', 'SGRoll',
            'compute_deltas', 'Delta', 'DeltaGPU', 'TfmResize', 'TfmResizeGPU']
@@ -29,7 +29,7 @@ class CropTime(SpectrogramTransform):
     def encodes(self, sg:AudioSpectrogram)->AudioSpectrogram:
         w_crop, w = int((sg.sr * self.duration) / (1000 * sg.hop_length)) + 1, sg.shape[-1]
         if w == w_crop: return sg
-        if w < w_crop: return _pad_to(sg, w_crop, self.pad_mode)
+        if w < w_crop: return pad_to(sg, w_crop, self.pad_mode)
         start = random.randint(0, w - w_crop)
         return sg[..., start:start + w_crop]
 

@@ -14,7 +14,7 @@ from fasttransform import Transform
 from fastai.data.transforms import Normalize
 from fastcore.meta import delegates
 from ...spec import SpecConfig, TensorSpec
-from .. import _show  # noqa: F401  (registers show_batch for the fastaudio types)
+from .. import show as _registers_show_batch  # noqa: F401  (show_batch for the fastaudio types)
 from .frontend import Spectrogram, MelSpectrogram, AmplitudeToDB, MFCC
 from .signal import AudioTensor
 
