@@ -3,7 +3,7 @@ import inspect, math, warnings
 import numpy as np, pytest, torch
 from fastnorm.fastaudio.all import *
 from fastnorm.fastaudio.core.frontend import ta_mel_filterbank
-from fastnorm.fastaudio.util import create_sin_wave, apply_transform, auto_batch
+from fastnorm.fastaudio.util import create_sin_wave, auto_batch
 from fastnorm.fastaudio.ci import skip_if_ci
 from fastnorm.audio import AudioTensor as FnAudioTensor
 from fastnorm.spec import TensorSpec, MelSpec

@@ -1,5 +1,5 @@
 "fastnorm.fastaudio augmentations: fastaudio's semantics, and the documented differences"
-import random, warnings
+import warnings
 import numpy as np, pytest, torch
 from unittest.mock import patch
 from fastnorm.fastaudio.all import *

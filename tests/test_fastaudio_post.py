@@ -2,7 +2,7 @@
 
 In fastaudio, `AudioSpectrogram` was a `TensorImageBase` and `Normalize` only dispatches on `TensorImage`, so
 `Normalize(mean, std, axes=...)` in `batch_tfms` passed the spectrograms through untouched."""
-import pandas as pd, pytest, torch
+import pandas as pd, torch
 from fastai.vision.all import (DataBlock, CategoryBlock, ColReader, IndexSplitter, mask2idxs, Normalize, cnn_learner,
                                 resnet18, CrossEntropyLossFlat, accuracy)
 from fastnorm.fastaudio.core.all import *
