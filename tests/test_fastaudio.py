@@ -234,3 +234,15 @@ def test_fastnorm_transforms_apply_to_audio_spectrogram():
     rec.update(x)
     y = SpecNormalize(rec)(x)
     assert isinstance(y, AudioSpectrogram) and y.mean((0, 1, 3)).abs().max() < 1e-4
+
+def test_hear_and_tar_extract(tmp_path, monkeypatch):
+    import tarfile, IPython.display
+    shown = []
+    monkeypatch.setattr(IPython.display, 'display', lambda o: shown.append(o))
+    test_audio_tensor(seconds=0.1).hear()
+    assert len(shown) == 1 and isinstance(shown[0], IPython.display.Audio) and shown[0].data[:4] == b'RIFF'
+    (tmp_path/'src').mkdir()
+    test_audio_tensor(seconds=0.1).save(tmp_path/'src'/'a.wav')
+    with tarfile.open(tmp_path/'set.tgz', 'w:gz') as t: t.add(tmp_path/'src'/'a.wav', arcname='a.wav')
+    tar_extract_at_filename(tmp_path/'set.tgz', tmp_path/'out')
+    assert AudioTensor.create(tmp_path/'out'/'set'/'a.wav').nsamples == 1600
