@@ -2,9 +2,10 @@
 
 In fastaudio, `AudioSpectrogram` was a `TensorImageBase` and `Normalize` only dispatches on `TensorImage`, so
 `Normalize(mean, std, axes=...)` in `batch_tfms` passed the spectrograms through untouched."""
+import os, subprocess, sys
 import pandas as pd, torch
 from fastai.vision.all import (DataBlock, CategoryBlock, ColReader, IndexSplitter, mask2idxs, Normalize, cnn_learner,
-                                resnet18, CrossEntropyLossFlat, accuracy)
+                                resnet18, CrossEntropyLossFlat, accuracy, RandomSplitter)
 from fastnorm.fastaudio.core.all import *
 from fastnorm.fastaudio.augment.all import *
 from fastnorm.spec import TensorSpec
@@ -80,3 +81,21 @@ def test_the_post_trains_three_ways_and_normalization_applies(tiny_esc50):
     assert abs(float(g.mean())) < 1e-4 and abs(float(g.std(unbiased=False)) - 1) < 1e-3
     per_bin = c.mean((0, 1, 3))
     assert per_bin.abs().max() < 1e-3 and (c.std((0, 1, 3), unbiased=False) - 1).abs().max() < 1e-3
+
+def test_export_load_learner_and_predict_a_wav_in_a_new_process(tiny_esc50, tmp_path):
+    "What a fastaudio user trains ships: the learner (with `Normalize()` set up from the data) predicts on one file"
+    df = pd.read_csv(tiny_esc50/'meta'/'esc50.csv')
+    a2s = AudioToSpec.from_cfg(AudioConfig.BasicSpectrogram(n_fft=128, hop_length=256))
+    db = DataBlock(blocks=(AudioBlock, CategoryBlock), get_x=ColReader('filename', pref=tiny_esc50/'audio'),
+                   splitter=RandomSplitter(seed=0), batch_tfms=[a2s, Normalize()], get_y=ColReader('category'))
+    learn = cnn_learner(db.dataloaders(df, bs=8), resnet18, n_in=1, pretrained=False)
+    learn.export(tmp_path/'learner.pkl')
+    wav = tiny_esc50/'audio'/df.filename[0]
+    code = ("from fastai.learner import load_learner\n"
+            f"learn = load_learner({str(tmp_path/'learner.pkl')!r})\n"
+            f"label, idx, probs = learn.predict({str(wav)!r})\n"
+            "norm = [t for t in learn.dls.after_batch if type(t).__name__ == 'Normalize'][0]\n"
+            "print(label in learn.dls.vocab, tuple(probs.shape), tuple(norm.mean.shape))")
+    out = subprocess.run([sys.executable, '-W', 'ignore', '-c', code], capture_output=True, text=True, env=os.environ)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == f"True ({len(learn.dls.vocab)},) (1, 1, 1, 1)"
