@@ -99,7 +99,7 @@ class NoiseClips:
     def __getstate__(self): return {**self.__dict__, '_on': {}}
 
     def _to(self, device):
-        if device not in self._on: self._on[device] = (self.clips.to(device), self.lengths.to(device))
+        if device not in self._on: self._on[device] = self.clips.to(device)
         return self._on[device]
 
     def take(self, idx:torch.Tensor, # `[B]` clip of each item (indices into `files`)
@@ -110,14 +110,16 @@ class NoiseClips:
         """`[B,n]` noise on `idx`'s device: item b gets `lengths[b]` samples of its clip, cropped at an offset when the clip is
         longer and looped from its start when shorter, then zeros. A crop that lands on silence inside a clip starts at the
         clip's (trimmed, so non-silent) beginning instead."""
-        clips, lens = self._to(idx.device)
-        if ((idx < 0) | (idx >= len(self))).any(): raise ValueError(f"noise clip indices must lie in 0..{len(self) - 1} ({idx.tolist()} given)")
-        L, m = lens[idx], lengths.to(idx.device).long()
-        off = torch.where(L > m, (u.to(idx.device).double() * (L - m + 1)).long().clamp(max=(L - m).clamp(min=0)), torch.zeros_like(L))
-        t = torch.arange(n, device=idx.device)
-        def cut(off):
-            return clips[idx[:, None], (off[:, None] + t) % L[:, None]] * (t < m[:, None])
-        out = cut(off)
-        silent = out.pow(2).sum(-1) == 0
-        if silent.any(): out = torch.where(silent[:, None], cut(torch.zeros_like(off)), out)
+        ids, ms, us = idx.tolist(), torch.as_tensor(lengths).tolist(), torch.as_tensor(u).double().tolist()
+        if any(not 0 <= i < len(self) for i in ids): raise ValueError(f"noise clip indices must lie in 0..{len(self) - 1} ({ids} given)")
+        clips, Ls = self._to(idx.device), self.lengths.tolist()
+        out = torch.zeros(len(ids), n, device=idx.device, dtype=clips.dtype)
+        for b, (i, m, v) in enumerate(zip(ids, ms, us)):  # slices, not an index tensor per sample: a few µs per item
+            L = Ls[i]
+            if L >= m:
+                off = min(int(v * (L - m + 1)), L - m)
+                seg = clips[i, off:off + m]
+                if off and not seg.any(): seg = clips[i, :m]
+            else: seg = clips[i, :L].repeat(-(-m // L))[:m]
+            out[b, :m] = seg
         return out

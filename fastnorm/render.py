@@ -35,23 +35,26 @@ def specgram_db(x:torch.Tensor, # `[B,C,N]` audio, any device
     x = x.as_subclass(torch.Tensor).float()
     if x.shape[-1] < n_fft: x = torch.nn.functional.pad(x, (0, n_fft - x.shape[-1]))
     w = torch.hann_window(n_fft, periodic=False, dtype=torch.float64, device=x.device)  # numpy's np.hanning
-    frames = x.unfold(-1, n_fft, hop)  # `[B,C,T,n_fft]`
-    p = torch.fft.rfft(frames * w.float(), dim=-1).abs().pow(2).transpose(-1, -2)
-    scale = torch.full((n_fft // 2 + 1, 1), 2.0, dtype=torch.float64, device=x.device)
-    scale[0] = 1.
-    if n_fft % 2 == 0: scale[-1] = 1.
-    p = p * (scale / (sr * w.pow(2).sum())).float()
-    db = 10 * torch.log10(p.clamp(min=1e-30))
+    spec = torch.fft.rfft(x.unfold(-1, n_fft, hop) * w.float(), dim=-1)  # `[B,C,T,F]`
+    p = spec.real.square_().add_(spec.imag.square()).transpose(-1, -2)  # |X|², `[B,C,F,T]`
+    one_sided = torch.full((n_fft // 2 + 1, 1), 2.0, dtype=torch.float64, device=x.device)
+    one_sided[0] = 1.
+    if n_fft % 2 == 0: one_sided[-1] = 1.
+    offset = (10 * torch.log10(one_sided / (sr * w.pow(2).sum()))).float()  # the PSD's scale, in dB per row
+    db = p.clamp_(min=1e-30).log10_().mul_(10).add_(offset)
     if top_db is not None: db = torch.maximum(db, db.amax((-3, -2, -1), keepdim=True) - top_db)
     return db
 
 def frame_range(db:torch.Tensor, # `[B,C,F,T]` dB (padded)
                 n_frames:torch.Tensor, # `[B]` real frames of each item
+                top_db:float|None=None, # raise the minimum to at least the maximum - `top_db`
                )->tuple:
     "`[B]` minimum and maximum of each item's real frames: matplotlib's colour limits for the item"
-    real = (torch.arange(db.shape[-1], device=db.device) < n_frames.to(db.device)[:, None])[:, None, None, :]
+    pad = torch.arange(db.shape[-1], device=db.device) >= n_frames.to(db.device)[:, None]
+    inf = torch.zeros(pad.shape, device=db.device).masked_fill_(pad, float('inf'))[:, None, None, :]  # `[B,1,1,T]`: +inf on padding
     d = db.as_subclass(torch.Tensor)
-    return d.masked_fill(~real, float('inf')).amin((1, 2, 3)), d.masked_fill(~real, -float('inf')).amax((1, 2, 3))
+    lo, hi = (d + inf).amin((1, 2, 3)), (d - inf).amax((1, 2, 3))
+    return (lo if top_db is None else torch.maximum(lo, hi - top_db)), hi
 
 def resize_weights(n_in:torch.Tensor, # `[B]` inputs each item really has (the rest is padding)
                    n_out:int, # outputs
@@ -61,12 +64,13 @@ def resize_weights(n_in:torch.Tensor, # `[B]` inputs each item really has (the r
     (j + 0.5)·n_in/n_out - 0.5 and weighs its neighbours by a triangle as wide as max(1, n_in/n_out) each side"""
     n_in = torch.as_tensor(n_in)
     size = int(n_in.max()) if size is None else size
-    s = n_in.double()[:, None, None] / n_out
-    c = (torch.arange(n_out, dtype=torch.float64, device=n_in.device) + 0.5) * s - 0.5  # `[B,1,n_out]`
-    t = torch.arange(size, dtype=torch.float64, device=n_in.device)[None, :, None]
-    c = c.clamp(min=0).minimum(n_in.double()[:, None, None] - 1)  # the edges hold, as in a figure's extent
-    w = (1 - (t - c).abs() / s.clamp(min=1)).clamp(min=0) * (t < n_in[:, None, None])
-    return (w / w.sum(1, keepdim=True)).float()
+    m = n_in.float()[:, None, None]
+    s = m / n_out
+    c = ((torch.arange(n_out, dtype=torch.float32, device=n_in.device) + 0.5) * s - 0.5).clamp_(min=0)  # `[B,1,n_out]`
+    c = torch.minimum(c, m - 1)  # the edges hold, as in a figure's extent
+    t = torch.arange(size, dtype=torch.float32, device=n_in.device)[None, :, None]
+    w = (1 - (t - c).abs_() / s.clamp(min=1)).clamp_(min=0) * (t < m)
+    return w / w.sum(1, keepdim=True)
 
 def resize_frames(x:torch.Tensor, # `[B,C,F,T]` (padded) spectrograms
                   n_frames:torch.Tensor, # `[B]` real frames of each item
@@ -74,14 +78,14 @@ def resize_frames(x:torch.Tensor, # `[B,C,F,T]` (padded) spectrograms
                  )->torch.Tensor:
     "`[B,C,F,width]`: each item's own `n_frames` stretched or squeezed to `width` columns"
     w = resize_weights(n_frames.to(x.device), width, x.shape[-1])
-    return torch.einsum('bcft,btj->bcfj', x.as_subclass(torch.Tensor), w)
+    return torch.matmul(x.as_subclass(torch.Tensor), w[:, None])  # `[B,C,F,T] @ [B,1,T,W]`
 
 def resize_rows(x:torch.Tensor, # `[B,C,F,T]` spectrograms
                 height:int, # rows out
                )->torch.Tensor:
     "`[B,C,height,T]`: the F rows resampled to `height` (the same weights as `resize_frames`)"
     w = resize_weights(torch.tensor([x.shape[-2]], device=x.device), height)[0]
-    return torch.einsum('bcft,fh->bcht', x.as_subclass(torch.Tensor), w)
+    return torch.matmul(w.t(), x.as_subclass(torch.Tensor))  # `[H,F] @ [B,C,F,T]`
 
 def db_to_image(db:torch.Tensor, # `[B,C,H,W]` dB, rows from low to high frequency
                 lo:torch.Tensor|None=None, # `[B]` dB that maps to white (default: each item's minimum)
@@ -91,5 +95,8 @@ def db_to_image(db:torch.Tensor, # `[B,C,H,W]` dB, rows from low to high frequen
     db = db.as_subclass(torch.Tensor).float()
     lo = db.amin((-3, -2, -1), keepdim=True) if lo is None else torch.as_tensor(lo, device=db.device).float().reshape(-1, 1, 1, 1)
     hi = db.amax((-3, -2, -1), keepdim=True) if hi is None else torch.as_tensor(hi, device=db.device).float().reshape(-1, 1, 1, 1)
-    v = torch.where(hi > lo, (hi - db) / (hi - lo).clamp(min=1e-12), 1.)  # 0: loudest, 1: quietest; a constant item is white, as in matplotlib
-    return (v * 255).round_().clamp_(0, 255).to(torch.uint8).flip(-2)
+    # 0: loudest, 255: quietest; a constant item is white, as in matplotlib
+    scale = torch.where(hi > lo, -255 / (hi - lo).clamp(min=1e-12), 0.)
+    v = (db - hi).mul_(scale).round_().clamp_(0, 255)
+    v = torch.where(hi > lo, v, 255.)
+    return v.to(torch.uint8).flip(-2)

@@ -124,9 +124,10 @@ def scheme_image(x:AudioTensor, # `[B,C,N]` audio (with `lengths` when padded)
     B, N = x.shape[0], x.shape[-1]
     lengths = torch.full((B,), N) if lengths is None else torch.as_tensor(lengths)
     y = scheme.wave(x, clips)
-    db = specgram_db(y.mean(1, keepdim=True), scheme.sr, n_fft, hop)  # mono: the recipe's images have one channel
+    y1 = y if y.shape[1] == 1 else y.mean(1, keepdim=True)  # mono: the recipe's images have one channel
+    db = specgram_db(y1, scheme.sr, n_fft, hop, top_db=None)
     nf = frame_counts(lengths, n_fft, hop).to(db.device)
-    lo, _ = frame_range(db, nf)  # white: the item's quietest frame cell, before resampling smooths it
+    lo, _ = frame_range(db, nf, top_db=120.)  # white: the item's quietest cell (at most 120 dB under its loudest), before resampling
     db = resize_frames(db, nf, size[1])
     cfg = SpecConfig(sr=scheme.sr, n_fft=n_fft, hop_length=hop, n_mels=None, center=False)
     db = resize_rows(scheme.spec(TensorSpec(db, cfg=cfg), floor=lo), size[0])

@@ -11,6 +11,7 @@ inside them, and the padding comes out as it went in."""
 from __future__ import annotations
 import math
 from numbers import Real
+from typing import NamedTuple
 import torch
 from fastai.torch_core import retain_type
 from .audio import AudioTensor
@@ -32,17 +33,21 @@ def _check_pos(name, v):
     if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v <= 0: raise ValueError(f"`{name}` must be a positive number ({v!r} given)")
     return float(v)
 
-def _rms(x, valid=None):
-    "Per item, over channels and (the valid, `[B,1,N]` bool) samples: `[B,1,1]`"
-    if valid is None: return x.pow(2).mean((-2, -1), keepdim=True).sqrt()
-    n = valid.sum((-2, -1), keepdim=True) * x.shape[-2]
-    return (x.pow(2) * valid).sum((-2, -1), keepdim=True).div(n.clamp(min=1)).sqrt()
+class _Valid(NamedTuple):
+    "The real samples of a padded batch: `mask` `[B,1,N]` bool, `n` `[B,1,1]` float64 counts"
+    mask:torch.Tensor
+    n:torch.Tensor
 
-def _unit(n, valid):
-    "Rows of `n` `[B,C,N]` scaled to unit rms over each item's valid samples (float64 scale), zero outside them"
-    if valid is None: return n
-    r = _rms(n.double() * valid, valid)
-    return (n.double() * valid / r.clamp(min=1e-300)).to(n.dtype)
+def _energy(x):
+    "Per item sum of squares `[B,1,1]` in float64: float32 partial sums of 128 samples (error ~1e-8), added in float64"
+    sq = x.square().reshape(x.shape[0], -1)
+    if sq.shape[1] % 128: sq = torch.nn.functional.pad(sq, (0, 128 - sq.shape[1] % 128))
+    return sq.view(x.shape[0], -1, 128).sum(-1).double().sum(-1)[:, None, None]
+
+def _rms(x, valid=None):
+    "Per item, over channels and (the `valid`) samples: `[B,1,1]` float64"
+    if valid is None: return (_energy(x) / (x.shape[-1] * x.shape[-2])).sqrt()
+    return (_energy(torch.where(valid.mask, x, 0.)) / (valid.n * x.shape[-2])).sqrt()
 
 def colored_noise(shape, # `(..., N)`
           color:str='white', # 'white' (flat spectrum) or 'pink' (power ∝ 1/f, no DC)
@@ -68,7 +73,9 @@ class _WaveAug(BatchRandTransform):
         return got if got is not None else rng[0] + (rng[1] - rng[0]) * self._rand(x, *shape)
 
     def _noise(self, x, color, valid=None):
-        return _unit(colored_noise(x.shape, color, self._gen(x.device), x.device), valid)
+        "Coloured noise like `x`, unit rms over each item's valid samples, zero outside them"
+        n = colored_noise(x.shape, color, self._gen(x.device), x.device)
+        return n if valid is None else torch.where(valid.mask, n, 0.) / _rms(n, valid).float()
 
     def encodes(self, x:AudioTensor):
         if x.ndim not in (2, 3): raise ValueError(f"{type(self).__name__} expects audio `[B,C,N]` (or `[C,N]`), shape {tuple(x.shape)} given")
@@ -77,17 +84,17 @@ class _WaveAug(BatchRandTransform):
         valid = _valid(xb, getattr(x, 'lengths', None)) if x.ndim == 3 else None
         on = self._apply(xb)
         out = self.augment(xb, getattr(x, 'sr', None), valid)
-        if valid is not None: out = torch.where(valid, out, xb)  # the padding comes out as it went in
+        if valid is not None: out = torch.where(valid.mask, out, xb)  # the padding comes out as it went in
         out = torch.where(on[:, None, None], out, xb)
         return retain_type(out[0] if x.ndim == 2 else out, old=x)
 
-def _valid(x, lengths):
-    "`[B,1,N]` bool: the real samples of each item of a padded batch `x` `[B,C,N]` with `lengths` `[B]`; None when it has none"
+def _valid(x, lengths)->_Valid|None:
+    "The real samples of each item of a padded batch `x` `[B,C,N]` with `lengths` `[B]`; None when it has none"
     if lengths is None: return None
     ls = torch.as_tensor(lengths, device=x.device)
     if ls.shape != (x.shape[0],) or ls.is_floating_point() or (ls < 1).any() or (ls > x.shape[-1]).any():
         raise ValueError(f"`lengths` must hold {x.shape[0]} integers in 1..{x.shape[-1]}, one per item ({lengths!r} given)")
-    return (torch.arange(x.shape[-1], device=x.device) < ls[:, None])[:, None, :]
+    return _Valid((torch.arange(x.shape[-1], device=x.device) < ls[:, None])[:, None, :], ls.double()[:, None, None])
 
 class AddNoise(_WaveAug):
     """Add noise at an SNR drawn per item from `snr_db`, measured against the item's own rms (silent items stay silent): white or
@@ -114,14 +121,17 @@ class AddNoise(_WaveAug):
         idx = self._pinned(x, 'clip', (B,), torch.long)
         if idx is None: idx = (self._rand(x, B) * len(nc)).long().clamp(max=len(nc) - 1)
         u = self._uniform(x, 'offset', (0., 1.))
-        lengths = valid.sum((-2, -1)) if valid is not None else torch.full((B,), N, device=x.device)
-        n = nc.take(idx, lengths, u, N)[:, None, :]
-        return _unit(n, valid if valid is not None else torch.ones_like(n, dtype=torch.bool))
+        lengths = valid.n.flatten().long() if valid is not None else torch.full((B,), N, device=x.device)
+        return nc.take(idx, lengths, u, N)[:, None, :]  # zero outside each item's samples
     def augment(self, x, sr, valid=None):
         snr = self._uniform(x, 'snr_db', self.snr_db).double()[:, None, None]
-        n = self._recorded(x, sr, valid) if self.noise is not None else self._noise(x, self.color, valid)
-        scale = _rms(x.double(), valid) * 10 ** (-snr / 20)  # unit-rms noise: its rms is the item's rms / 10^(snr/20)
-        return x + (n.double() * scale).to(x.dtype)
+        if self.noise is None:
+            n = colored_noise(x.shape, self.color, self._gen(x.device), x.device)
+            if valid is not None: n = torch.where(valid.mask, n, 0.)
+        else: n = self._recorded(x, sr, valid)
+        # float64 rms and scale: the SNR is exact up to float32 rounding (about 1e-7 dB)
+        scale = _rms(x, valid) * 10 ** (-snr / 20) / _rms(n, valid).clamp(min=1e-300)  # noise rms = item rms / 10^(snr/20)
+        return x + n * scale.float()
 
 class BurstNoise(_WaveAug):
     "Add `n_bursts` short noise bursts per item at random positions, each up to `max_len_s` long, at an SNR relative to the item's rms"
@@ -141,7 +151,7 @@ class BurstNoise(_WaveAug):
     def augment(self, x, sr, valid=None):
         if sr is None: raise ValueError("BurstNoise needs the audio's sample rate: give it an AudioTensor with `sr`")
         B, N = x.shape[0], x.shape[-1]
-        n = (valid.sum((-2, -1)) if valid is not None else torch.full((B,), N, device=x.device))[:, None]  # `[B,1]` samples per item
+        n = (valid.n.flatten().long() if valid is not None else torch.full((B,), N, device=x.device))[:, None]  # `[B,1]` samples per item
         ml = max(1, min(N, int(round(self.max_len_s * sr))))
         w = self._pinned(x, 'width', (B, self.n_bursts), torch.long)
         if w is None: w = torch.minimum(1 + (self._rand(x, B, self.n_bursts) * ml).long().clamp(max=ml - 1), n)
