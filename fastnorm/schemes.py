@@ -143,7 +143,7 @@ def show_schemes(x:AudioTensor, # one clip `[C,N]` (or `[1,C,N]`)
     "A figure with one row per scheme: the degraded waveform, and its image as the export writes it"
     import matplotlib.pyplot as plt
     names = list(SCHEMES) if names is None else list(names)
-    xb = x[None] if x.ndim == 2 else x
+    xb = x.as_subclass(torch.Tensor)[None] if x.ndim == 2 else x.as_subclass(torch.Tensor)  # one clip: no `lengths`
     fig, axs = plt.subplots(len(names), 2, figsize=figsize or (8, 1.9 * len(names)), gridspec_kw=dict(width_ratios=(2.6, 1)), squeeze=False)
     for (a, b), name in zip(axs, names):
         sc = Scheme(name, x.sr, noise=noise, seed=seed)
