@@ -140,24 +140,28 @@ def test_db_format(tiny_fsdd, tmp_path):
     assert all(peak[digit == a].mean() < peak[digit == b].mean() for a, b in ((0, 1), (1, 2), (2, 3)))  # higher digit, higher tone
     with pytest.raises(ValueError, match='`mels`'): run(tmp_path, 'x', data=tiny_fsdd, mels=True)
 
-def test_cli_export(tiny_fsdd, tmp_path):
-    py = [sys.executable, '-m', 'fastnorm', 'export']
-    h = subprocess.run(py + ['--help'], capture_output=True, text=True, check=True).stdout
+def cli(monkeypatch, *args):
+    "Run `fastnorm export ARGS` in this process"
+    from fastnorm.cli import main
+    monkeypatch.setattr(sys, 'argv', ['fastnorm', 'export', *map(str, args)])
+    main()
+
+def test_cli_export(tiny_fsdd, tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit): cli(monkeypatch, '--help')
+    h = capsys.readouterr().out
     assert 'embedded dataset' in h and 'coloured noise' in h and '--resume' in h and '--labels' in h
-    r = subprocess.run(py + ['--out', str(tmp_path/'cli'), '--data', str(tiny_fsdd), '--split', 'test', '--scheme', 'aliased',
-                             '--size', '28x28', '--no-progress', '--device', 'cpu'], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, '-m', 'fastnorm', 'export', '--out', str(tmp_path/'cli'), '--data', str(tiny_fsdd), '--split', 'test',
+                        '--scheme', 'aliased', '--size', '28x28', '--no-progress', '--device', 'cpu'], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(tmp_path/'cli') and np.load(tmp_path/'cli'/'data.npy').shape == (40, 28, 28)
-    r = subprocess.run(py + ['--out', str(tmp_path/'cli'), '--data', str(tiny_fsdd)], capture_output=True, text=True)
-    assert r.returncode != 0 and 'fastnorm export: error:' in r.stderr and '--resume' in r.stderr
-    r = subprocess.run(py + ['--data', str(tiny_fsdd)], capture_output=True, text=True)
-    assert r.returncode != 0 and '--out DIR is required' in r.stderr
+    with pytest.raises(SystemExit, match='fastnorm export: error: .* exists: use --resume'): cli(monkeypatch, '--out', tmp_path/'cli', '--data', tiny_fsdd)
+    with pytest.raises(SystemExit, match='--out DIR is required'): cli(monkeypatch, '--data', tiny_fsdd)
+    with pytest.raises(SystemExit, match="Unknown scheme 'x'"): cli(monkeypatch, '--out', tmp_path/'y', '--scheme', 'x')
 
-def test_embedded_dataset_and_coloured_noise_by_default(tmp_path):
+def test_embedded_dataset_and_coloured_noise_by_default(tmp_path, monkeypatch, capsys):
     "`fastnorm export --out DIR` on a fresh install: the embedded dataset, pink noise"
-    r = subprocess.run([sys.executable, '-m', 'fastnorm', 'export', '--out', str(tmp_path/'e'), '--split', 'test', '--no-progress',
-                        '--device', 'cpu'], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    cli(monkeypatch, '--out', tmp_path/'e', '--split', 'test', '--no-progress', '--device', 'cpu')
+    assert capsys.readouterr().out.strip() == str(tmp_path/'e')
     j = json.loads((tmp_path/'e'/'export.json').read_text())
     assert j['settings']['data'] == 'synth' and j['settings']['color'] == 'pink' and j['shape'] == [80, 112, 112]
     assert json.loads(next((tmp_path/'e'/'manifest').glob('*.json')).read_text())['noise'] == 'pink noise'
