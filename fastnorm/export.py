@@ -7,7 +7,7 @@ once its manifest is written (after its rows are flushed), and the folder takes 
 so a reader never sees half an export and `resume=True` redoes only the missing batches. Each batch draws from its own seed
 (from `seed` and its first row), so a resumed export is byte for byte the uninterrupted one (on the same device)."""
 from __future__ import annotations
-import hashlib, json, os, re
+import hashlib, json, os, re, shutil, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -26,6 +26,8 @@ __all__ = ['EXPORT_FORMATS', 'parse_size', 'dataset_items', 'follow_labels', 'ex
 
 EXPORT_FORMATS = ('image', 'db')
 N_FFT, HOP = 256, 128  # the recipe's NFFT and NFFT - noverlap (50% overlap)
+PIXELS = ("round(255 * (max - dB) / (max - min)) per item, clipped to 0..255, with max and min over the item's own spectrogram "
+          "cells (min at most 120 dB under max): 0 = loudest (black), 255 = quietest (white); masked cells are white")
 
 def parse_size(size)->tuple:
     "(height, width) from 'HxW', an int (square) or a pair"
@@ -106,7 +108,10 @@ GROUP = 64  # a batch is computed in groups of this many clips of similar length
 
 def _padded(xs, sr, device):
     "A padded `AudioTensor` `[B,1,N]` at `sr` with `lengths`, on `device`"
-    x = torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)[:, None].to(device)
+    n = -(-max(len(v) for v in xs) // 128) * 128  # a multiple of 128 samples: the energy sums and frames need no copy
+    x = torch.zeros(len(xs), 1, n)
+    for i, v in enumerate(xs): x[i, 0, :len(v)] = v
+    x = x.to(device)
     return AudioTensor(x, sr=sr, lengths=torch.tensor([len(v) for v in xs], device=device))
 
 def _batch(xs, sr, device, render, clips=None):
@@ -144,7 +149,11 @@ def _check_out(out:Path, part:Path, resume:bool, settings:dict):
         return True
     if part.exists():
         if not resume: raise FileExistsError(f"An interrupted export is in {part}: continue it with --resume (resume=True), or delete it")
-        same(part)
+        if (part/'export.json').is_file(): same(part)
+        elif {p.name for p in part.iterdir() if not p.name.startswith('.')} <= {'data.npy', 'labels.npy', 'manifest'} and \
+                not any((part/'manifest').glob('*.json')):
+            shutil.rmtree(part)  # stopped while it was being set up: nothing in it was finished
+        else: raise FileExistsError(f"{part} exists and is not a fastnorm export: choose another `out`")
     return False
 
 def export(out, # folder to write (data.npy, labels.npy, export.json, manifest/)
@@ -192,7 +201,9 @@ def export(out, # folder to write (data.npy, labels.npy, export.json, manifest/)
     uses_noise = 'snr_db' in SCHEMES[scheme]
     nc = noise if isinstance(noise, NoiseClips) or noise is None or not uses_noise else NoiseClips(
         noise, rate, split=split, test_folds=(test_fold,), seed=seed, per_class=noise_per_class)
-    if not uses_noise: nc = None  # the scheme mixes no noise
+    if not uses_noise:
+        if noise is not None: warnings.warn(f"scheme {scheme!r} mixes no noise: the noise folder {noise} is not used")
+        nc = None
     if nc is not None and nc.sr != rate: raise ValueError(f"The noise clips are at sr={nc.sr} Hz but the export runs at sr={rate} Hz")
     paths, ys = items['path'].tolist(), items['label'].to_numpy(np.int64)
     settings = dict(data=str(Path(data).resolve()) if data is not None else 'synth', kind=kind, split=split, test_fold=test_fold,
@@ -210,32 +221,32 @@ def export(out, # folder to write (data.npy, labels.npy, export.json, manifest/)
     head = dict(settings=settings, shape=list(shape), dtype=np.dtype(dtype).name, classes=classes, n_rows=n,
                 scheme_params=SCHEMES[scheme], fastnorm=__version__,
                 orientation='row 0 = highest frequency (as drawn)' if format == 'image' else 'row 0 = lowest frequency',
-                pixels='255 * (max - dB) / (max - min) per item: 0 = loudest (black), 255 = quietest (white)' if format == 'image' else None)
-    if not (part/'export.json').is_file():
+                pixels=PIXELS if format == 'image' else None)
+    if not (part/'export.json').is_file():  # a new export: export.json, written last, marks the folder as set up
+        with atomic_path(part/'data.npy') as p: np.lib.format.open_memmap(p, mode='w+', dtype=dtype, shape=shape).flush()
         with atomic_path(part/'labels.npy') as p: np.save(p, ys)
         with atomic_path(part/'export.json') as p: p.write_text(json.dumps(head, indent=1))
-    mm = np.lib.format.open_memmap(part/'data.npy', mode='r+' if (part/'data.npy').is_file() else 'w+', dtype=dtype, shape=shape)
+    mm = np.lib.format.open_memmap(part/'data.npy', mode='r+')
     def render(x, clips): return scheme_image(x, sch, hw, clips)[0] if format == 'image' else _db_batch(x, sch, hw, clips, mels)
     mname = lambda s, e: part/'manifest'/f'rows-{s:08d}-{e - 1:08d}.json'
     todo = [s for s in range(0, n, bs) if not mname(s, min(s + bs, n)).is_file()]
-    pool = ThreadPoolExecutor(2)  # reads the next batch's clips while this one is computed
-    load = lambda f: load_audio(f, sr=rate)[0].mean(0)
-    ahead = pool.map(load, paths[todo[0]:todo[0] + bs]) if todo else None
-    for k, s in enumerate(progress_bar(todo) if progress else todo):
-        e = min(s + bs, n)
-        xs = list(ahead)
-        if k + 1 < len(todo): ahead = pool.map(load, paths[todo[k + 1]:todo[k + 1] + bs])
-        sch.reseed(_batch_seed(seed, s))
-        clips = torch.as_tensor(perm[np.arange(s, e) % len(perm)], device=dev) if perm is not None else None
-        with torch.no_grad(): rows = _batch(xs, rate, dev, render, clips)
-        mm[s:e] = rows.cpu().numpy()
-        mm.flush()
-        man = dict(rows=[s, e], files=paths[s:e], labels=ys[s:e].tolist(),
-                   noise=[nc.files[i] for i in clips.tolist()] if clips is not None else f'{color} noise' if uses_noise else None,
-                   scheme=scheme, scheme_params=SCHEMES[scheme], seed=int(seed), batch_seed=_batch_seed(seed, s),
-                   settings=settings, device=str(dev), fastnorm=__version__)
-        with atomic_path(mname(s, e)) as p: p.write_text(json.dumps(man))
-    pool.shutdown()
+    load = lambda f: load_audio(f, sr=rate)[0][0]  # mono: `[N]`
+    with ThreadPoolExecutor(2) as pool:  # reads the next batch's clips while this one is computed
+        ahead = pool.map(load, paths[todo[0]:todo[0] + bs]) if todo else None
+        for k, s in enumerate(progress_bar(todo) if progress else todo):
+            e = min(s + bs, n)
+            xs = list(ahead)
+            if k + 1 < len(todo): ahead = pool.map(load, paths[todo[k + 1]:todo[k + 1] + bs])
+            sch.reseed(_batch_seed(seed, s))
+            clips = torch.as_tensor(perm[np.arange(s, e) % len(perm)], device=dev) if perm is not None else None
+            with torch.no_grad(): rows = _batch(xs, rate, dev, render, clips)
+            mm[s:e] = rows.cpu().numpy()
+            mm.flush()  # the rows are on disk before the manifest says they are done
+            noises = [nc.files[i] for i in clips.tolist()] if clips is not None else f'{color} noise' if uses_noise else None
+            man = dict(rows=[s, e], files=paths[s:e], labels=ys[s:e].tolist(), noise=noises, scheme=scheme,
+                       scheme_params=SCHEMES[scheme], seed=int(seed), batch_seed=_batch_seed(seed, s), settings=settings,
+                       device=str(dev), fastnorm=__version__)
+            with atomic_path(mname(s, e)) as p: p.write_text(json.dumps(man))
     del mm
     os.replace(part, out)
     return out

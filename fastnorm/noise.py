@@ -116,10 +116,8 @@ class NoiseClips:
         out = torch.zeros(len(ids), n, device=idx.device, dtype=clips.dtype)
         for b, (i, m, v) in enumerate(zip(ids, ms, us)):  # slices, not an index tensor per sample: a few µs per item
             L = Ls[i]
-            if L >= m:
-                off = min(int(v * (L - m + 1)), L - m)
-                seg = clips[i, off:off + m]
-                if off and not seg.any(): seg = clips[i, :m]
-            else: seg = clips[i, :L].repeat(-(-m // L))[:m]
-            out[b, :m] = seg
+            if L >= m: out[b, :m] = clips[i, min(int(v * (L - m + 1)), L - m):][:m]
+            else: out[b, :m] = clips[i, :L].repeat(-(-m // L))[:m]
+        silent = (out.abs().amax(-1) == 0).nonzero()[:, 0].tolist()
+        for b in silent: out[b, :ms[b]] = clips[ids[b], :ms[b]]  # (a crop is never longer than its clip here)
         return out

@@ -16,7 +16,7 @@ grey levels are the recipe's."""
 from __future__ import annotations
 import torch
 
-__all__ = ['frame_counts', 'frame_range', 'specgram_db', 'resize_weights', 'resize_frames', 'resize_rows', 'db_to_image']
+__all__ = ['frame_counts', 'frame_range', 'specgram_db', 'resize_weights', 'resize_frames', 'resize_rows', 'db_to_level', 'level_to_image', 'db_to_image']
 
 def frame_counts(lengths:torch.Tensor, # `[B]` samples of each clip
                  n_fft:int=256, # window (samples)
@@ -87,16 +87,25 @@ def resize_rows(x:torch.Tensor, # `[B,C,F,T]` spectrograms
     w = resize_weights(torch.tensor([x.shape[-2]], device=x.device), height)[0]
     return torch.matmul(w.t(), x.as_subclass(torch.Tensor))  # `[H,F] @ [B,C,F,T]`
 
+def db_to_level(db:torch.Tensor, # `[B,C,H,W]` dB
+                lo:torch.Tensor|None=None, # `[B]` dB that maps to 0 (white) (default: each item's minimum)
+                hi:torch.Tensor|None=None, # `[B]` dB that maps to 255 (black) (default: each item's maximum)
+               )->torch.Tensor:
+    "`[B,C,H,W]` float grey levels 255 · (dB - lo) / (hi - lo), clipped to [0, 255]; 0 everywhere for a constant item"
+    db = db.as_subclass(torch.Tensor).float()
+    lo = db.amin((-3, -2, -1), keepdim=True) if lo is None else torch.as_tensor(lo, device=db.device).float().reshape(-1, 1, 1, 1)
+    hi = db.amax((-3, -2, -1), keepdim=True) if hi is None else torch.as_tensor(hi, device=db.device).float().reshape(-1, 1, 1, 1)
+    scale = torch.where(hi > lo, 255 / (hi - lo).clamp(min=1e-12), 0.)
+    return (db - lo).mul_(scale).clamp_(0, 255)
+
+def level_to_image(level:torch.Tensor, # `[B,C,H,W]` grey levels, 0 (quiet) to 255 (loud), rows from low to high frequency
+                  )->torch.Tensor:
+    "`[B,C,H,W]` uint8 `gray_r` pixels 255 - level (loud is dark), rows flipped so row 0 is the highest frequency"
+    return torch.sub(255, level.as_subclass(torch.Tensor)).round_().to(torch.uint8).flip(-2)
+
 def db_to_image(db:torch.Tensor, # `[B,C,H,W]` dB, rows from low to high frequency
                 lo:torch.Tensor|None=None, # `[B]` dB that maps to white (default: each item's minimum)
                 hi:torch.Tensor|None=None, # `[B]` dB that maps to black (default: each item's maximum)
                )->torch.Tensor:
     "`[B,C,H,W]` uint8 `gray_r` images: 255 · (hi - dB) / (hi - lo) per item, clipped, rows flipped so row 0 is the highest frequency"
-    db = db.as_subclass(torch.Tensor).float()
-    lo = db.amin((-3, -2, -1), keepdim=True) if lo is None else torch.as_tensor(lo, device=db.device).float().reshape(-1, 1, 1, 1)
-    hi = db.amax((-3, -2, -1), keepdim=True) if hi is None else torch.as_tensor(hi, device=db.device).float().reshape(-1, 1, 1, 1)
-    # 0: loudest, 255: quietest; a constant item is white, as in matplotlib
-    scale = torch.where(hi > lo, -255 / (hi - lo).clamp(min=1e-12), 0.)
-    v = (db - hi).mul_(scale).round_().clamp_(0, 255)
-    v = torch.where(hi > lo, v, 255.)
-    return v.to(torch.uint8).flip(-2)
+    return level_to_image(db_to_level(db, lo, hi))

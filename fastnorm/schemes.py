@@ -6,7 +6,7 @@ the order the scheme lists them. Every draw comes from one CPU `torch.Generator`
 function of its seed (and the same on any device). Masked rows and columns take each item's dB floor: white in an image."""
 from __future__ import annotations
 import math
-import torch
+import numpy as np, torch
 from fastai.data.transforms import DisplayedTransform
 from fastai.torch_core import retain_type
 from .audio import AudioTensor
@@ -14,7 +14,7 @@ from .spec import SpecConfig, TensorSpec, mel_frequencies
 from .augment import FreqMask, TimeMask, apply_masks
 from .noise import NoiseClips
 from .waveaug import AddNoise, Alias, Distortion
-from .render import specgram_db, frame_counts, frame_range, resize_frames, resize_rows, db_to_image
+from .render import specgram_db, frame_counts, frame_range, resize_frames, resize_rows, db_to_level, level_to_image
 
 __all__ = ['SCHEMES', 'KeepBands', 'Scheme', 'scheme_image', 'show_schemes']
 
@@ -31,8 +31,8 @@ SCHEMES = {
 }
 
 def _row_freqs(cfg:SpecConfig, n_rows:int):
-    "Centre frequency (Hz) of each row of a spectrogram made with `cfg`"
-    return torch.tensor(mel_frequencies(cfg) if cfg.n_mels else [i * cfg.sr / cfg.n_fft for i in range(n_rows)], dtype=torch.float64)
+    "Centre frequency (Hz) of each row of a spectrogram made with `cfg`: its mel bands, or `n_rows` linear rows from 0 to sr/2"
+    return torch.tensor(mel_frequencies(cfg) if cfg.n_mels else np.linspace(0, cfg.sr / 2, n_rows), dtype=torch.float64)
 
 class KeepBands(DisplayedTransform):
     "Spectrogram transform: rows whose centre frequency lies outside every band of `bands` (Hz) are set to `mask_value`. `x`: `[B,C,F,T]`"
@@ -102,11 +102,14 @@ class Scheme:
         return x
 
     def spec(self, s:TensorSpec, # `[B,C,F,T]` dB, every column real
-             floor:torch.Tensor|None=None, # `[B]` what masked cells become (default: each item's minimum)
+             floor:torch.Tensor|float|None=None, # `[B]` what masked cells become (default: each item's minimum)
             )->TensorSpec:
         "The scheme's spectrogram transforms; masked cells take each item's `floor`"
         tfms = self.spec_tfms(s.shape[-2], s.shape[-1])
         if not tfms: return s
+        if isinstance(floor, (int, float)) and floor == 0:  # already 0 at the floor: no shift
+            for t in tfms: s = t(s, split_idx=0)
+            return s
         floor = (s.as_subclass(torch.Tensor).amin((1, 2, 3), keepdim=True) if floor is None
                  else torch.as_tensor(floor, device=s.device).float().reshape(-1, 1, 1, 1))
         z = retain_type(s.as_subclass(torch.Tensor) - floor, old=s)
@@ -119,7 +122,8 @@ def scheme_image(x:AudioTensor, # `[B,C,N]` audio (with `lengths` when padded)
                  clips:torch.Tensor|None=None, # `[B]` noise clip of each item; None: drawn
                  n_fft:int=256, hop:int=128, # the recipe's NFFT and NFFT - noverlap
                 )->tuple:
-    "The AVMNIST recipe on a batch: `scheme.wave`, matplotlib-style dB spectrogram, frames to width, `scheme.spec`, rows to height, `uint8` `gray_r` image `[B,H,W]`; also returns the degraded audio"
+    """The AVMNIST recipe on a batch: `scheme.wave`, matplotlib-style dB spectrogram, frames to width and bins to height, grey
+    levels, `scheme.spec` on them, `uint8` `gray_r` image `[B,H,W]`; also returns the degraded audio"""
     lengths = getattr(x, 'lengths', None)
     B, N = x.shape[0], x.shape[-1]
     lengths = torch.full((B,), N) if lengths is None else torch.as_tensor(lengths)
@@ -127,11 +131,14 @@ def scheme_image(x:AudioTensor, # `[B,C,N]` audio (with `lengths` when padded)
     y1 = y if y.shape[1] == 1 else y.mean(1, keepdim=True)  # mono: the recipe's images have one channel
     db = specgram_db(y1, scheme.sr, n_fft, hop, top_db=None)
     nf = frame_counts(lengths, n_fft, hop).to(db.device)
-    lo, _ = frame_range(db, nf, top_db=120.)  # white: the item's quietest cell (at most 120 dB under its loudest), before resampling
-    db = resize_frames(db, nf, size[1])
+    lo, hi = frame_range(db, nf, top_db=120.)  # matplotlib's colour limits: the item's own cells (at most 120 dB apart)
+    (F, T), (H, W) = db.shape[-2:], size
+    if H * F * T + H * T * W < F * T * W + H * F * W: db = resize_frames(resize_rows(db, H), nf, W)  # the cheaper order
+    else: db = resize_rows(resize_frames(db, nf, W), H)
+    level = db_to_level(db, lo, hi)  # 0: white (quiet) ... 255: black (loud)
     cfg = SpecConfig(sr=scheme.sr, n_fft=n_fft, hop_length=hop, n_mels=None, center=False)
-    db = resize_rows(scheme.spec(TensorSpec(db, cfg=cfg), floor=lo), size[0])
-    return db_to_image(db, lo=lo)[:, 0], y  # black: the loudest pixel left after the masks
+    level = scheme.spec(TensorSpec(level, cfg=cfg), floor=0.)  # masks: white
+    return level_to_image(level)[:, 0], y
 
 def show_schemes(x:AudioTensor, # one clip `[C,N]` (or `[1,C,N]`)
                  noise:NoiseClips|None=None, # recorded noise for the noisy schemes; None: pink noise

@@ -66,6 +66,7 @@ def colored_noise(shape, # `(..., N)`
 
 class _WaveAug(BatchRandTransform):
     "Base: train-only, per-item `p`, torch RNG (global, `generator` or `seed`), `draw=` pins parameters; `[C,N]` items go through as batches of one"
+    _keeps_padding = False  # True: `augment` leaves the padding of a batch with `lengths` as it is, no need to restore it
     def _uniform(self, x, name, rng, shape=None):
         "Per-item values U(rng) `[B]` (or `shape`), unless pinned by `draw`"
         shape = shape or (x.shape[0],)
@@ -84,8 +85,8 @@ class _WaveAug(BatchRandTransform):
         valid = _valid(xb, getattr(x, 'lengths', None)) if x.ndim == 3 else None
         on = self._apply(xb)
         out = self.augment(xb, getattr(x, 'sr', None), valid)
-        if valid is not None: out = torch.where(valid.mask, out, xb)  # the padding comes out as it went in
-        out = torch.where(on[:, None, None], out, xb)
+        if valid is not None and not self._keeps_padding: out = torch.where(valid.mask, out, xb)  # the padding comes out as it went in
+        if not bool(on.all()): out = torch.where(on[:, None, None], out, xb)
         return retain_type(out[0] if x.ndim == 2 else out, old=x)
 
 def _valid(x, lengths)->_Valid|None:
@@ -99,7 +100,7 @@ def _valid(x, lengths)->_Valid|None:
 class AddNoise(_WaveAug):
     """Add noise at an SNR drawn per item from `snr_db`, measured against the item's own rms (silent items stay silent): white or
     pink noise, or with `noise` a recording from a `NoiseClips` (a clip per item, cropped at a random offset or looped)"""
-    order = 4
+    order, _keeps_padding = 4, True  # its noise is zero outside each item's samples
     def __init__(self, snr_db=(5., 30.), # SNR in dB: a number, or a (low, high) range drawn uniformly per item
                  color:str='white', # 'white' or 'pink' (when `noise` is None)
                  noise:NoiseClips|None=None, # recorded noise: `NoiseClips(folder, sr=...)` at the audio's rate; None: `color`
