@@ -1,17 +1,18 @@
-"""`fastnorm export` against the clip-by-clip AVMNIST recipe, on the same FSDD clips, measured side by side in one run.
+"""`fastnorm export` against the clip-by-clip AVMNIST recipe, on the same FSDD clips, measured side by side in one
+run.
 
-The baseline is the recipe as it is usually written: per item, `librosa.load` the digit (its own rate) and the noise clip
-(resampled to the digit's rate), crop or loop the noise, mix at the scheme's RMS SNR with numpy, draw the time masks, and
-render a 1.12 x 1.12 inch, 100 dpi matplotlib figure of the `specgram` (NFFT 256, 50% overlap, `gray_r`) whose pixels are the
-112 x 112 image. The noise clips cycle through one clip per category of an ESC-50-layout folder (the recipe's choice); here
-that folder is the embedded dataset (`synth_esc50()`: 16 kHz clips, so both sides resample the noise to 8 kHz).
+The baseline is the recipe as it is usually written: per item, `librosa.load` the digit (its own rate) and the noise
+clip (resampled to the digit's rate), crop or loop the noise, mix at the scheme's RMS SNR with numpy, draw the time
+masks, and render a 1.12 x 1.12 inch, 100 dpi matplotlib figure of the `specgram` (NFFT 256, 50% overlap, `gray_r`)
+whose pixels are the 112 x 112 image. The noise clips cycle through one clip per category of an ESC-50-layout folder
+(the recipe's choice); here that folder is the embedded dataset (`synth_esc50()`: 16 kHz clips, so both sides resample
+the noise to 8 kHz).
 
-fastnorm's side is the whole `export(...)` call: reading the clips, loading the noise, the batches, writing data.npy,
-labels.npy and the manifests. Both sides run on one thread (`--threads`), alternately, `--reps` times; the table gives the
-median items/s of each and their ratio.
+fastnorm's side is the whole `export_dataset(...)` call: reading the clips, loading the noise, the batches, writing
+data.npy, labels.npy and the manifests. Both sides run on one thread (`--threads`), alternately, `--reps` times; the
+table gives the median items/s of each and their ratio.
 
-Run: `python bench/export.py [--n 500] [--reps 3] [--scheme burst_noise] [--format image] [--threads 1]`
-"""
+Run: `python bench/export.py [--n 500] [--reps 3] [--scheme burst_noise] [--format image] [--threads 1]`"""
 import argparse, platform, shutil, statistics, tempfile, time
 from pathlib import Path
 import numpy as np, torch
@@ -24,7 +25,7 @@ import fastnorm
 from fastnorm.synth import synth_esc50
 from fastnorm.noise import noise_files
 from fastnorm.schemes import SCHEMES
-from fastnorm.export import export
+from fastnorm.export import export_dataset
 
 FSDD = Path(__file__).resolve().parents[1].parent/'shared'/'data'/'fsdd'/'recordings'
 
@@ -82,7 +83,9 @@ def main():
     noise = noise_files(noise_dir, per_class=1)
     params = SCHEMES[a.scheme]
     run_recipe(files[:5], noise, params)  # warm-up: imports, font cache
-    export(work/'warm', data=data, noise=noise_dir, noise_per_class=1, scheme=a.scheme, format=a.format, progress=False, device='cpu')
+    kw = dict(data=data, noise=noise_dir, noise_per_class=1, scheme=a.scheme, format=a.format, progress=False,
+              device='cpu')
+    export_dataset(work/'warm', **kw)
     t_recipe, t_ours = [], []
     for r in range(a.reps):
         t = time.perf_counter()
@@ -90,22 +93,27 @@ def main():
         t_recipe.append(time.perf_counter() - t)
         out = work/f'out{r}'
         t = time.perf_counter()
-        export(out, data=data, noise=noise_dir, noise_per_class=1, scheme=a.scheme, format=a.format, progress=False, device='cpu')
+        export_dataset(out, **kw)
         t_ours.append(time.perf_counter() - t)
     ours = np.load(work/'out0'/'data.npy', mmap_mode='r')
     rate_r, rate_o = len(files) / statistics.median(t_recipe), len(files) / statistics.median(t_ours)
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
           f"librosa {librosa.__version__}, matplotlib {matplotlib.__version__}, fastnorm {fastnorm.__version__}")
-    print(f"{len(files)} FSDD clips, scheme {a.scheme}, format {a.format}, noise: {len(noise)} clips (one per category), {a.reps} reps")
+    print(f"{len(files)} FSDD clips, scheme {a.scheme}, format {a.format}, noise: {len(noise)} clips (one per "
+          f"category), {a.reps} reps")
     print(f"recipe runs (s): {[round(v, 2) for v in t_recipe]}; export runs (s): {[round(v, 3) for v in t_ours]}")
     print("| side | items/s (median) | s per 500 | s per 60,000 (scaled) |")
     print("|---|---:|---:|---:|")
-    for name, rate in (('clip-by-clip recipe (librosa + numpy + matplotlib figure)', rate_r), (f'`fastnorm export` (--format {a.format})', rate_o)):
+    sides = (('clip-by-clip recipe (librosa + numpy + matplotlib figure)', rate_r),
+             (f'`fastnorm export` ({a.format})', rate_o))
+    for name, rate in sides:
         print(f"| {name} | {rate:.1f} | {500 / rate:.2f} | {60000 / rate:.0f} |")
     print(f"ratio: **{rate_o / rate_r:.1f}x**")
     if a.format == 'image' and a.scheme == 'clean':
-        c = np.corrcoef(ref.reshape(len(ref), -1).astype(float).ravel(), np.asarray(ours).reshape(len(ref), -1).astype(float).ravel())[0, 1]
-        print(f"clean images: correlation with the recipe's {c:.4f}, mean |difference| {np.abs(ref.astype(float) - ours).mean():.2f} grey levels")
+        a_, b_ = ref.astype(float), np.asarray(ours).astype(float)
+        c = np.corrcoef(a_.ravel(), b_.ravel())[0, 1]
+        print(f"clean images: correlation with the recipe's {c:.4f}, "
+              f"mean |difference| {np.abs(a_ - b_).mean():.2f} grey levels")
     shutil.rmtree(work)
 
 if __name__ == '__main__': main()

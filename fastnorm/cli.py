@@ -1,4 +1,4 @@
-"The `fastnorm` command: `fastnorm compare ...` (the normalization comparison), `fastnorm synth ...` (the embedded dataset), `fastnorm export ...`."
+"The `fastnorm` command: `fastnorm compare` (the normalization comparison), `synth` (the embedded dataset), `export`."
 from __future__ import annotations
 import sys
 from fastcore.script import call_parse, parse_cli, store_true
@@ -54,10 +54,10 @@ def synth(
 def export(
     out:str=None, # folder to write: data.npy [N,H,W], labels.npy, export.json, manifest/ (required)
     data:str=None, # dataset folder in FSDD's, ESC-50's or class folders' layout [default: the embedded dataset]
-    labels:str=None, # a labels .npy to follow, e.g. AVMNIST's train_labels.npy, cycling through each label's recordings [default: every item once]
+    labels:str=None, # labels .npy to follow, e.g. AVMNIST's train_labels.npy, cycling through each label's recordings
     scheme:str='burst_noise', # clean, extreme_noise, multi_band, burst_noise, aliased, distorted
     noise:str=None, # folder of noise recordings, or ESC-50 [default: coloured noise, see --color]
-    split:str='all', # train, test or all: the items (FSDD: takes 0-4 are test; ESC-50: --test_fold) and the noise clips, kept disjoint
+    split:str='all', # train, test or all: the items (FSDD: takes 0-4 are test) and the noise clips, kept disjoint
     size:str='112x112', # HEIGHTxWIDTH of each row
     format:str='image', # image: uint8 gray_r picture (dark = loud, low frequencies at the bottom); db: float32 dB
     mels:store_true=False, # with --format db: log-mel with HEIGHT bands instead of linear-frequency dB
@@ -71,13 +71,13 @@ def export(
     resume:store_true=False, # complete an interrupted export in --out
     no_progress:store_true=False, # no progress bar
 ):
-    "Export a dataset through an AVMNIST degradation scheme as .npy (the embedded dataset and coloured noise by default)"
-    from .export import export as run_export
+    "Export a dataset through an AVMNIST degradation scheme as .npy (the embedded dataset, coloured noise by default)"
+    from .export import export_dataset
     if out is None: raise SystemExit("fastnorm export: error: --out DIR is required")
     try:
-        path = run_export(out, data=data, labels=labels, scheme=scheme, noise=noise, split=split, size=size, format=format, mels=mels,
-                          color=color, noise_per_class=noise_per_class, test_fold=test_fold, sr=sr, seed=seed, bs=bs, device=device,
-                          resume=resume, progress=not no_progress)
+        path = export_dataset(out, data=data, labels=labels, scheme=scheme, noise=noise, split=split, size=size,
+                              format=format, mels=mels, color=color, noise_per_class=noise_per_class, test_fold=test_fold,
+                              sr=sr, seed=seed, bs=bs, device=device, resume=resume, progress=not no_progress)
     except (ValueError, FileNotFoundError, FileExistsError) as e: raise SystemExit(f"fastnorm export: error: {e}")
     print(path)
 

@@ -1,11 +1,13 @@
-"""`export`: a dataset through one of the AVMNIST schemes into `.npy` files, in batches, resumable, as `fastnorm export` runs it.
+"""`export_dataset`: a dataset through one of the AVMNIST schemes into `.npy` files, in batches, resumable, as
+`fastnorm export` runs it.
 
-The output folder holds `data.npy` (`[N,H,W]`: `uint8` images, or `float32` dB), `labels.npy` (`[N]` int64, aligned with it),
-`export.json` (settings, classes, shape) and `manifest/rows-<first>-<last>.json`, one per batch of rows: each row's source file,
-label and noise clip, with the scheme, the seeds and the settings. Work goes into `<out>.partial/`; a batch counts as done
-once its manifest is written (after its rows are flushed), and the folder takes its final name only when every batch is done,
-so a reader never sees half an export and `resume=True` redoes only the missing batches. Each batch draws from its own seed
-(from `seed` and its first row), so a resumed export is byte for byte the uninterrupted one (on the same device)."""
+The output folder holds `data.npy` (`[N,H,W]`: `uint8` images, or `float32` dB), `labels.npy` (`[N]` int64, aligned
+with it), `export.json` (settings, classes, shape) and `manifest/rows-<first>-<last>.json`, one per batch of rows:
+each row's source file, label and noise clip, with the scheme, the seeds and the settings. Work goes into
+`<out>.partial/`; a batch counts as done once its manifest is written (after its rows are flushed), and the folder
+takes its final name only when every batch is done, so a reader never sees half an export and `resume=True` redoes
+only the missing batches. Each batch draws from its own seed (from `seed` and its first row), so a resumed export is
+byte for byte the uninterrupted one (on the same device)."""
 from __future__ import annotations
 import hashlib, json, os, re, shutil, warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +24,13 @@ from .render import frame_range, resize_frames, resize_rows
 from .utils import atomic_path
 from . import __version__
 
-__all__ = ['EXPORT_FORMATS', 'parse_size', 'dataset_items', 'follow_labels', 'export']
+__all__ = ['EXPORT_FORMATS', 'parse_size', 'dataset_items', 'follow_labels', 'export_dataset']
 
 EXPORT_FORMATS = ('image', 'db')
 N_FFT, HOP = 256, 128  # the recipe's NFFT and NFFT - noverlap (50% overlap)
-PIXELS = ("round(255 * (max - dB) / (max - min)) per item, clipped to 0..255, with max and min over the item's own spectrogram "
-          "cells (min at most 120 dB under max): 0 = loudest (black), 255 = quietest (white); masked cells are white")
+PIXELS = ("round(255 * (max - dB) / (max - min)) per item, clipped to 0..255, with max and min over the item's own "
+          "spectrogram cells (min at most 120 dB under max): 0 = loudest (black), 255 = quietest (white); "
+          "masked cells are white")
 
 def parse_size(size)->tuple:
     "(height, width) from 'HxW', an int (square) or a pair"
@@ -37,7 +40,8 @@ def parse_size(size)->tuple:
     elif isinstance(size, int) and not isinstance(size, bool): hw = (size, size)
     elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size): hw = tuple(size)
     else: hw = None
-    if hw is None or min(hw) < 1: raise ValueError(f"`size` must be HEIGHTxWIDTH with positive integers, e.g. '112x112' ({size!r} given)")
+    if hw is None or min(hw) < 1:
+        raise ValueError(f"`size` must be HEIGHTxWIDTH with positive integers, e.g. '112x112' ({size!r} given)")
     return hw
 
 def _is_fsdd(p:Path)->bool: return any(FSDD_RE.match(f.name) for f in p.glob('*.wav'))
@@ -47,9 +51,9 @@ def dataset_items(data=None, # a folder in FSDD's, ESC-50's or class folders' la
                   test_fold:int=5, # ESC-50 layout: the test fold
                   seed:int=0, # class folders without train/valid: the seed of the 20% test partition
                  )->tuple:
-    """(items, classes, kind): a DataFrame of `path` and integer `label` (sorted by path) for `split`, the class names, and
-    'fsdd', 'esc50' or 'folders'. FSDD: the label is the digit, takes 0-4 are test (AVMNIST's split); ESC-50: `target`, fold
-    `test_fold` is test; class folders: sorted folder names, `valid/` (or a seeded 20%) is test."""
+    """(items, classes, kind): a DataFrame of `path` and integer `label` (sorted by path) for `split`, the class names,
+    and 'fsdd', 'esc50' or 'folders'. FSDD: the label is the digit, takes 0-4 are test (AVMNIST's split); ESC-50:
+    `target`, fold `test_fold` is test; class folders: sorted folder names, `valid/` (or a seeded 20%) is test."""
     if split not in NOISE_SPLITS: raise ValueError(f"`split` must be one of {NOISE_SPLITS} ({split!r} given)")
     p = synth_esc50() if data is None else Path(data)
     if not p.is_dir(): raise FileNotFoundError(f"Dataset folder not found: {p}")
@@ -83,17 +87,19 @@ def follow_labels(labels:np.ndarray, # `[N]` integer labels to follow (e.g. AVMN
                   classes=None, # class names, for messages
                   name:str='labels', # where the labels came from, for messages
                  )->pd.DataFrame:
-    "One item per label, cycling through each label's items in order (the AVMNIST recipe): row r is label r's k-th use, mod its count"
+    "One item per label, cycling through each label's items in order (the AVMNIST recipe): the k-th use of a label, mod"
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) == 0 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must be a non-empty 1-D array of integer labels (shape {labels.shape}, dtype {labels.dtype} given)")
+        raise ValueError(f"{name} must be a non-empty 1-D array of integer labels "
+                         f"(shape {labels.shape}, dtype {labels.dtype} given)")
     groups = {int(k): g['path'].tolist() for k, g in items.groupby('label')}
     missing = sorted(set(np.unique(labels).tolist()) - set(groups))
     if missing:
         first = int(np.nonzero(labels == missing[0])[0][0])
         what = f" ({classes[missing[0]]!r})" if classes is not None and 0 <= missing[0] < len(classes) else ''
-        raise ValueError(f"{name} asks for label {missing[0]}{what} (first at row {first}) but the data has no items of it: "
-                         f"labels present are {sorted(groups)}" + (f"; all missing: {missing}" if len(missing) > 1 else ''))
+        also = f"; all missing: {missing}" if len(missing) > 1 else ''
+        raise ValueError(f"{name} asks for label {missing[0]}{what} (first at row {first}) but the data has no "
+                         f"items of it: labels present are {sorted(groups)}{also}")
     use = pd.Series(labels).groupby(labels).cumcount().values  # k-th use of its label
     paths = [groups[int(l)][k % len(groups[int(l)])] for l, k in zip(labels, use)]
     return pd.DataFrame(dict(path=paths, label=labels.astype(np.int64)))
@@ -126,7 +132,7 @@ def _batch(xs, sr, device, render, clips=None):
     return out
 
 def _db_batch(x, scheme, size, clips, mels):
-    "`[B,H,W]` float32 dB at fastnorm's settings (centred STFT, periodic Hann): log-mel with H bands, or linear rows resized to H"
+    "`[B,H,W]` float32 dB at fastnorm's settings (centred STFT, periodic Hann): H mel bands, or linear rows to H"
     y = scheme.wave(x, clips)
     cfg = SpecConfig(sr=scheme.sr, n_fft=N_FFT, hop_length=HOP, n_mels=size[0] if mels else None)
     s = MelSpec(cfg=cfg)(AudioTensor(y.as_subclass(torch.Tensor).mean(1, keepdim=True), sr=scheme.sr))
@@ -136,58 +142,66 @@ def _db_batch(x, scheme, size, clips, mels):
     return (s if mels else resize_rows(s, size[0])).as_subclass(torch.Tensor)[:, 0]
 
 def _check_out(out:Path, part:Path, resume:bool, settings:dict):
-    "Refuse an existing output without `resume`, and a partial one made with other settings; True when `out` is already complete"
+    "Refuse an output that exists without `resume`, or one made with other settings; True when `out` is complete"
     def same(folder):
         old = json.loads((folder/'export.json').read_text())['settings'] if (folder/'export.json').is_file() else None
         if old is None: raise FileExistsError(f"{folder} exists and is not a fastnorm export: choose another `out`")
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if diff: raise ValueError(f"{folder} was made with other settings ({', '.join(f'{k}: {old.get(k)!r} there, {settings.get(k)!r} now' for k in diff[:4])}): "
-                                  "use the same arguments to resume, or another `out`")
+        if diff:
+            what = ', '.join(f'{k}: {old.get(k)!r} there, {settings.get(k)!r} now' for k in diff[:4])
+            raise ValueError(f"{folder} was made with other settings ({what}): use the same arguments to resume, "
+                             "or another `out`")
+    _check_free(out, part, resume)
     if out.exists():
-        if not resume: raise FileExistsError(f"{out} exists: use --resume (resume=True) to complete or reuse it, or choose another output folder")
         same(out)
         return True
     if part.exists():
-        if not resume: raise FileExistsError(f"An interrupted export is in {part}: continue it with --resume (resume=True), or delete it")
+        ours = {p.name for p in part.iterdir() if not p.name.startswith('.')} <= {'data.npy', 'labels.npy', 'manifest'}
         if (part/'export.json').is_file(): same(part)
-        elif {p.name for p in part.iterdir() if not p.name.startswith('.')} <= {'data.npy', 'labels.npy', 'manifest'} and \
-                not any((part/'manifest').glob('*.json')):
-            shutil.rmtree(part)  # stopped while it was being set up: nothing in it was finished
+        elif ours and not any((part/'manifest').glob('*.json')): shutil.rmtree(part)  # stopped while being set up
         else: raise FileExistsError(f"{part} exists and is not a fastnorm export: choose another `out`")
     return False
 
-def export(out, # folder to write (data.npy, labels.npy, export.json, manifest/)
-           data=None, # dataset folder (FSDD, ESC-50 or class folders layout); None: the embedded dataset (`synth_esc50()`)
-           labels=None, # a `.npy` file (or array) of integer labels to follow, cycling through each label's items; None: every item once
+def _check_free(out:Path, part:Path, resume:bool):
+    "Without `resume`, neither `out` nor its `.partial` may exist"
+    if resume: return
+    if out.exists():
+        raise FileExistsError(f"{out} exists: use --resume (resume=True) to complete or reuse it, or another `out`")
+    if part.exists():
+        raise FileExistsError(f"Interrupted export in {part}: continue it with --resume (resume=True), or delete it")
+
+def export_dataset(out, # folder to write (data.npy, labels.npy, export.json, manifest/)
+           data=None, # dataset folder (FSDD, ESC-50 or class folders layout); None: the embedded dataset
+           labels=None, # `.npy` file (or array) of integer labels to follow, cycling through each label's items
            scheme:str='burst_noise', # one of `SCHEMES`
-           noise=None, # folder of noise recordings (or ESC-50's layout), or a `NoiseClips`; None: coloured noise (`color`)
+           noise=None, # folder of noise recordings (or ESC-50's layout), or a `NoiseClips`; None: coloured noise
            split:str='all', # 'train', 'test' or 'all': the items, and the noise clips (disjoint between train and test)
            size='112x112', # HEIGHTxWIDTH of each row
            format:str='image', # 'image': uint8 `gray_r` picture; 'db': float32 dB (rows from low to high frequency)
            mels:bool=False, # 'db' only: log-mel with HEIGHT bands instead of linear-frequency dB resized to HEIGHT rows
            color:str='pink', # coloured noise without `noise`: 'pink' or 'white'
-           noise_per_class:int|None=None, # ESC-50 noise: this many clips per category (AVMNIST's recipe: 1); None: all of the split
+           noise_per_class:int|None=None, # ESC-50 noise: clips per category (AVMNIST's recipe: 1); None: all
            test_fold:int=5, # ESC-50 layout (data and noise): the test fold
            sr:int|None=None, # resample everything to this rate (Hz); None: the first item's rate
            seed:int=0, # the same seed gives the same bytes
            bs:int=256, # rows per batch (and per manifest)
            device=None, # where the batches are computed; None: CUDA when available, else the CPU
-           resume:bool=False, # complete an interrupted export in `out` (or accept a complete one made with the same settings)
+           resume:bool=False, # complete an interrupted export in `out` (or accept a complete one with these settings)
            progress:bool=True, # progress bar
           )->Path:
-    "Export `data` through `scheme` to `out`: `data.npy` `[N,H,W]`, `labels.npy`, `export.json` and per-batch manifests; returns `out`"
+    "Export `data` through `scheme` to `out`: `data.npy` `[N,H,W]`, `labels.npy`, `export.json`, manifests; returns it"
     # ---- every argument checked before any work
     if scheme not in SCHEMES: raise ValueError(f"Unknown scheme {scheme!r}: choose from {', '.join(SCHEMES)}")
     if format not in EXPORT_FORMATS: raise ValueError(f"`format` must be one of {EXPORT_FORMATS} ({format!r} given)")
     if mels and format != 'db': raise ValueError("`mels` applies to format='db' only")
     if color not in ('white', 'pink'): raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
-    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1: raise ValueError(f"`bs` must be a positive integer ({bs!r} given)")
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise ValueError(f"`bs` must be a positive integer ({bs!r} given)")
     if split not in NOISE_SPLITS: raise ValueError(f"`split` must be one of {NOISE_SPLITS} ({split!r} given)")
     hw = parse_size(size)
     out = Path(out)
     part = out.with_name(out.name + '.partial')
-    if out.exists() and not resume: raise FileExistsError(f"{out} exists: use --resume (resume=True) to complete or reuse it, or choose another output folder")
-    if part.exists() and not resume: raise FileExistsError(f"An interrupted export is in {part}: continue it with --resume (resume=True), or delete it")
+    _check_free(out, part, resume)
     items, classes, kind = dataset_items(data, split, test_fold, seed)
     lname = None
     if labels is not None:
@@ -204,12 +218,14 @@ def export(out, # folder to write (data.npy, labels.npy, export.json, manifest/)
     if not uses_noise:
         if noise is not None: warnings.warn(f"scheme {scheme!r} mixes no noise: the noise folder {noise} is not used")
         nc = None
-    if nc is not None and nc.sr != rate: raise ValueError(f"The noise clips are at sr={nc.sr} Hz but the export runs at sr={rate} Hz")
+    if nc is not None and nc.sr != rate:
+        raise ValueError(f"The noise clips are at sr={nc.sr} Hz but the export runs at sr={rate} Hz")
     paths, ys = items['path'].tolist(), items['label'].to_numpy(np.int64)
-    settings = dict(data=str(Path(data).resolve()) if data is not None else 'synth', kind=kind, split=split, test_fold=test_fold,
-                    labels=lname, items=_sha1(paths), scheme=scheme, noise=None if nc is None else str(nc.path),
-                    noise_files=None if nc is None else _sha1(nc.files), color=color if uses_noise and nc is None else None,
-                    size=list(hw), format=format, mels=bool(mels), sr=rate, n_fft=N_FFT, hop=HOP, seed=int(seed), bs=bs)
+    settings = dict(data=str(Path(data).resolve()) if data is not None else 'synth', kind=kind, split=split,
+                    test_fold=test_fold, labels=lname, items=_sha1(paths), scheme=scheme,
+                    noise=None if nc is None else str(nc.path), noise_files=None if nc is None else _sha1(nc.files),
+                    color=color if uses_noise and nc is None else None, size=list(hw), format=format, mels=bool(mels),
+                    sr=rate, n_fft=N_FFT, hop=HOP, seed=int(seed), bs=bs)
     if _check_out(out, part, resume, settings): return out
     dev = torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
     sch = Scheme(scheme, rate, noise=nc, color=color, seed=seed)
@@ -223,11 +239,13 @@ def export(out, # folder to write (data.npy, labels.npy, export.json, manifest/)
                 orientation='row 0 = highest frequency (as drawn)' if format == 'image' else 'row 0 = lowest frequency',
                 pixels=PIXELS if format == 'image' else None)
     if not (part/'export.json').is_file():  # a new export: export.json, written last, marks the folder as set up
-        with atomic_path(part/'data.npy') as p: np.lib.format.open_memmap(p, mode='w+', dtype=dtype, shape=shape).flush()
+        with atomic_path(part/'data.npy') as p:
+            np.lib.format.open_memmap(p, mode='w+', dtype=dtype, shape=shape).flush()
         with atomic_path(part/'labels.npy') as p: np.save(p, ys)
         with atomic_path(part/'export.json') as p: p.write_text(json.dumps(head, indent=1))
     mm = np.lib.format.open_memmap(part/'data.npy', mode='r+')
-    def render(x, clips): return scheme_image(x, sch, hw, clips)[0] if format == 'image' else _db_batch(x, sch, hw, clips, mels)
+    def render(x, clips):
+        return scheme_image(x, sch, hw, clips)[0] if format == 'image' else _db_batch(x, sch, hw, clips, mels)
     mname = lambda s, e: part/'manifest'/f'rows-{s:08d}-{e - 1:08d}.json'
     todo = [s for s in range(0, n, bs) if not mname(s, min(s + bs, n)).is_file()]
     load = lambda f: load_audio(f, sr=rate)[0][0]  # mono: `[N]`
@@ -242,10 +260,11 @@ def export(out, # folder to write (data.npy, labels.npy, export.json, manifest/)
             with torch.no_grad(): rows = _batch(xs, rate, dev, render, clips)
             mm[s:e] = rows.cpu().numpy()
             mm.flush()  # the rows are on disk before the manifest says they are done
-            noises = [nc.files[i] for i in clips.tolist()] if clips is not None else f'{color} noise' if uses_noise else None
+            noises = f'{color} noise' if uses_noise else None
+            if clips is not None: noises = [nc.files[i] for i in clips.tolist()]
             man = dict(rows=[s, e], files=paths[s:e], labels=ys[s:e].tolist(), noise=noises, scheme=scheme,
-                       scheme_params=SCHEMES[scheme], seed=int(seed), batch_seed=_batch_seed(seed, s), settings=settings,
-                       device=str(dev), fastnorm=__version__)
+                       scheme_params=SCHEMES[scheme], seed=int(seed), batch_seed=_batch_seed(seed, s),
+                       settings=settings, device=str(dev), fastnorm=__version__)
             with atomic_path(mname(s, e)) as p: p.write_text(json.dumps(man))
     del mm
     os.replace(part, out)

@@ -1,9 +1,10 @@
 """The AVMNIST audio recipe's degradation schemes as presets built from fastnorm's batch transforms.
 
-A `Scheme` runs its waveform transforms (`AddNoise`, `Alias`, `Distortion`) on a padded audio batch, then its spectrogram
-transforms (`FreqMask`, `TimeMask`, `KeepBands`) on the batch's spectrograms once each clip's frames fill the image width, in
-the order the scheme lists them. Every draw comes from one CPU `torch.Generator` that `reseed` sets, so a batch's result is a
-function of its seed (and the same on any device). Masked rows and columns take each item's dB floor: white in an image."""
+A `Scheme` runs its waveform transforms (`AddNoise`, `Alias`, `Distortion`) on a padded audio batch, then its
+spectrogram transforms (`FreqMask`, `TimeMask`, `KeepBands`) on the batch's spectrograms once each clip's frames fill
+the image width, in the order the scheme lists them. Every draw comes from one CPU `torch.Generator` that `reseed`
+sets, so a batch's result is a function of its seed (and the same on any device). Masked rows and columns take each
+item's dB floor: white in an image."""
 from __future__ import annotations
 import math
 import numpy as np, torch
@@ -19,8 +20,8 @@ from .render import specgram_db, frame_counts, frame_range, resize_frames, resiz
 __all__ = ['SCHEMES', 'KeepBands', 'Scheme', 'scheme_image', 'show_schemes']
 
 # name -> parameters. snr_db: noise at this SNR (dB); alias: down by this factor and back up (sample and hold);
-# tanh_drive: x -> tanh(drive · x / max|x|); freq_masks/time_masks: (n, fraction): n masks, each exactly this fraction of the
-# frequency bins / of the clip's frames, at random places; keep_bands: only these bands (Hz) are kept.
+# tanh_drive: x -> tanh(drive · x / max|x|); freq_masks/time_masks: (n, fraction): n masks, each exactly this fraction
+# of the frequency bins / of the clip's frames, at random places; keep_bands: only these bands (Hz) are kept.
 SCHEMES = {
     'clean': dict(),
     'extreme_noise': dict(snr_db=0., time_masks=(2, .10)),
@@ -31,18 +32,19 @@ SCHEMES = {
 }
 
 def _row_freqs(cfg:SpecConfig, n_rows:int):
-    "Centre frequency (Hz) of each row of a spectrogram made with `cfg`: its mel bands, or `n_rows` linear rows from 0 to sr/2"
+    "Centre frequency (Hz) of each row of a spectrogram made with `cfg`: its mel bands, or `n_rows` rows from 0 to sr/2"
     return torch.tensor(mel_frequencies(cfg) if cfg.n_mels else np.linspace(0, cfg.sr / 2, n_rows), dtype=torch.float64)
 
 class KeepBands(DisplayedTransform):
-    "Spectrogram transform: rows whose centre frequency lies outside every band of `bands` (Hz) are set to `mask_value`. `x`: `[B,C,F,T]`"
+    "Spectrogram transform: rows centred outside every band of `bands` (Hz) are set to `mask_value`. `x`: `[B,C,F,T]`"
     order = 103  # after FreqMask (101) and TimeMask (102)
     def __init__(self, bands=((50., 1000.), (2000., 3500.)), # (low, high) pairs in Hz, inclusive
                  mask_value:float=0., # what the other rows become
                 ):
         ok = isinstance(bands, (tuple, list)) and len(bands) > 0 and all(
             isinstance(b, (tuple, list)) and len(b) == 2 and 0 <= b[0] < b[1] for b in bands)
-        if not ok: raise ValueError(f"`bands` must be a non-empty list of (low, high) pairs in Hz with 0 <= low < high ({bands!r} given)")
+        if not ok:
+            raise ValueError(f"`bands` must be a non-empty list of (low, high) Hz, 0 <= low < high ({bands!r} given)")
         super().__init__()
         self.bands, self.mask_value = tuple((float(a), float(b)) for a, b in bands), float(mask_value)
     def encodes(self, x:TensorSpec):
@@ -54,9 +56,9 @@ class KeepBands(DisplayedTransform):
         return apply_masks(x, freq=(~keep)[None].expand(x.shape[0], -1), mask_value=self.mask_value)
 
 class Scheme:
-    """One of `SCHEMES` (or a dict of its parameters): `wave` degrades a padded audio batch, `spec` the batch's dB spectrograms
-    (once each clip's frames fill the width). All randomness comes from one CPU generator: `reseed(s)` before a batch makes
-    the batch's draws a function of `s`."""
+    """One of `SCHEMES`: `wave` degrades a padded audio batch, `spec` the batch's spectrograms (once each clip's frames
+    fill the width). All randomness comes from one CPU generator: `reseed(s)` before a batch makes the batch's draws a
+    function of `s`, on any device."""
     def __init__(self, name:str, # a key of `SCHEMES`
                  sr:int, # the audio's sample rate (Hz)
                  noise:NoiseClips|None=None, # recorded noise; None: coloured noise of `color`
@@ -69,15 +71,19 @@ class Scheme:
         self.generator, self._pins, self._spec = torch.Generator().manual_seed(seed), {}, {}
         p, g = self.params, self.generator
         self.wave_tfms = []
-        if 'alias' in p: self.wave_tfms.append(Alias(min_sr=self.sr / p['alias'], max_sr=self.sr / p['alias'], generator=g))
-        if 'snr_db' in p: self.wave_tfms.append(AddNoise(p['snr_db'], color=color, noise=noise, generator=g, draw=lambda x: self._pins))
-        if 'tanh_drive' in p: self.wave_tfms.append(Distortion(20 * math.log10(p['tanh_drive']), rescale=False, generator=g))
+        if 'alias' in p:
+            self.wave_tfms.append(Alias(min_sr=self.sr / p['alias'], max_sr=self.sr / p['alias'], generator=g))
+        if 'snr_db' in p:
+            pins = lambda x: self._pins  # the noise clips the caller assigns to this batch's items, if any
+            self.wave_tfms.append(AddNoise(p['snr_db'], color=color, noise=noise, generator=g, draw=pins))
+        if 'tanh_drive' in p:
+            self.wave_tfms.append(Distortion(20 * math.log10(p['tanh_drive']), rescale=False, generator=g))
 
     def __repr__(self): return f"Scheme({self.name!r}, sr={self.sr}, noise={self.noise!r}, color={self.color!r})"
     def reseed(self, seed:int): self.generator.manual_seed(int(seed))
 
     def spec_tfms(self, n_freq:int, n_frames:int)->list:
-        "The spectrogram transforms for batches `[B,C,n_freq,n_frames]`: mask widths are exact fractions of the two sizes"
+        "The spectrogram transforms for batches `[B,C,n_freq,n_frames]`: mask widths are exact fractions of the sizes"
         key = (n_freq, n_frames)
         if key not in self._spec:
             p, g, tfms = self.params, self.generator, []
@@ -122,8 +128,8 @@ def scheme_image(x:AudioTensor, # `[B,C,N]` audio (with `lengths` when padded)
                  clips:torch.Tensor|None=None, # `[B]` noise clip of each item; None: drawn
                  n_fft:int=256, hop:int=128, # the recipe's NFFT and NFFT - noverlap
                 )->tuple:
-    """The AVMNIST recipe on a batch: `scheme.wave`, matplotlib-style dB spectrogram, frames to width and bins to height, grey
-    levels, `scheme.spec` on them, `uint8` `gray_r` image `[B,H,W]`; also returns the degraded audio"""
+    """The AVMNIST recipe on a batch: `scheme.wave`, matplotlib-style dB spectrogram, frames to width and bins to
+    height, grey levels, `scheme.spec` on them, `uint8` `gray_r` image `[B,H,W]`; also returns the degraded audio"""
     lengths = getattr(x, 'lengths', None)
     B, N = x.shape[0], x.shape[-1]
     lengths = torch.full((B,), N) if lengths is None else torch.as_tensor(lengths)
@@ -151,7 +157,8 @@ def show_schemes(x:AudioTensor, # one clip `[C,N]` (or `[1,C,N]`)
     import matplotlib.pyplot as plt
     names = list(SCHEMES) if names is None else list(names)
     xb = x.as_subclass(torch.Tensor)[None] if x.ndim == 2 else x.as_subclass(torch.Tensor)  # one clip: no `lengths`
-    fig, axs = plt.subplots(len(names), 2, figsize=figsize or (8, 1.9 * len(names)), gridspec_kw=dict(width_ratios=(2.6, 1)), squeeze=False)
+    fig, axs = plt.subplots(len(names), 2, figsize=figsize or (8, 1.9 * len(names)), squeeze=False,
+                            gridspec_kw=dict(width_ratios=(2.6, 1)))
     for (a, b), name in zip(axs, names):
         sc = Scheme(name, x.sr, noise=noise, seed=seed)
         img, y = scheme_image(AudioTensor(xb, sr=x.sr), sc, size)

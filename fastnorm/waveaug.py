@@ -5,9 +5,9 @@ Order: after `AudioNormalize` (1), before `MelSpec` (5). Channel effects come fi
 neither filtered nor distorted and the SNR you ask for is the SNR you get: `BandStop` 2, `Alias` 2.5, `Distortion` 3, `AddNoise` 4,
 `BurstNoise` 4.5. All of them are scale-invariant (SNR and peak are measured on each item), so they work on raw or normalized audio.
 
-Padded batches of clips of different lengths: give the batch a `lengths` attribute (`AudioTensor(x, sr=sr, lengths=...)`, `[B]`
-samples that are real, the rest being padding). Then the SNR is measured on each item's own samples, noise and bursts stay
-inside them, and the padding comes out as it went in."""
+Padded batches of clips of different lengths: give the batch a `lengths` attribute (`AudioTensor(x, sr=sr,
+lengths=...)`, `[B]` samples that are real, the rest being padding). Then the SNR is measured on each item's own
+samples, noise and bursts stay inside them, and the padding comes out as it went in."""
 from __future__ import annotations
 import math
 from numbers import Real
@@ -66,7 +66,7 @@ def colored_noise(shape, # `(..., N)`
 
 class _WaveAug(BatchRandTransform):
     "Base: train-only, per-item `p`, torch RNG (global, `generator` or `seed`), `draw=` pins parameters; `[C,N]` items go through as batches of one"
-    _keeps_padding = False  # True: `augment` leaves the padding of a batch with `lengths` as it is, no need to restore it
+    _keeps_padding = False  # True: `augment` leaves the padding of a batch with `lengths` as it is
     def _uniform(self, x, name, rng, shape=None):
         "Per-item values U(rng) `[B]` (or `shape`), unless pinned by `draw`"
         shape = shape or (x.shape[0],)
@@ -85,7 +85,7 @@ class _WaveAug(BatchRandTransform):
         valid = _valid(xb, getattr(x, 'lengths', None)) if x.ndim == 3 else None
         on = self._apply(xb)
         out = self.augment(xb, getattr(x, 'sr', None), valid)
-        if valid is not None and not self._keeps_padding: out = torch.where(valid.mask, out, xb)  # the padding comes out as it went in
+        if valid is not None and not self._keeps_padding: out = torch.where(valid.mask, out, xb)  # padding as it came
         if not bool(on.all()): out = torch.where(on[:, None, None], out, xb)
         return retain_type(out[0] if x.ndim == 2 else out, old=x)
 
@@ -94,31 +94,35 @@ def _valid(x, lengths)->_Valid|None:
     if lengths is None: return None
     ls = torch.as_tensor(lengths, device=x.device)
     if ls.shape != (x.shape[0],) or ls.is_floating_point() or (ls < 1).any() or (ls > x.shape[-1]).any():
-        raise ValueError(f"`lengths` must hold {x.shape[0]} integers in 1..{x.shape[-1]}, one per item ({lengths!r} given)")
+        raise ValueError(f"`lengths` must hold {x.shape[0]} integers in 1..{x.shape[-1]}, one per item ({lengths!r} "
+                         "given)")
     return _Valid((torch.arange(x.shape[-1], device=x.device) < ls[:, None])[:, None, :], ls.double()[:, None, None])
 
 class AddNoise(_WaveAug):
-    """Add noise at an SNR drawn per item from `snr_db`, measured against the item's own rms (silent items stay silent): white or
-    pink noise, or with `noise` a recording from a `NoiseClips` (a clip per item, cropped at a random offset or looped)"""
+    """Add noise at an SNR drawn per item from `snr_db`, measured against the item's own rms (silent items stay
+    silent): white or pink noise, or with `noise` a recording from a `NoiseClips` (a clip per item, cropped at a random
+    offset or looped)"""
     order, _keeps_padding = 4, True  # its noise is zero outside each item's samples
     def __init__(self, snr_db=(5., 30.), # SNR in dB: a number, or a (low, high) range drawn uniformly per item
                  color:str='white', # 'white' or 'pink' (when `noise` is None)
-                 noise:NoiseClips|None=None, # recorded noise: `NoiseClips(folder, sr=...)` at the audio's rate; None: `color`
+                 noise:NoiseClips|None=None, # recorded noise: `NoiseClips(folder, sr=...)` at the audio's rate
                  p:float=1., # probability of augmenting each item
                  generator:torch.Generator|None=None, seed:int|None=None, # RNG, or a seed for one of its own
-                 draw:dict|None=None, # pin: {'snr_db': `[B]`, 'clip': `[B]`, 'offset': `[B]` in [0,1), 'apply': `[B]`}, or a function of the batch
+                 draw:dict|None=None, # pin: {'snr_db', 'clip', 'offset' (in [0,1)), 'apply'}, each `[B]`, or a function
                 ):
         super().__init__()
         if color not in ('white', 'pink'): raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
         if noise is not None and not isinstance(noise, NoiseClips):
-            raise ValueError(f"`noise` must be a NoiseClips (e.g. NoiseClips('path/to/ESC-50', sr=16000)) or None ({noise!r} given)")
+            raise ValueError("`noise` must be a NoiseClips (e.g. NoiseClips('path/to/ESC-50', sr=16000)) or None "
+                             f"({noise!r} given)")
         self.snr_db, self.color, self.noise = _check_range('snr_db', snr_db), color, noise
         self._setup_rng(p, generator, seed, draw)
     def _recorded(self, x, sr, valid):
         "`[B,1,N]` noise from the clips, unit rms over each item's samples"
         nc, (B, N) = self.noise, (x.shape[0], x.shape[-1])
         if sr is not None and sr != nc.sr:
-            raise ValueError(f"AddNoise: the noise clips are at sr={nc.sr} Hz but the audio is at sr={sr} Hz: load them with NoiseClips(..., sr={sr})")
+            raise ValueError(f"AddNoise: the noise clips are at sr={nc.sr} Hz but the audio is at sr={sr} Hz: "
+                             f"load them with NoiseClips(..., sr={sr})")
         idx = self._pinned(x, 'clip', (B,), torch.long)
         if idx is None: idx = (self._rand(x, B) * len(nc)).long().clamp(max=len(nc) - 1)
         u = self._uniform(x, 'offset', (0., 1.))
@@ -131,7 +135,7 @@ class AddNoise(_WaveAug):
             if valid is not None: n = torch.where(valid.mask, n, 0.)
         else: n = self._recorded(x, sr, valid)
         # float64 rms and scale: the SNR is exact up to float32 rounding (about 1e-7 dB)
-        scale = _rms(x, valid) * 10 ** (-snr / 20) / _rms(n, valid).clamp(min=1e-300)  # noise rms = item rms / 10^(snr/20)
+        scale = _rms(x, valid) * 10 ** (-snr / 20) / _rms(n, valid).clamp(min=1e-300)  # noise rms: item rms / 10^(snr/20)
         return x + n * scale.float()
 
 class BurstNoise(_WaveAug):
@@ -152,12 +156,13 @@ class BurstNoise(_WaveAug):
     def augment(self, x, sr, valid=None):
         if sr is None: raise ValueError("BurstNoise needs the audio's sample rate: give it an AudioTensor with `sr`")
         B, N = x.shape[0], x.shape[-1]
-        n = (valid.n.flatten().long() if valid is not None else torch.full((B,), N, device=x.device))[:, None]  # `[B,1]` samples per item
+        n = valid.n.flatten().long() if valid is not None else torch.full((B,), N, device=x.device)
+        n = n[:, None]  # `[B,1]` samples per item
         ml = max(1, min(N, int(round(self.max_len_s * sr))))
         w = self._pinned(x, 'width', (B, self.n_bursts), torch.long)
         if w is None: w = torch.minimum(1 + (self._rand(x, B, self.n_bursts) * ml).long().clamp(max=ml - 1), n)
         s = self._pinned(x, 'start', (B, self.n_bursts), torch.long)
-        if s is None: s = (self._rand(x, B, self.n_bursts) * (n - w + 1)).long().clamp(min=0).minimum((n - w).clamp(min=0))
+        if s is None: s = torch.minimum((self._rand(x, B, self.n_bursts) * (n - w + 1)).long(), (n - w).clamp(min=0))
         snr = self._uniform(x, 'snr_db', self.snr_db)[:, None, None]
         mask = span_mask(N, s, w)[:, None, :].to(x.dtype)
         return x + mask * self._noise(x, self.color) * _rms(x, valid) * 10 ** (-snr / 20)

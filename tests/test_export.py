@@ -1,7 +1,7 @@
 import json, subprocess, sys
 import numpy as np, pandas as pd, pytest, soundfile as sf, torch
 import fastnorm.export as fe
-from fastnorm.export import export, dataset_items, follow_labels, parse_size
+from fastnorm.export import export_dataset, dataset_items, follow_labels, parse_size
 from conftest import needs, FSDD
 
 SR = 8000
@@ -24,7 +24,7 @@ def tiny_fsdd(tmp_path_factory):
 def run(tmp_path, name='out', **kw):
     kw.setdefault('progress', False)
     kw.setdefault('device', 'cpu')
-    return export(tmp_path/name, **kw)
+    return export_dataset(tmp_path/name, **kw)
 
 def test_dataset_items_layouts(tiny_fsdd, tiny_esc50):
     items, classes, kind = dataset_items(tiny_fsdd, 'test')
@@ -39,8 +39,10 @@ def test_dataset_items_layouts(tiny_fsdd, tiny_esc50):
 def test_follow_labels_cycles():
     items = pd.DataFrame(dict(path=['a0', 'a1', 'b0', 'c0', 'c1', 'c2'], label=[0, 0, 1, 2, 2, 2]))
     got = follow_labels(np.array([2, 0, 2, 0, 0, 1, 2, 2]), items)
-    assert got['path'].tolist() == ['c0', 'a0', 'c1', 'a1', 'a0', 'b0', 'c2', 'c0'] and got['label'].tolist() == [2, 0, 2, 0, 0, 1, 2, 2]
-    with pytest.raises(ValueError, match=r"asks for label 7 \('7'\) \(first at row 2\)"): follow_labels(np.array([0, 1, 7]), items, [str(i) for i in range(10)])
+    assert got['path'].tolist() == ['c0', 'a0', 'c1', 'a1', 'a0', 'b0', 'c2', 'c0']
+    assert got['label'].tolist() == [2, 0, 2, 0, 0, 1, 2, 2]
+    with pytest.raises(ValueError, match=r"asks for label 7 \('7'\) \(first at row 2\)"):
+        follow_labels(np.array([0, 1, 7]), items, [str(i) for i in range(10)])
     with pytest.raises(ValueError, match='integer labels'): follow_labels(np.array([0.5]), items)
 
 def test_parse_size():
@@ -52,10 +54,12 @@ def test_export_round_trip(tiny_fsdd, tiny_esc50, tmp_path):
     out = run(tmp_path, data=tiny_fsdd, noise=tiny_esc50, split='test', scheme='burst_noise', bs=16)
     data, labels = np.load(out/'data.npy', mmap_mode='r'), np.load(out/'labels.npy')
     head = json.loads((out/'export.json').read_text())
-    assert data.shape == (40, 112, 112) and data.dtype == np.uint8 and labels.dtype == np.int64 and labels.shape == (40,)
-    assert head['shape'] == [40, 112, 112] and head['settings']['scheme'] == 'burst_noise' and not (tmp_path/'out.partial').exists()
+    assert data.shape == (40, 112, 112) and data.dtype == np.uint8
+    assert labels.dtype == np.int64 and labels.shape == (40,)
+    assert head['shape'] == [40, 112, 112] and head['settings']['scheme'] == 'burst_noise'
+    assert not (tmp_path/'out.partial').exists()
     mans = sorted((out/'manifest').glob('*.json'))
-    assert [m.name for m in mans] == ['rows-00000000-00000015.json', 'rows-00000016-00000031.json', 'rows-00000032-00000039.json']
+    assert [m.name for m in mans] == [f'rows-{a:08d}-{b:08d}.json' for a, b in ((0, 15), (16, 31), (32, 39))]
     files, noise = [], []
     for m in mans:
         j = json.loads(m.read_text())
@@ -92,7 +96,8 @@ def test_resume_gives_the_same_bytes(tiny_fsdd, tmp_path, monkeypatch):
     done = len(list((part/'manifest').glob('*.json')))
     assert done == 3
     with pytest.raises(FileExistsError, match='continue it with --resume'): run(tmp_path, 'cut', **kw)
-    with pytest.raises(ValueError, match='other settings.*scheme'): run(tmp_path, 'cut', resume=True, **{**kw, 'scheme': 'burst_noise'})
+    with pytest.raises(ValueError, match='other settings.*scheme'):
+        run(tmp_path, 'cut', resume=True, **{**kw, 'scheme': 'burst_noise'})
     out = run(tmp_path, 'cut', resume=True, **kw)
     assert (out/'data.npy').read_bytes() == (full/'data.npy').read_bytes() and not part.exists()
     assert (out/'labels.npy').read_bytes() == (full/'labels.npy').read_bytes()
@@ -104,7 +109,7 @@ def test_follow_a_labels_file(tiny_fsdd, tmp_path):
     out = run(tmp_path, data=tiny_fsdd, labels=tmp_path/'train_labels.npy', split='train', scheme='clean')
     man = json.loads(next((out/'manifest').glob('*.json')).read_text())
     assert np.load(out/'labels.npy').tolist() == [3, 0, 3, 3, 1, 3, 3]
-    threes = sorted(str(p) for p in tiny_fsdd.glob('3_*.wav') if int(p.stem.split('_')[2]) >= 5)  # the 4 train recordings of 3
+    threes = sorted(str(p) for p in tiny_fsdd.glob('3_*.wav') if int(p.stem.split('_')[2]) >= 5)  # 3's 4 train clips
     assert [f for f in man['files'] if '/3_' in f] == threes + threes[:1]  # cycled through, in order
     assert man['noise'] is None
 
@@ -133,11 +138,12 @@ def test_db_format(tiny_fsdd, tmp_path):
     assert j['orientation'] == 'row 0 = lowest frequency' and j['pixels'] is None
     # rows above 3.5 kHz were removed by the band keep: each at its item's floor
     assert np.allclose(d[:, -3:, :], d.min((1, 2), keepdims=True))
-    mel = np.load(run(tmp_path, 'mel', data=tiny_fsdd, split='train', format='db', mels=True, size='32x20', scheme='clean')/'data.npy')
+    out = run(tmp_path, 'mel', data=tiny_fsdd, split='train', format='db', mels=True, size='32x20', scheme='clean')
+    mel = np.load(out/'data.npy')
     assert mel.shape == (16, 32, 20) and np.isfinite(mel).all()
     digit = np.array([int(p.name[0]) for p in sorted(tiny_fsdd.glob('*.wav')) if int(p.stem.split('_')[2]) >= 5])
     peak = mel.mean(-1).argmax(-1)
-    assert all(peak[digit == a].mean() < peak[digit == b].mean() for a, b in ((0, 1), (1, 2), (2, 3)))  # higher digit, higher tone
+    assert all(peak[digit == a].mean() < peak[digit == b].mean() for a, b in ((0, 1), (1, 2), (2, 3)))  # higher tones
     with pytest.raises(ValueError, match='`mels`'): run(tmp_path, 'x', data=tiny_fsdd, mels=True)
 
 def cli(monkeypatch, *args):
@@ -150,11 +156,13 @@ def test_cli_export(tiny_fsdd, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit): cli(monkeypatch, '--help')
     h = capsys.readouterr().out
     assert 'embedded dataset' in h and 'coloured noise' in h and '--resume' in h and '--labels' in h
-    r = subprocess.run([sys.executable, '-m', 'fastnorm', 'export', '--out', str(tmp_path/'cli'), '--data', str(tiny_fsdd), '--split', 'test',
-                        '--scheme', 'aliased', '--size', '28x28', '--no-progress', '--device', 'cpu'], capture_output=True, text=True)
+    args = ['--out', tmp_path/'cli', '--data', tiny_fsdd, '--split', 'test', '--scheme', 'aliased', '--size', '28x28',
+            '--no-progress', '--device', 'cpu']
+    r = subprocess.run([sys.executable, '-m', 'fastnorm', 'export', *map(str, args)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(tmp_path/'cli') and np.load(tmp_path/'cli'/'data.npy').shape == (40, 28, 28)
-    with pytest.raises(SystemExit, match='fastnorm export: error: .* exists: use --resume'): cli(monkeypatch, '--out', tmp_path/'cli', '--data', tiny_fsdd)
+    with pytest.raises(SystemExit, match='fastnorm export: error: .* exists: use --resume'):
+        cli(monkeypatch, '--out', tmp_path/'cli', '--data', tiny_fsdd)
     with pytest.raises(SystemExit, match='--out DIR is required'): cli(monkeypatch, '--data', tiny_fsdd)
     with pytest.raises(SystemExit, match="Unknown scheme 'x'"): cli(monkeypatch, '--out', tmp_path/'y', '--scheme', 'x')
 
@@ -175,4 +183,4 @@ def test_fsdd_avmnist_style(tmp_path):
     assert [int(f.split('/')[-1][0]) for f in files] == labels.tolist() and len(set(files)) == 30
     assert all(int(f.split('_')[-1][:-4]) < 5 for f in files)
     d = np.load(out/'data.npy')
-    assert d.shape == (30, 112, 112) and d.reshape(30, -1).min(1).max() < 40 and d.reshape(30, -1).max(1).min() > 150  # dark to light
+    assert d.shape == (30, 112, 112) and d.reshape(30, -1).min(1).max() < 40 and d.reshape(30, -1).max(1).min() > 150

@@ -8,8 +8,10 @@ SR = 8000
 
 def snr_db(clean, noisy, lengths):
     "Measured SNR of each item over its own samples, in float64"
-    c, d = clean.as_subclass(torch.Tensor).double(), (noisy.as_subclass(torch.Tensor).double() - clean.as_subclass(torch.Tensor).double())
-    return torch.tensor([10 * math.log10(float(c[b, :, :l].pow(2).sum() / d[b, :, :l].pow(2).sum())) for b, l in enumerate(lengths.tolist())])
+    c = clean.as_subclass(torch.Tensor).double()
+    d = noisy.as_subclass(torch.Tensor).double() - c
+    ratio = lambda b, l: float(c[b, :, :l].pow(2).sum() / d[b, :, :l].pow(2).sum())
+    return torch.tensor([10 * math.log10(ratio(b, l)) for b, l in enumerate(lengths.tolist())])
 
 def padded(lengths, n=None, c=1, seed=0):
     "A padded batch of noise-like items with `lengths`, zeros after them"
@@ -47,7 +49,8 @@ def test_plain_folder_split_is_seeded_and_disjoint(plain_noise):
     every = noise_files(plain_noise)
     assert len(every) == 6 and any('/sub/' in f for f in every)
     for seed in (0, 1, 2):
-        tr, te = noise_files(plain_noise, 'train', seed=seed), noise_files(plain_noise, 'test', seed=seed, test_frac=0.2)
+        tr = noise_files(plain_noise, 'train', seed=seed)
+        te = noise_files(plain_noise, 'test', seed=seed, test_frac=0.2)
         assert len(te) == 1 and len(tr) == 5 and sorted(tr + te) == every
     assert len({tuple(noise_files(plain_noise, 'test', seed=s)) for s in range(10)}) > 1
     with pytest.raises(ValueError, match='per_class'): noise_files(plain_noise, per_class=1)
@@ -55,13 +58,14 @@ def test_plain_folder_split_is_seeded_and_disjoint(plain_noise):
 
 def test_noiseclips_loads_trims_and_errors(plain_noise, tmp_path):
     nc = NoiseClips(plain_noise, sr=SR)
-    assert len(nc) == 6 and nc.lengths.tolist() == [4000, 9000, 700, 12000, 5000, 3000]  # n0 lost its 800 samples of silence
+    assert len(nc) == 6 and nc.lengths.tolist() == [4000, 9000, 700, 12000, 5000, 3000]  # n0: 800 silent samples off
     assert nc.clips.shape == (6, 12000) and NoiseClips(plain_noise, sr=4000).lengths[1] == 4500  # resampled
     bad = tmp_path/'bad'
     bad.mkdir()
     (bad/'junk.wav').write_bytes(b'not audio at all')
     sf.write(bad/'silent.wav', np.zeros(800, np.float32), SR)
-    with pytest.raises(ValueError, match=r'no readable, non-silent audio among its 2 all file\(s\)'): NoiseClips(bad, sr=SR)
+    with pytest.raises(ValueError, match=r'no readable, non-silent audio among its 2 all file\(s\)'):
+        NoiseClips(bad, sr=SR)
     sf.write(bad/'ok.wav', np.ones(800, np.float32), SR)
     with pytest.warns(UserWarning, match='skipped 2 of 3'): assert len(NoiseClips(bad, sr=SR)) == 1
     (tmp_path/'empty').mkdir()
@@ -75,7 +79,7 @@ def test_take_crops_or_loops(plain_noise):
     out = nc.take(idx, lengths, torch.tensor([0.5, 0.9, 0.99]), 9500)
     c = nc.clips
     assert torch.equal(out[0, :3000], c[3, 4500:7500]) and (out[0, 3000:] == 0).all()  # crop at 0.5 of the 9001 offsets
-    assert torch.equal(out[1, :2000], c[2, torch.arange(2000) % 700]) and (out[1, 2000:] == 0).all()  # 700 samples looped
+    assert torch.equal(out[1, :2000], c[2, torch.arange(2000) % 700]) and (out[1, 2000:] == 0).all()  # looped
     assert torch.equal(out[2, :9000], c[1, :9000])  # exactly as long: the only offset is 0
 
 @pytest.mark.parametrize('recorded', [True, False], ids=['recorded', 'coloured'])
@@ -90,8 +94,9 @@ def test_addnoise_exact_snr_on_padded_batch(plain_noise, recorded):
     assert (snr_db(x, y, x.lengths) - target).abs().max() < 1e-6
     assert torch.equal(y[..., 12000:], x[..., 12000:]) and torch.equal(y[1, :, 5000:], x[1, :, 5000:])
     assert y.lengths is x.lengths or torch.equal(y.lengths, x.lengths)
-    if recorded:  # each item's noise is a stretch of its clip: identical on both channels, proportional to the clip's samples
-        y = AddNoise(snr_db=0., noise=noise, seed=0, draw={'clip': [1, 2, 3, 1, 0], 'offset': [0., 0., 0., .5, 0.]})(x, split_idx=0)
+    if recorded:  # each item's noise is a stretch of its clip: the same on both channels, proportional to the clip
+        pins = {'clip': [1, 2, 3, 1, 0], 'offset': [0., 0., 0., .5, 0.]}
+        y = AddNoise(snr_db=0., noise=noise, seed=0, draw=pins)(x, split_idx=0)
         d = (y - x).as_subclass(torch.Tensor)
         assert torch.allclose(d[:, 0], d[:, 1], atol=1e-6)
         seg = noise.clips[2, torch.arange(5000) % 700]
@@ -99,9 +104,11 @@ def test_addnoise_exact_snr_on_padded_batch(plain_noise, recorded):
 
 def test_addnoise_recorded_errors(plain_noise):
     nc = NoiseClips(plain_noise, sr=SR)
-    with pytest.raises(ValueError, match='sr=8000 Hz but the audio is at sr=16000'): AddNoise(noise=nc, seed=0)(AudioTensor(torch.ones(1, 1, 100), sr=16000), split_idx=0)
+    with pytest.raises(ValueError, match='sr=8000 Hz but the audio is at sr=16000'):
+        AddNoise(noise=nc, seed=0)(AudioTensor(torch.ones(1, 1, 100), sr=16000), split_idx=0)
     with pytest.raises(ValueError, match='NoiseClips'): AddNoise(noise=str(plain_noise))
-    with pytest.raises(ValueError, match='`lengths` must hold 2 integers'): AddNoise(seed=0)(AudioTensor(torch.ones(2, 1, 100), sr=SR, lengths=torch.tensor([50, 200])), split_idx=0)
+    with pytest.raises(ValueError, match='`lengths` must hold 2 integers'):
+        AddNoise(seed=0)(AudioTensor(torch.ones(2, 1, 100), sr=SR, lengths=torch.tensor([50, 200])), split_idx=0)
 
 def test_burst_noise_stays_inside_lengths():
     x = padded([3000, 400, 2000], n=4000)
