@@ -15,6 +15,7 @@ figure at 100 dpi and keeps the 112 x 112 pixels. Here, on a batch `[B,C,N]` of 
 Pixel-exact equality with matplotlib is not the aim (its image resampling differs in detail); the geometry,
 orientation and grey levels are the recipe's."""
 from __future__ import annotations
+import functools
 import torch
 
 __all__ = ['frame_counts', 'frame_range', 'specgram_db', 'resize_weights', 'resize_frames', 'resize_rows',
@@ -38,12 +39,12 @@ def specgram_db(x:torch.Tensor, # `[B,C,N]` audio, any device
     if x.shape[-1] < n_fft: x = torch.nn.functional.pad(x, (0, n_fft - x.shape[-1]))
     w = torch.hann_window(n_fft, periodic=False, dtype=torch.float64, device=x.device)  # numpy's np.hanning
     spec = torch.fft.rfft(x.unfold(-1, n_fft, hop) * w.float(), dim=-1)  # `[B,C,T,F]`
-    p = spec.real.square_().add_(spec.imag.square()).transpose(-1, -2)  # |X|², `[B,C,F,T]`
-    one_sided = torch.full((n_fft // 2 + 1, 1), 2.0, dtype=torch.float64, device=x.device)
+    p = spec.real.square_().add_(spec.imag.square())  # |X|², contiguous `[B,C,T,F]`
+    one_sided = torch.full((n_fft // 2 + 1,), 2.0, dtype=torch.float64, device=x.device)
     one_sided[0] = 1.
     if n_fft % 2 == 0: one_sided[-1] = 1.
-    offset = (10 * torch.log10(one_sided / (sr * w.pow(2).sum()))).float()  # the PSD's scale, in dB per row
-    db = p.clamp_(min=1e-30).log10_().mul_(10).add_(offset)
+    offset = (10 * torch.log10(one_sided / (sr * w.pow(2).sum()))).float()  # the PSD's scale, in dB per bin
+    db = p.clamp_(min=1e-30).log10_().mul_(10).add_(offset).transpose(-1, -2)  # `[B,C,F,T]`
     if top_db is not None: db = torch.maximum(db, db.amax((-3, -2, -1), keepdim=True) - top_db)
     return db
 
@@ -86,8 +87,10 @@ def resize_rows(x:torch.Tensor, # `[B,C,F,T]` spectrograms
                 height:int, # rows out
                )->torch.Tensor:
     "`[B,C,height,T]`: the F rows resampled to `height` (the same weights as `resize_frames`)"
-    w = resize_weights(torch.tensor([x.shape[-2]], device=x.device), height)[0]
-    return torch.matmul(w.t(), x.as_subclass(torch.Tensor))  # `[H,F] @ [B,C,F,T]`
+    return torch.matmul(_row_weights(x.shape[-2], height, x.device), x.as_subclass(torch.Tensor))  # `[H,F] @ [B,C,F,T]`
+
+@functools.lru_cache(maxsize=16)
+def _row_weights(n_in, n_out, device): return resize_weights(torch.tensor([n_in], device=device), n_out)[0].t().contiguous()
 
 def db_to_level(db:torch.Tensor, # `[B,C,H,W]` dB
                 lo:torch.Tensor|None=None, # `[B]` dB that maps to 0 (white) (default: each item's minimum)

@@ -135,8 +135,9 @@ class AddNoise(_WaveAug):
             if valid is not None: n = torch.where(valid.mask, n, 0.)
         else: n = self._recorded(x, sr, valid)
         # float64 rms and scale: the SNR is exact up to float32 rounding (about 1e-7 dB)
-        scale = _rms(x, valid) * 10 ** (-snr / 20) / _rms(n, valid).clamp(min=1e-300)  # noise rms: item rms / 10^(snr/20)
-        return x + n * scale.float()
+        rms_n = (_energy(n) / (x.shape[-1] * n.shape[-2] if valid is None else valid.n * n.shape[-2])).sqrt()  # 0 outside
+        scale = _rms(x, valid) * 10 ** (-snr / 20) / rms_n.clamp(min=1e-300)  # noise rms: item rms / 10^(snr/20)
+        return torch.addcmul(x, n, scale.float())
 
 class BurstNoise(_WaveAug):
     "Add `n_bursts` short noise bursts per item at random positions, each up to `max_len_s` long, at an SNR relative to the item's rms"
