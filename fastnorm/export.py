@@ -182,24 +182,24 @@ def _check_free(out:Path, part:Path, resume:bool):
         raise FileExistsError(f"Interrupted export in {part}: continue it with --resume (resume=True), or delete it")
 
 def export_dataset(out, # folder to write (data.npy, labels.npy, export.json, manifest/)
-           data=None, # dataset folder (FSDD, ESC-50 or class folders layout); None: the embedded dataset
-           labels=None, # `.npy` file (or array) of integer labels to follow, cycling through each label's items
-           scheme:str='burst_noise', # one of `SCHEMES`
-           noise=None, # folder of noise recordings (or ESC-50's layout), or a `NoiseClips`; None: coloured noise
-           split:str='all', # 'train', 'test' or 'all': the items, and the noise clips (disjoint between train and test)
-           size='112x112', # HEIGHTxWIDTH of each row
-           format:str='image', # 'image': uint8 `gray_r` picture; 'db': float32 dB (rows from low to high frequency)
-           mels:bool=False, # 'db' only: log-mel with HEIGHT bands instead of linear-frequency dB resized to HEIGHT rows
-           color:str='pink', # coloured noise without `noise`: 'pink' or 'white'
-           noise_per_class:int|None=None, # ESC-50 noise: clips per category (AVMNIST's recipe: 1); None: all
-           test_fold:int=5, # ESC-50 layout (data and noise): the test fold
-           sr:int|None=None, # resample everything to this rate (Hz); None: the first item's rate
-           seed:int=0, # the same seed gives the same bytes
-           bs:int=256, # rows per batch (and per manifest)
-           device=None, # where the batches are computed; None: CUDA when available, else the CPU
-           resume:bool=False, # complete an interrupted export in `out` (or accept a complete one with these settings)
-           progress:bool=True, # progress bar
-          )->Path:
+                   data=None, # dataset folder (FSDD, ESC-50 or class folders layout); None: the embedded dataset
+                   labels=None, # `.npy` file (or array) of integer labels to follow, cycling through each label's items
+                   scheme:str='burst_noise', # one of `SCHEMES`
+                   noise=None, # folder of noise clips (or ESC-50's layout), or a `NoiseClips`; None: coloured noise
+                   split:str='all', # 'train', 'test' or 'all': the items and the noise clips (train and test disjoint)
+                   size='112x112', # HEIGHTxWIDTH of each row
+                   format:str='image', # 'image': uint8 `gray_r` picture; 'db': float32 dB (rows from low to high)
+                   mels:bool=False, # 'db' only: HEIGHT mel bands instead of linear-frequency dB resized to HEIGHT rows
+                   color:str='pink', # coloured noise without `noise`: 'pink' or 'white'
+                   noise_per_class:int|None=None, # ESC-50 noise: clips per category (AVMNIST's recipe: 1); None: all
+                   test_fold:int=5, # ESC-50 layout (data and noise): the test fold
+                   sr:int|None=None, # resample everything to this rate (Hz); None: the first item's rate
+                   seed:int=0, # the same seed gives the same bytes
+                   bs:int=256, # rows per batch (and per manifest)
+                   device=None, # where the batches are computed; None: CUDA when available, else the CPU
+                   resume:bool=False, # complete an interrupted export in `out` (or accept a complete one like it)
+                   progress:bool=True, # progress bar
+                  )->Path:
     "Export `data` through `scheme` to `out`: `data.npy` `[N,H,W]`, `labels.npy`, `export.json`, manifests; returns it"
     # ---- every argument checked before any work
     if scheme not in SCHEMES: raise ValueError(f"Unknown scheme {scheme!r}: choose from {', '.join(SCHEMES)}")
