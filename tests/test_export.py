@@ -184,3 +184,17 @@ def test_fsdd_avmnist_style(tmp_path):
     assert all(int(f.split('_')[-1][:-4]) < 5 for f in files)
     d = np.load(out/'data.npy')
     assert d.shape == (30, 112, 112) and d.reshape(30, -1).min(1).max() < 40 and d.reshape(30, -1).max(1).min() > 150
+
+def test_class_folders_resampled(tmp_path):
+    "Class folders (`label/*.wav`, no train/valid: a seeded 20% is test), resampled with `sr`"
+    rng = np.random.default_rng(1)
+    for label in ('cat', 'dog'):
+        (tmp_path/'pets'/label).mkdir(parents=True)
+        for i in range(5): sf.write(tmp_path/'pets'/label/f'{i}.wav', 0.1 * rng.standard_normal(3000), SR)
+    items, classes, kind = dataset_items(tmp_path/'pets')
+    assert kind == 'folders' and classes == ['cat', 'dog'] and items['label'].tolist() == [0] * 5 + [1] * 5
+    assert len(dataset_items(tmp_path/'pets', 'test')[0]) == 2 and len(dataset_items(tmp_path/'pets', 'train')[0]) == 8
+    out = run(tmp_path, data=tmp_path/'pets', split='train', scheme='distorted', sr=4000, size='16x24')
+    j = json.loads((out/'export.json').read_text())
+    assert j['classes'] == ['cat', 'dog'] and j['settings']['sr'] == 4000
+    assert np.load(out/'data.npy').shape == (8, 16, 24)
