@@ -119,6 +119,13 @@ def test_resample_length_and_tone_preserved():
     x = noise(3, 100)
     assert torch.equal(resample(x, 8000, 8000), x) and resample(x, 8000, 8000).data_ptr() != x.data_ptr()
 
+def test_resample_coprime_rates():
+    "Rates whose gcd is 1 (44100 -> 16001) need 16,001 filter phases: they work, and agree with SciPy"
+    x = tone(1000., 44100, .5) + 0.5 * tone(5000., 44100, .5)
+    y = resample(x, 44100, 16001)
+    ref = scipy.signal.resample_poly(x.double().numpy(), 16001, 44100)
+    assert y.shape == (math.ceil(len(x) * 16001 / 44100),) and rel_rms(y, ref) < 1e-3
+
 def test_resample_removes_what_the_new_rate_cannot_hold():
     "A 7 kHz tone resampled 44.1k -> 8k (Nyquist 4 kHz) is filtered out, not aliased to 1 kHz"
     y = resample(tone(7000., 44100), 44100, 8000)
