@@ -16,3 +16,7 @@ from .compare import *
 from .invert import *
 from .waveaug import *
 from .randaug import *
+from .noise import *
+from .render import *
+from .schemes import *
+from .export import *

@@ -1,9 +1,9 @@
-"The `fastnorm` command: `fastnorm compare ...` (the normalization comparison) and `fastnorm synth ...` (the embedded dataset)."
+"The `fastnorm` command: `fastnorm compare` (the normalization comparison), `synth` (the embedded dataset), `export`."
 from __future__ import annotations
 import sys
 from fastcore.script import call_parse, parse_cli, store_true
 
-__all__ = ['compare', 'synth', 'main']
+__all__ = ['compare', 'synth', 'export', 'main']
 
 @call_parse
 def compare(
@@ -50,15 +50,48 @@ def synth(
     from .synth import synth_esc50
     print(synth_esc50(dest, seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=seconds, sr=sr))
 
+@call_parse
+def export(
+    out:str=None, # folder to write: data.npy [N,H,W], labels.npy, export.json, manifest/ (required)
+    data:str=None, # dataset folder in FSDD's, ESC-50's or class folders' layout [default: the embedded dataset]
+    labels:str=None, # labels .npy to follow, e.g. AVMNIST's train_labels.npy, cycling through each label's recordings
+    scheme:str='burst_noise', # clean, extreme_noise, multi_band, burst_noise, aliased, distorted
+    noise:str=None, # folder of noise recordings, or ESC-50 [default: coloured noise, see --color]
+    split:str='all', # train, test or all: the items (FSDD: takes 0-4 are test) and the noise clips, kept disjoint
+    size:str='112x112', # HEIGHTxWIDTH of each row
+    format:str='image', # image: uint8 gray_r picture (dark = loud, low frequencies at the bottom); db: float32 dB
+    mels:store_true=False, # with --format db: log-mel with HEIGHT bands instead of linear-frequency dB
+    color:str='pink', # the coloured noise used without --noise: pink or white
+    noise_per_class:int=None, # ESC-50 noise: clips per category (AVMNIST's recipe: 1) [default: all clips of the split]
+    test_fold:int=5, # ESC-50 layout (data and noise): the test fold
+    sr:int=None, # resample everything to this rate (Hz) [default: the first item's]
+    seed:int=0, # the same seed gives the same bytes
+    bs:int=256, # rows per batch and per manifest
+    device:str=None, # cpu, cuda, ... [default: cuda when available]
+    resume:store_true=False, # complete an interrupted export in --out
+    no_progress:store_true=False, # no progress bar
+):
+    "Export a dataset through an AVMNIST degradation scheme as .npy (the embedded dataset, coloured noise by default)"
+    from .export import export_dataset
+    if out is None: raise SystemExit("fastnorm export: error: --out DIR is required")
+    try:
+        path = export_dataset(out, data=data, labels=labels, scheme=scheme, noise=noise, split=split, size=size,
+                              format=format, mels=mels, color=color, noise_per_class=noise_per_class, test_fold=test_fold,
+                              sr=sr, seed=seed, bs=bs, device=device, resume=resume, progress=not no_progress)
+    except (ValueError, FileNotFoundError, FileExistsError) as e: raise SystemExit(f"fastnorm export: error: {e}")
+    print(path)
+
 COMMANDS = {'compare': compare, 'synth': synth}
+COMMANDS['export'] = export
 
 def main():
     "Entry point of the `fastnorm` console script"
     args = sys.argv[1:]
     if not args or args[0] in ('-h', '--help') or args[0] not in COMMANDS:
-        print("usage: fastnorm {compare,synth} [--help] ...\n\n"
+        print("usage: fastnorm {compare,synth,export} [--help] ...\n\n"
               "  compare  compare spectrogram normalizations on ESC-50 or a dataset in its layout\n"
-              "  synth    make the embedded synthetic dataset in ESC-50's layout")
+              "  synth    make the embedded synthetic dataset in ESC-50's layout\n"
+              "  export   export a dataset through an AVMNIST degradation scheme as .npy (images or dB)")
         if args and args[0] not in ('-h', '--help'): print(f"\nfastnorm: unknown command {args[0]!r}", file=sys.stderr); sys.exit(2)
         return
     cmd, sys.argv = COMMANDS[args[0]], [f'fastnorm {args[0]}'] + args[1:]

@@ -1,0 +1,128 @@
+"""Noise from real recordings for `AddNoise`: the clips of a folder (any folder of audio files, or one in ESC-50's
+layout), resampled to one rate, trimmed of digital silence and held in memory as one padded tensor. `split` keeps the
+clips used for training and for testing disjoint: by ESC-50 fold, or by a seeded partition of a plain folder."""
+from __future__ import annotations
+import warnings
+from pathlib import Path
+import numpy as np, torch
+from fastprogress.fastprogress import progress_bar
+from .audio import AUDIO_EXTS, load_audio
+from .data import read_esc50_csv
+
+__all__ = ['NOISE_SPLITS', 'noise_files', 'NoiseClips']
+
+NOISE_SPLITS = ('train', 'test', 'all')
+
+def _is_esc50(path:Path)->bool: return (path/'meta'/'esc50.csv').is_file()
+
+def noise_files(path, # a folder of audio files (searched recursively), or one in ESC-50's layout
+                split:str='all', # 'train', 'test' or 'all' (every clip)
+                test_folds=(5,), # ESC-50 layout: the folds whose clips are test noise
+                test_frac:float=0.2, # plain folder: the fraction of clips (at least one) that are test noise
+                seed:int=0, # plain folder: the partition's seed; ESC-50 with `per_class`: which clips are picked
+                per_class:int|None=None, # ESC-50 layout: keep this many clips per category (AVMNIST's recipe: 1)
+               )->list[str]:
+    "The noise clips of `split` in `path`, sorted: train and test are disjoint and together make 'all'"
+    path = Path(path)
+    if not path.is_dir(): raise FileNotFoundError(f"Noise folder not found: {path}")
+    if split not in NOISE_SPLITS: raise ValueError(f"`split` must be one of {NOISE_SPLITS} ({split!r} given)")
+    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
+        raise ValueError(f"`per_class` must be a positive integer or None ({per_class!r} given)")
+    if _is_esc50(path):
+        df = read_esc50_csv(path)
+        folds = sorted(df['fold'].unique().tolist())
+        bad = [f for f in test_folds if f not in folds]
+        if bad:
+            raise ValueError(f"test_folds {list(test_folds)} name fold(s) {bad} that {path} lacks (its folds: {folds})")
+        test = df['fold'].isin(list(test_folds))
+        if split != 'all': df = df[test if split == 'test' else ~test]
+        if per_class is not None:
+            rng = np.random.default_rng(seed)
+            df = df.groupby('category', sort=True, group_keys=False).apply(
+                lambda g: g.iloc[np.sort(rng.permutation(len(g))[:per_class])])
+        return sorted(df['path'].tolist())
+    if per_class is not None:
+        raise ValueError(f"`per_class` needs a folder in ESC-50's layout (meta/esc50.csv); {path} is a plain folder")
+    files = sorted(str(f) for f in path.rglob('*') if f.suffix.lower() in AUDIO_EXTS and f.is_file())
+    if not files: raise ValueError(f"Noise folder {path} holds no audio files ({', '.join(AUDIO_EXTS)})")
+    if split == 'all': return files
+    if len(files) < 2:
+        raise ValueError(f"Noise folder {path} holds {len(files)} clip: a train/test split needs at least 2")
+    if not 0 < test_frac < 1: raise ValueError(f"`test_frac` must be between 0 and 1 ({test_frac!r} given)")
+    n_test = min(len(files) - 1, max(1, int(round(test_frac * len(files)))))
+    is_test = np.zeros(len(files), dtype=bool)
+    is_test[np.random.default_rng(seed).permutation(len(files))[:n_test]] = True
+    return [f for f, t in zip(files, is_test) if t == (split == 'test')]
+
+def _trim(x:torch.Tensor, silence_db:float):
+    "`x` `[N]` without its leading and trailing stretches below `silence_db` of its peak; None when it is all silent"
+    peak = float(x.abs().max())
+    if peak == 0: return None
+    loud = (x.abs() > peak * 10 ** (silence_db / 20)).nonzero()[:, 0]
+    return x[int(loud[0]):int(loud[-1]) + 1]
+
+class NoiseClips:
+    """Noise clips of a folder at `sr`, in memory: `take` cuts each item's noise from a clip, cropped at an offset or
+    looped. Clips are mono, trimmed of silence at both ends (ESC-50 pads short recordings with zeros); unreadable or
+    silent files are skipped with a warning, and a folder with no usable clip is an error."""
+    def __init__(self, path, # a folder of audio files, or one in ESC-50's layout
+                 sr:int, # the rate the items have: every clip is resampled to it (Hz)
+                 split:str='all', # 'train', 'test' or 'all': see `noise_files`
+                 test_folds=(5,), # ESC-50 layout: the folds that are test noise
+                 test_frac:float=0.2, # plain folder: the fraction of clips that are test noise
+                 seed:int=0, # plain folder: the partition's seed (and ESC-50's `per_class` pick)
+                 per_class:int|None=None, # ESC-50 layout: this many clips per category
+                 silence_db:float=-60., # trim leading/trailing samples quieter than this, relative to the peak (dB)
+                 progress:bool=False, # progress bar while the clips load
+                ):
+        if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
+            raise ValueError(f"`sr` must be a positive integer sample rate ({sr!r} given)")
+        self.path, self.sr, self.split, self.seed = Path(path), int(sr), split, seed
+        files = noise_files(path, split, test_folds, test_frac, seed, per_class)
+        clips, kept, skipped = [], [], []
+        for f in (progress_bar(files) if progress else files):
+            try: x, _ = load_audio(f, sr=self.sr)
+            except (ValueError, RuntimeError) as e:  # AudioLoadError is a ValueError
+                skipped.append(f'{f} ({e})'); continue
+            x = _trim(x.mean(0), silence_db)
+            if x is None: skipped.append(f'{f} (silent)'); continue
+            clips.append(x); kept.append(f)
+        if not clips:
+            raise ValueError(f"Noise folder {self.path} has no readable, non-silent audio among its {len(files)} "
+                             f"{split} file(s), e.g. {skipped[0]}")
+        if skipped: warnings.warn(f"NoiseClips: skipped {len(skipped)} of {len(files)} noise files, e.g. {skipped[0]}")
+        self.files, self.skipped = kept, skipped
+        self.lengths = torch.tensor([len(c) for c in clips])
+        self.clips = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)  # `[K, longest]`, zero-padded
+        self._on = {}
+
+    def __len__(self): return len(self.files)
+    def __repr__(self):
+        return (f"NoiseClips({str(self.path)!r}, sr={self.sr}, split={self.split!r}: {len(self)} clips, "
+                f"{float(self.lengths.sum()) / self.sr:.1f} s)")
+    def __getstate__(self): return {**self.__dict__, '_on': {}}
+
+    def _to(self, device):
+        if device not in self._on: self._on[device] = self.clips.to(device)
+        return self._on[device]
+
+    def take(self, idx:torch.Tensor, # `[B]` clip of each item (indices into `files`)
+             lengths:torch.Tensor, # `[B]` samples each item needs
+             u:torch.Tensor, # `[B]` in [0,1): where each crop starts, as a fraction of the possible offsets
+             n:int, # samples of the output (the batch's length)
+            )->torch.Tensor:
+        """`[B,n]` noise on `idx`'s device: item b gets `lengths[b]` samples of its clip, cropped at an offset when the
+        clip is longer and looped from its start when shorter, then zeros. A crop that lands on silence inside a clip
+        starts at the clip's (trimmed, so non-silent) beginning instead."""
+        ids, ms, us = idx.tolist(), torch.as_tensor(lengths).tolist(), torch.as_tensor(u).double().tolist()
+        if any(not 0 <= i < len(self) for i in ids):
+            raise ValueError(f"noise clip indices must lie in 0..{len(self) - 1} ({ids} given)")
+        clips, Ls = self._to(idx.device), self.lengths.tolist()
+        out = torch.zeros(len(ids), n, device=idx.device, dtype=clips.dtype)
+        for b, (i, m, v) in enumerate(zip(ids, ms, us)):  # slices, not an index tensor per sample: a few µs per item
+            L = Ls[i]
+            if L >= m: out[b, :m] = clips[i, min(int(v * (L - m + 1)), L - m):][:m]
+            else: out[b, :m] = clips[i, :L].repeat(-(-m // L))[:m]
+        silent = (out.abs().amax(-1) == 0).nonzero()[:, 0].tolist()
+        for b in silent: out[b, :ms[b]] = clips[ids[b], :ms[b]]  # (a crop is never longer than its clip here)
+        return out
