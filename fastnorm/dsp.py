@@ -61,7 +61,8 @@ def mel_filterbank(n_freqs:int, # STFT bins, n_fft//2 + 1
     "Triangular mel filterbank `[n_freqs, n_mels]` (mel = fbᵀ @ stft), as librosa's `filters.mel` transposed; cached"
     _check_choice('norm', norm, MEL_NORMS)
     _check_choice('mel_scale', mel_scale, MEL_SCALES)
-    if n_mels <= 0 or n_freqs <= 1: raise ValueError(f"`n_mels` and `n_freqs` must be positive ({n_mels}, {n_freqs} given)")
+    if n_mels <= 0 or n_freqs <= 1:
+        raise ValueError(f"`n_mels` and `n_freqs` must be positive ({n_mels}, {n_freqs} given)")
     if not 0 <= f_min < f_max <= sr / 2:
         raise ValueError(f"Need 0 <= f_min < f_max <= sr/2 ({f_min}, {f_max} given with sr={sr})")
     return _mel_fb_on(int(n_freqs), float(f_min), float(f_max), int(n_mels), int(sr), norm, mel_scale,
@@ -120,7 +121,7 @@ def spectrogram(x:torch.Tensor, # waveforms `[..., N]`, float, any device
     if power not in (1., 2.): raise ValueError(f"`power` must be 1 or 2 ({power} given)")
     z = torch.view_as_real(stft(x, n_fft, hop_length, win_length, center, pad_mode))
     re, im = z[..., 0], z[..., 1]
-    s = re.square().addcmul_(im, im)  # |X|² in two passes: 5x faster on a CPU than abs().pow(2) (a sqrt, then a square)
+    s = re.square().addcmul_(im, im)  # |X|² in two passes: 5x faster on a CPU than abs().pow(2) (sqrt, then square)
     if power == 1.: s = s.sqrt_()
     if mel_fb is None: return s
     return torch.matmul(mel_fb.T.to(s.dtype), s)  # [M,F] @ [...,F,T]: no transposed copies of the batch

@@ -90,7 +90,8 @@ def resize_rows(x:torch.Tensor, # `[B,C,F,T]` spectrograms
     return torch.matmul(_row_weights(x.shape[-2], height, x.device), x.as_subclass(torch.Tensor))  # `[H,F] @ [B,C,F,T]`
 
 @functools.lru_cache(maxsize=16)
-def _row_weights(n_in, n_out, device): return resize_weights(torch.tensor([n_in], device=device), n_out)[0].t().contiguous()
+def _row_weights(n_in, n_out, device):
+    return resize_weights(torch.tensor([n_in], device=device), n_out)[0].t().contiguous()
 
 def db_to_level(db:torch.Tensor, # `[B,C,H,W]` dB
                 lo:torch.Tensor|None=None, # `[B]` dB that maps to 0 (white) (default: each item's minimum)

@@ -12,7 +12,7 @@ __all__ = ['SpecConfig', 'SPEC_PRESETS', 'TensorSpec', 'MelSpec', 'mel_frequenci
 
 @dataclass(frozen=True)
 class SpecConfig:
-    "Every setting that decides what a spectrogram's numbers mean: kept on each `TensorSpec`, in cache keys and saved statistics"
+    "Every setting that decides what a spectrogram's numbers mean: kept on each `TensorSpec`, in cache keys and stats"
     sr:int = 16000            # sample rate of the input audio (Hz)
     n_fft:int = 512           # FFT size (samples)
     hop_length:int = 256      # hop between frames (samples)
@@ -30,8 +30,10 @@ class SpecConfig:
     def __post_init__(self):
         for k in ('sr', 'n_fft', 'hop_length'):
             v = getattr(self, k)
-            if not isinstance(v, (int, np.integer)) or v <= 0: raise ValueError(f"`{k}` must be a positive integer ({v!r} given)")
-        if self.n_mels is not None and self.n_mels <= 0: raise ValueError(f"`n_mels` must be positive or None ({self.n_mels!r} given)")
+            if not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"`{k}` must be a positive integer ({v!r} given)")
+        if self.n_mels is not None and self.n_mels <= 0:
+            raise ValueError(f"`n_mels` must be positive or None ({self.n_mels!r} given)")
         if self.f_max is not None and not self.f_min < self.f_max <= self.sr/2:
             raise ValueError(f"`f_max` must lie in (f_min, sr/2] = ({self.f_min}, {self.sr/2}] ({self.f_max} given)")
         if self.power not in (1., 2.): raise ValueError(f"`power` must be 1 or 2 ({self.power} given)")
@@ -54,6 +56,13 @@ class SpecConfig:
         return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
     def replace(self, **kw): return dataclasses.replace(self, **kw)
 
+    @staticmethod
+    def from_preset(name:str)->SpecConfig:
+        "The settings of one of `SPEC_PRESETS` ('quick', 'esc50', 'paper'); an unknown name is an error listing them"
+        if name not in SPEC_PRESETS:
+            raise ValueError(f"Unknown spectrogram preset {name!r}: choose from {sorted(SPEC_PRESETS)}")
+        return SPEC_PRESETS[name]
+
 SPEC_PRESETS = {
     # small and fast for a CPU: 16 kHz, 64 mels
     'quick': SpecConfig(sr=16000, n_fft=512, hop_length=256, n_mels=64),
@@ -70,7 +79,7 @@ def mel_frequencies(cfg:SpecConfig)->np.ndarray:
     return mel_to_hz(mels, cfg.mel_scale)[1:-1]
 
 class TensorSpec(KeepMeta, TensorImageBase):
-    "Spectrogram `[C,F,T]` (a batch: `[B,C,F,T]`) carrying its `SpecConfig` as `cfg`; image augmentations leave it alone"
+    "Spectrogram `[C,F,T]` (a batch: `[B,C,F,T]`) carrying its `SpecConfig` as `cfg`; image augmentations skip it"
     def show(self, ctx=None, figsize=(5,3), title=None, cmap='magma', colorbar=True, **kwargs):
         "Draw with a time axis (s), a frequency axis (Hz) and a colorbar"
         import matplotlib.pyplot as plt
@@ -85,7 +94,8 @@ class TensorSpec(KeepMeta, TensorImageBase):
         if cfg:
             freqs = mel_frequencies(cfg)
             ticks = np.unique(np.linspace(0, nf - 1, min(nf, 6)).round().astype(int))
-            ctx.set_yticks(ticks); ctx.set_yticklabels([f'{freqs[i]:.0f}' if freqs[i] < 1000 else f'{freqs[i]/1000:.1f}k' for i in ticks])
+            ctx.set_yticks(ticks)
+            ctx.set_yticklabels([f'{freqs[i]:.0f}' if freqs[i] < 1000 else f'{freqs[i]/1000:.1f}k' for i in ticks])
             ctx.set_ylabel('Hz')
         else: ctx.set_ylabel('bin')
         if colorbar: ctx.figure.colorbar(im, ax=ctx, label='dB' if (cfg is None or cfg.db) else 'power')
@@ -93,7 +103,7 @@ class TensorSpec(KeepMeta, TensorImageBase):
         return ctx
 
 class MelSpec(DisplayedTransform):
-    "Batch transform: AudioTensor `[B,C,N]` (or `[C,N]`) to a log-mel `TensorSpec` `[B,C,F,T]` on the batch's own device"
+    "Batch transform: AudioTensor `[B,C,N]` (or `[C,N]`) to a log-mel `TensorSpec` `[B,C,F,T]` on the batch's device"
     order = 5  # after AudioNormalize (1), before normalization (99) and SpecAugment
     def __init__(self, sr:int=16000, # sample rate the audio must have (Hz)
                  n_fft:int=512, # FFT size
@@ -119,8 +129,7 @@ class MelSpec(DisplayedTransform):
     @classmethod
     def from_preset(cls, name:str='quick', **overrides):
         "A `MelSpec` from one of `SPEC_PRESETS` ('quick', 'esc50', 'paper'), with optional overrides"
-        if name not in SPEC_PRESETS: raise ValueError(f"Unknown spectrogram preset {name!r}: choose from {sorted(SPEC_PRESETS)}")
-        return cls(cfg=SPEC_PRESETS[name].replace(**overrides))
+        return cls(cfg=SpecConfig.from_preset(name).replace(**overrides))
 
     def mel_fb(self, device=None)->torch.Tensor|None:
         "The mel filterbank `[n_fft//2+1, n_mels]` of `cfg` on `device` (`None` for a linear spectrogram)"
@@ -131,9 +140,11 @@ class MelSpec(DisplayedTransform):
     def encodes(self, x:AudioTensor)->TensorSpec:
         c, sr = self.cfg, getattr(x, 'sr', None)
         if sr is not None and sr != c.sr:
-            raise ValueError(f"MelSpec expects audio at sr={c.sr} Hz but got sr={sr} Hz: resample it (AudioBlock(sr={c.sr})) or set MelSpec(sr={sr})")
+            raise ValueError(f"MelSpec expects audio at sr={c.sr} Hz but got sr={sr} Hz: "
+                             f"resample it (AudioBlock(sr={c.sr})) or set MelSpec(sr={sr})")
         xt = torch.Tensor(x).float() if isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=torch.float32)
-        if xt.shape[-1] < c.n_fft: xt = torch.nn.functional.pad(xt, (0, c.n_fft - xt.shape[-1]))  # short clips: zero-padded to one window
+        if xt.shape[-1] < c.n_fft:  # short clips: zero-padded to one window
+            xt = torch.nn.functional.pad(xt, (0, c.n_fft - xt.shape[-1]))
         s = spectrogram(xt, c.n_fft, c.hop_length, c.win_length, c.power, c.center, mel_fb=self.mel_fb(xt.device))
         if c.db: s = power_to_db(s, c.power, top_db=c.top_db)
         return TensorSpec(s, cfg=c)

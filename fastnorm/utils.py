@@ -16,7 +16,7 @@ def _umask()->int:
 
 @contextmanager
 def atomic_dir(dest):
-    "Yield a temporary folder beside `dest`; on success it replaces `dest` whole, so readers never see a half-made folder"
+    "Yield a temporary folder beside `dest`; on success it replaces `dest` whole: readers never see a half-made folder"
     dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.tmp-'))
     try:
@@ -29,9 +29,10 @@ def atomic_dir(dest):
 
 @contextmanager
 def atomic_path(path, suffix:str|None=None):
-    "Yield a temporary path beside `path`; on success it is renamed onto `path`, so readers never see a half-written file"
+    "Yield a temporary path beside `path`; on success it is renamed onto `path`: readers never see a half-written file"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix if suffix is not None else path.suffix)
+    suffix = path.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix)
     os.close(fd)
     try:
         yield Path(tmp)
