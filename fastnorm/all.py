@@ -1,5 +1,6 @@
 "`from fastnorm.all import *` gives every user-facing name"
 from . import __version__  # noqa: F401 (fastnorm.all.__version__)
+from .dsp import *
 from .audio import *
 from .spec import *
 from .synth import *

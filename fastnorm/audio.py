@@ -3,12 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 from functools import partial
 import numpy as np, torch, soundfile as sf
-import torchaudio.functional as AF
 from fastai.torch_core import TensorBase
 from fastai.data.block import TransformBlock
 from fastai.data.transforms import DisplayedTransform
 from fastai.vision.augment import RandTransform
 from fastcore.basics import store_attr
+from .dsp import resample
 
 __all__ = ['KeepMeta', 'AudioLoadError', 'load_audio', 'AudioTensor', 'AudioNormalize', 'CropPad', 'AudioBlock', 'AUDIO_EXTS']
 
@@ -33,7 +33,7 @@ def load_audio(path, # WAV, FLAC, OGG or AIFF file
     if not torch.isfinite(x).all():
         raise AudioLoadError(f"Audio file {path} contains {int((~torch.isfinite(x)).sum())} NaN or Inf samples")
     if mono and x.shape[0] > 1: x = x.mean(0, keepdim=True)
-    if sr is not None and sr != file_sr: x, file_sr = AF.resample(x, file_sr, sr), sr
+    if sr is not None and sr != file_sr: x, file_sr = resample(x, file_sr, sr), sr
     return x, int(file_sr)
 
 class KeepMeta:

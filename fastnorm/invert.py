@@ -3,21 +3,21 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 import torch
-import torchaudio.functional as AF
 from .audio import AudioTensor
 from .spec import SpecConfig, TensorSpec
+from .dsp import mel_filterbank, db_to_power
 
-__all__ = ['mel_filterbank', 'mel_to_linear', 'griffinlim', 'db_to_power', 'spec_to_audio']
+__all__ = ['mel_pinv', 'mel_to_linear', 'griffinlim', 'spec_to_audio']
 
 @lru_cache(maxsize=16)
 def _fb_cpu(cfg:SpecConfig):
-    fb = AF.melscale_fbanks(cfg.n_fft//2 + 1, cfg.f_min, cfg.fmax, cfg.n_mels, cfg.sr, norm='slaney', mel_scale='slaney')
+    fb = mel_filterbank(cfg.n_fft//2 + 1, cfg.f_min, cfg.fmax, cfg.n_mels, cfg.sr, cfg.mel_norm, cfg.mel_scale)
     return fb, torch.linalg.pinv(fb.T)
 
-def mel_filterbank(cfg:SpecConfig, # settings with `n_mels` set
+def mel_pinv(cfg:SpecConfig, # settings with `n_mels` set
                    device=None, # where to put the matrices
                   )->tuple[torch.Tensor,torch.Tensor]:
-    "`MelSpec`'s filterbank `[F,M]` (slaney norm and scale; mel = fbᵀ @ stft) and its pseudo-inverse `[F,M]`, cached per `cfg`"
+    "`MelSpec`'s filterbank `[F,M]` (mel = fbᵀ @ stft) and its pseudo-inverse `[F,M]`, cached per `cfg`"
     if not cfg.n_mels: raise ValueError(f"`cfg.n_mels` is None: a linear spectrogram has no mel filterbank ({cfg} given)")
     fb, pinv = _fb_cpu(cfg)
     return fb.to(device), pinv.to(device)
@@ -29,7 +29,7 @@ def mel_to_linear(mel:torch.Tensor, # `[...,M,T]` mel spectrogram in linear unit
     "`[...,F,T]` non-negative STFT `S` with fbᵀ S ≈ `mel`: pseudo-inverse start, then Lee-Seung NNLS updates (vectorized, any device)"
     if n_iter < 0: raise ValueError(f"`n_iter` must be >= 0 ({n_iter} given)")
     if mel.shape[-2] != cfg.n_mels: raise ValueError(f"`mel` has {mel.shape[-2]} rows but `cfg.n_mels` is {cfg.n_mels}")
-    fb, pinv = mel_filterbank(cfg, mel.device)
+    fb, pinv = mel_pinv(cfg, mel.device)
     fb, pinv, mel = fb.to(mel.dtype), pinv.to(mel.dtype), mel.clamp(min=0)
     # pinv alone is the min-norm solution (== torchaudio's InverseMelScale, lstsq); clamping its negatives at 0 leaves ~10% error
     # in the mel domain (spectral convergence), which the NNLS updates bring to 2-5% in 10-50 steps. Bins no filter covers (fb row of 0) stay 0.
@@ -71,12 +71,6 @@ def griffinlim(spec:torch.Tensor, # `[...,F,T]` STFT magnitude raised to `power`
         prev = rebuilt
     y = istft(mag * angles)
     return y.reshape(*shape[:-2], y.shape[-1])
-
-def db_to_power(x:torch.Tensor, # dB values, `10 log10` of power (power=2) or `20 log10` of magnitude (power=1)
-                power:float=2., # what the dB values were made from, as in `SpecConfig.power`
-               )->torch.Tensor:
-    "The inverse of `power_to_db` (without its floors): `10**(db/10)` for power, `10**(db/20)` for magnitude"
-    return torch.pow(10., x * (power / 20.))
 
 def _check_scale(x, cfg):
     "Raise on values a `MelSpec` of `cfg` cannot have made: normalized (or otherwise rescaled) spectrograms"

@@ -3,12 +3,12 @@ from __future__ import annotations
 import dataclasses, hashlib, json, math
 from dataclasses import dataclass, asdict
 import numpy as np, torch
-import torchaudio.transforms as T
 from fastai.torch_core import TensorImageBase
 from fastai.data.transforms import DisplayedTransform
 from .audio import AudioTensor, KeepMeta
+from .dsp import hz_to_mel, mel_to_hz, mel_filterbank, spectrogram, power_to_db
 
-__all__ = ['SpecConfig', 'SPEC_PRESETS', 'TensorSpec', 'MelSpec', 'AudioToSpec', 'power_to_db', 'mel_frequencies']
+__all__ = ['SpecConfig', 'SPEC_PRESETS', 'TensorSpec', 'MelSpec', 'mel_frequencies']
 
 @dataclass(frozen=True)
 class SpecConfig:
@@ -24,6 +24,8 @@ class SpecConfig:
     db:bool = True            # log scale in dB (10 log10 of power, ref 1, amin 1e-10)
     top_db:float|None = None  # per-item floor at max - top_db (dB only)
     center:bool = True        # centre frames, padding the ends by reflection
+    mel_scale:str = 'slaney'  # 'slaney' (librosa's default) or 'htk' (torchaudio's default)
+    mel_norm:str|None = 'slaney'  # 'slaney': filters of equal area (librosa's default); None: peak 1 (torchaudio's)
 
     def __post_init__(self):
         for k in ('sr', 'n_fft', 'hop_length'):
@@ -33,6 +35,10 @@ class SpecConfig:
         if self.f_max is not None and not self.f_min < self.f_max <= self.sr/2:
             raise ValueError(f"`f_max` must lie in (f_min, sr/2] = ({self.f_min}, {self.sr/2}] ({self.f_max} given)")
         if self.power not in (1., 2.): raise ValueError(f"`power` must be 1 or 2 ({self.power} given)")
+        if self.mel_scale not in ('slaney', 'htk'):
+            raise ValueError(f"`mel_scale` must be 'slaney' or 'htk' ({self.mel_scale!r} given)")
+        if self.mel_norm not in ('slaney', None):
+            raise ValueError(f"`mel_norm` must be 'slaney' or None ({self.mel_norm!r} given)")
 
     @property
     def n_freq(self): return self.n_mels if self.n_mels else self.n_fft//2 + 1
@@ -57,30 +63,11 @@ SPEC_PRESETS = {
     'paper': SpecConfig(sr=16000, n_fft=400, hop_length=200, n_mels=None),
 }
 
-def power_to_db(x:torch.Tensor, power:float=2., amin:float=1e-10, top_db:float|None=None)->torch.Tensor:
-    "`10 log10` of a power (`20 log10` of a magnitude) spectrogram `[...,C,F,T]`; `top_db` floors each item at its max - `top_db`"
-    db = (20. / power) * torch.log10(x.clamp(min=amin))
-    if top_db is not None:
-        peak = db.flatten(-3).amax(-1) if db.ndim >= 3 else db.amax()
-        while peak.ndim < db.ndim: peak = peak[..., None]
-        db = torch.maximum(db, peak - top_db)
-    return db
-
-def _hz_to_mel(f):
-    "Slaney mel scale (librosa's default, `htk=False`)"
-    f = np.asarray(f, dtype=np.float64)
-    lin, logstep, minlog = 200./3, math.log(6.4)/27., 1000.
-    return np.where(f >= minlog, minlog/lin + np.log(np.maximum(f, 1e-10)/minlog)/logstep, f/lin)
-
-def _mel_to_hz(m):
-    m = np.asarray(m, dtype=np.float64)
-    lin, logstep, minlog = 200./3, math.log(6.4)/27., 1000.
-    return np.where(m >= minlog/lin, minlog*np.exp(logstep*(m - minlog/lin)), lin*m)
-
 def mel_frequencies(cfg:SpecConfig)->np.ndarray:
     "Centre frequency (Hz) of each row of a spectrogram made with `cfg`"
     if not cfg.n_mels: return np.linspace(0, cfg.sr/2, cfg.n_freq)
-    return _mel_to_hz(np.linspace(_hz_to_mel(cfg.f_min), _hz_to_mel(cfg.fmax), cfg.n_mels + 2))[1:-1]
+    mels = np.linspace(hz_to_mel(cfg.f_min, cfg.mel_scale), hz_to_mel(cfg.fmax, cfg.mel_scale), cfg.n_mels + 2)
+    return mel_to_hz(mels, cfg.mel_scale)[1:-1]
 
 class TensorSpec(KeepMeta, TensorImageBase):
     "Spectrogram `[C,F,T]` (a batch: `[B,C,F,T]`) carrying its `SpecConfig` as `cfg`; image augmentations leave it alone"
@@ -118,12 +105,16 @@ class MelSpec(DisplayedTransform):
                  db:bool=True, # convert to dB
                  top_db:float|None=None, # per-item dynamic range floor (dB)
                  win_length:int|None=None, # window length, `None`: n_fft
+                 mel_scale:str='slaney', # 'slaney' (librosa's default) or 'htk'
+                 mel_norm:str|None='slaney', # 'slaney' (equal-area filters, librosa's default) or None
                  cfg:SpecConfig|None=None, # give all settings at once instead
                 ):
         super().__init__()
-        self.cfg = cfg if cfg is not None else SpecConfig(sr=sr, n_fft=n_fft, hop_length=hop_length or n_fft//2, n_mels=n_mels,
-            f_min=f_min, f_max=f_max, power=power, db=db, top_db=top_db, win_length=win_length)
-        self._mods = {}
+        if cfg is None:
+            cfg = SpecConfig(sr=sr, n_fft=n_fft, hop_length=hop_length or n_fft//2, n_mels=n_mels, f_min=f_min,
+                             f_max=f_max, power=power, db=db, top_db=top_db, win_length=win_length,
+                             mel_scale=mel_scale, mel_norm=mel_norm)
+        self.cfg = cfg
 
     @classmethod
     def from_preset(cls, name:str='quick', **overrides):
@@ -131,16 +122,11 @@ class MelSpec(DisplayedTransform):
         if name not in SPEC_PRESETS: raise ValueError(f"Unknown spectrogram preset {name!r}: choose from {sorted(SPEC_PRESETS)}")
         return cls(cfg=SPEC_PRESETS[name].replace(**overrides))
 
-    def _module(self, device):
-        if device not in self._mods:
-            c = self.cfg
-            kw = dict(n_fft=c.n_fft, win_length=c.win_length, hop_length=c.hop_length, power=c.power, center=c.center, pad_mode='reflect')
-            m = (T.MelSpectrogram(sample_rate=c.sr, f_min=c.f_min, f_max=c.f_max, n_mels=c.n_mels, norm='slaney', mel_scale='slaney', **kw)
-                 if c.n_mels else T.Spectrogram(**kw))
-            self._mods[device] = m.to(device)
-        return self._mods[device]
-
-    def __getstate__(self): return {**self.__dict__, '_mods': {}}
+    def mel_fb(self, device=None)->torch.Tensor|None:
+        "The mel filterbank `[n_fft//2+1, n_mels]` of `cfg` on `device` (`None` for a linear spectrogram)"
+        c = self.cfg
+        if not c.n_mels: return None
+        return mel_filterbank(c.n_fft//2 + 1, c.f_min, c.fmax, c.n_mels, c.sr, c.mel_norm, c.mel_scale, device)
 
     def encodes(self, x:AudioTensor)->TensorSpec:
         c, sr = self.cfg, getattr(x, 'sr', None)
@@ -148,8 +134,6 @@ class MelSpec(DisplayedTransform):
             raise ValueError(f"MelSpec expects audio at sr={c.sr} Hz but got sr={sr} Hz: resample it (AudioBlock(sr={c.sr})) or set MelSpec(sr={sr})")
         xt = torch.Tensor(x).float() if isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=torch.float32)
         if xt.shape[-1] < c.n_fft: xt = torch.nn.functional.pad(xt, (0, c.n_fft - xt.shape[-1]))  # short clips: zero-padded to one window
-        s = self._module(xt.device)(xt)
+        s = spectrogram(xt, c.n_fft, c.hop_length, c.win_length, c.power, c.center, mel_fb=self.mel_fb(xt.device))
         if c.db: s = power_to_db(s, c.power, top_db=c.top_db)
         return TensorSpec(s, cfg=c)
-
-AudioToSpec = MelSpec

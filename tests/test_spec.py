@@ -1,6 +1,7 @@
 import numpy as np, torch, pytest
 from fastnorm.audio import AudioTensor
 from fastnorm.spec import *
+from fastnorm.dsp import power_to_db
 from fastai.vision.augment import Flip
 from conftest import EXAMPLES, needs
 
