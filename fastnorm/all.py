@@ -15,3 +15,6 @@ from .compare import *
 from .invert import *
 from .waveaug import *
 from .randaug import *
+from .pcen import *
+from .freqnorm import *
+from .shift import *

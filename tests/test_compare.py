@@ -10,10 +10,10 @@ def count_training(monkeypatch):
     "Count (and optionally interrupt) training runs"
     calls = []
     real = fc._train_one
-    def counted(dls, cfg, norm, run, seed, out):
+    def counted(dls, cfg, norm, run, seed, out, *rest):
         calls.append((norm, run))
         if getattr(counted, 'stop_at', None) == len(calls): raise KeyboardInterrupt
-        return real(dls, cfg, norm, run, seed, out)
+        return real(dls, cfg, norm, run, seed, out, *rest)
     monkeypatch.setattr(fc, '_train_one', counted)
     counted.calls = calls
     return counted
