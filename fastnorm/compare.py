@@ -1,6 +1,7 @@
 "The main job: the ESC-50 normalization comparison (none / wave / global / channel / instance), several seeded runs each."
 from __future__ import annotations
 import json, os, time, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, asdict
 from datetime import timedelta
 from pathlib import Path
@@ -248,6 +249,18 @@ def dist_info()->tuple:
             dist.init_process_group('nccl' if cuda else 'gloo', timeout=timedelta(hours=48))
     return rank, world
 
+@contextmanager
+def _one_process():
+    """Each job is a single-process training: hide the process group from fastai, whose metrics and losses would otherwise
+    all-gather across ranks (`maybe_gather` reads WORLD_SIZE) while each rank trains another model"""
+    old = {k: os.environ.get(k) for k in ('WORLD_SIZE', 'RANK')}
+    os.environ.update(WORLD_SIZE='1', RANK='0')
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
 def _barrier(world):
     if world > 1:
         import torch.distributed as dist
@@ -306,7 +319,8 @@ def run_comparison(cfg:CompareConfig, out='runs/compare', resume:bool=False, pro
     mine_j, mine_e = jobs[rank::world], evals[rank::world]
     if done and rank == 0: log(f"resuming: {len(done)} run(s) already in {res_path}, {len(jobs)} to train, {len(evals)} to evaluate under new shifts")
     if rank == 0:  # the feature caches, before other ranks look for them
-        for w in sorted({NORMS[n].wave for n in cfg.norms}): make_dls(kind, path, cfg, w, progress)
+        with _one_process():
+            for w in sorted({NORMS[n].wave for n in cfg.norms}): make_dls(kind, path, cfg, w, progress)
     _barrier(world)
     mine = results.iloc[0:0].copy()  # rows this rank trains or updates
     part = (lambda name: out/f'{name}.rank{rank}.csv') if world > 1 else (lambda name: out/f'{name}.csv')
@@ -325,16 +339,19 @@ def run_comparison(cfg:CompareConfig, out='runs/compare', resume:bool=False, pro
             log(f"run {r} {n}: its weights are not in {out/'models'}, so it cannot be evaluated under {', '.join(s.name for s in need)}")
             continue
         set_seed(cfg.seed + r, reproducible=True)
-        dls = make_dls(kind, path, cfg, NORMS[n].wave, False)
-        for c, v in _evaluate_kept(dls, cfg, n, r, cfg.seed + r, out, _shifted(dls), need).items(): results.loc[at, c] = v
+        with _one_process():
+            dls = make_dls(kind, path, cfg, NORMS[n].wave, False)
+            got = _evaluate_kept(dls, cfg, n, r, cfg.seed + r, out, _shifted(dls), need)
+        for c, v in got.items(): results.loc[at, c] = v
         mine = pd.concat([mine[~((mine['norm'] == n) & (mine['run'] == r))], results[at]], ignore_index=True) if len(mine) else results[at].copy()
         _save()
         log(f"run {r} {n:>8}: evaluated under {', '.join(s.name for s in need)}")
     for r, n in (progress_bar(mine_j) if progress and mine_j and rank == 0 else mine_j):
         seed = cfg.seed + r
         set_seed(seed, reproducible=True)
-        dls = make_dls(kind, path, cfg, NORMS[n].wave, progress and rank == 0)
-        row, curve = _train_one(dls, cfg, n, r, seed, out, _shifted(dls) if shifts else None)
+        with _one_process():
+            dls = make_dls(kind, path, cfg, NORMS[n].wave, progress and rank == 0)
+            row, curve = _train_one(dls, cfg, n, r, seed, out, _shifted(dls) if shifts else None)
         results = pd.concat([results, pd.DataFrame([row])], ignore_index=True)
         mine = pd.concat([mine, pd.DataFrame([row])], ignore_index=True)
         curves = pd.concat([curves, curve], ignore_index=True)

@@ -119,3 +119,58 @@ def test_fold_with_fsdd_layout_is_an_error(tmp_path):
     d = tmp_path/'fsdd'; d.mkdir()
     for take in range(6): sf.write(d/f'1_ann_{take}.wav', np.zeros(800, np.float32), 8000)
     with pytest.raises(ValueError, match="--fold 2: .* FSDD's layout, which has no folds"): fc.resolve_data(str(d), 2)
+
+def test_shift_columns_and_resume_evaluates_only_missing_shifts(tiny_esc50, tmp_path, count_training):
+    cfg, out = tiny_cfg(tiny_esc50, norms=('none', 'fbn'), shifts=('gain:0', 'gain:-20')), tmp_path/'o'
+    res = run_comparison(cfg, out=out, progress=False, log=lambda *_: None)
+    assert list(res.columns[-2:]) == ['acc@gain:0', 'acc@gain:-20'] and res['acc@gain:-20'].between(0, 1).all()
+    assert res['acc@gain:0'].tolist() == res['final_acc'].tolist()  # the shift path reproduces the learner's own validation
+    assert sorted(p.name for p in (out/'models').iterdir()) == ['fbn-run0.pt', 'none-run0.pt']
+    calls = len(count_training.calls)
+    cfg2 = tiny_cfg(tiny_esc50, norms=('none', 'fbn'), shifts=('gain:0', 'gain:-20', 'noise:10'))
+    res2 = run_comparison(cfg2, out=out, resume=True, progress=False, log=lambda *_: None)
+    assert len(count_training.calls) == calls  # nothing trained again
+    assert res2[list(res.columns)].equals(res) and res2['acc@noise:10'].between(0, 1).all()
+    md = (out/'summary.md').read_text()
+    assert '## Under deployment shifts' in md and '### noise:10' in md and '| fbn | 1 |' in md
+    assert 'drop from unshifted (paired)' in md and "`fbn`: PANNs' bn0" in md
+
+def test_unknown_shift_fails_before_training(tiny_esc50, tmp_path, count_training):
+    with pytest.raises(ValueError, match=r"Unknown shift 'loud:3'"):
+        run_comparison(tiny_cfg(tiny_esc50, shifts=('loud:3',)), out=tmp_path/'o', progress=False)
+    assert count_training.calls == []
+
+def test_fsdd_speaker_split(tmp_path):
+    import numpy as np, soundfile as sf
+    d = tmp_path/'fsdd'; d.mkdir()
+    for spk in ('ann', 'bob', 'cy'):
+        for take in range(3):
+            for digit in range(2):
+                t = np.arange(2000) / 8000
+                sf.write(d/f'{digit}_{spk}_{take}.wav', (.3*np.sin(2*np.pi*(300 + 400*digit)*t)).astype(np.float32), 8000)
+    _, _, _, n_train = fc.resolve_data(str(d), 1, 'cy')
+    assert n_train == 12
+    with pytest.raises(ValueError, match="test_speaker 'zed' does not exist"): fc.resolve_data(str(d), 1, 'zed')
+    res = run_comparison(CompareConfig(data=str(d), norms=('none',), runs=1, epochs=1, bs=4, speaker='cy', shifts=('gain:0',)),
+                         out=tmp_path/'o', progress=False, log=lambda *_: None)
+    assert res['acc@gain:0'].tolist() == res['final_acc'].tolist()
+    assert 'speaker cy held out' in (tmp_path/'o'/'summary.md').read_text()
+
+def test_torchrun_two_processes_equal_one(tiny_esc50, tmp_path):
+    "2 gloo processes on the CPU split the (run, normalization) jobs; the merged results equal a single process's"
+    import os
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    args = ['compare', '--data', str(tiny_esc50), '--runs', '2', '--epochs', '1', '--bs', '8', '--norms', 'none,channel,rfn',
+            '--shift', 'gain:-20', '--no-progress']
+    one = subprocess.run([sys.executable, '-m', 'fastnorm', *args, '--out', str(tmp_path/'one')], capture_output=True, text=True, env=env, timeout=900)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', '-m', 'fastnorm', *args,
+                          '--out', str(tmp_path/'two')], capture_output=True, text=True, env=env, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = pd.read_csv(tmp_path/'one'/'results.csv'), pd.read_csv(tmp_path/'two'/'results.csv')
+    assert len(b) == 6 and list(zip(b['norm'], b['run'])) == [(n, r) for r in range(2) for n in ('none', 'channel', 'rfn')]
+    assert a.drop(columns='seconds').equals(b.drop(columns='seconds'))
+    assert pd.read_csv(tmp_path/'one'/'curves.csv').sort_values(['run', 'norm', 'epoch']).reset_index(drop=True).equals(
+        pd.read_csv(tmp_path/'two'/'curves.csv').sort_values(['run', 'norm', 'epoch']).reset_index(drop=True))
+    assert '[rank 1/2]' in two.stdout + two.stderr and not list((tmp_path/'two').glob('*.rank*.csv'))
+    assert (tmp_path/'two'/'summary.md').read_text().split('\n')[4:] == (tmp_path/'one'/'summary.md').read_text().split('\n')[4:]
