@@ -64,8 +64,9 @@ def ema_filter(x:torch.Tensor, # `[..., F, T]` non-negative input (e.g. a power 
     ends = torch.einsum('fck,...fk->...fc', KB, last) if KB.ndim == 3 else torch.matmul(last, KB.T)
     ends = ends + init * aL ** (cb + 1)
     start = torch.cat([torch.full_like(ends[..., :1], init), ends[..., :-1]], -1)  # the state entering each block
-    y = y + start[..., None] * pw[..., 1:]  # + a^(i+1) M_in
-    return y.flatten(-2)[..., :T]
+    carry = start[..., None] * pw[..., 1:]  # a^(i+1) M_in
+    y = (y + carry if torch.is_grad_enabled() and (y.requires_grad or carry.requires_grad) else y.add_(carry)).flatten(-2)
+    return y if y.shape[-1] == T else y[..., :T].contiguous()  # contiguous: the element-wise passes after it run faster
 
 def pcen(S:torch.Tensor, # `[..., F, T]` power (or magnitude) mel spectrogram, non-negative, any device
          sr:float=22050, # sample rate (Hz), for the time constant
@@ -84,7 +85,7 @@ def pcen(S:torch.Tensor, # `[..., F, T]` power (or magnitude) mel spectrogram, n
     if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
     for name, v in (('gain', gain), ('bias', bias), ('power', power)):
         if (torch.as_tensor(v) < 0).any(): raise ValueError(f"`{name}` must be non-negative ({v!r} given)")
-    if (S < 0).any(): raise ValueError("pcen expects a non-negative (power or magnitude) spectrogram: convert dB with 10**(x/10) first")
+    if S.numel() and float(S.min()) < 0: raise ValueError("pcen expects a non-negative (power or magnitude) spectrogram: convert dB with 10**(x/10) first")
     if s is None: s = pcen_smoothing(sr, hop_length, time_constant)
     M = ema_filter(S, s)
     grad = torch.is_grad_enabled() and any(isinstance(v, torch.Tensor) and v.requires_grad for v in (S, gain, bias, power, s))
@@ -95,7 +96,7 @@ def pcen(S:torch.Tensor, # `[..., F, T]` power (or magnitude) mel spectrogram, n
         if bias.ndim == 0 and float(bias) == 0: return torch.exp(power * (torch.log(S) + torch.log(smooth)))
         return bias ** power * torch.expm1(power * torch.log1p(S * smooth / bias))
     # inference: the same formulas in place on M's buffer (one allocation); (eps + M)^-gain is librosa's exp(-gain (...))
-    M = M.add_(eps).pow_(-gain).mul_(S)  # S * smooth
+    M = M.add_(eps).log_().mul_(-gain).exp_().mul_(S)  # S * smooth
     if power.ndim == 0 and float(power) == 0: return M.log1p_()
     if bias.ndim == 0 and float(bias) == 0: return M.pow_(power)
     return M.div_(bias).log1p_().mul_(power).expm1_().mul_(bias ** power)

@@ -21,7 +21,7 @@ def count_training(monkeypatch):
 def test_cli_end_to_end(tiny_esc50, tmp_path):
     out = tmp_path/'out'
     r = subprocess.run([sys.executable, '-m', 'fastnorm', 'compare', '--data', str(tiny_esc50), '--runs', '1', '--epochs', '1',
-                        '--bs', '8', '--norms', 'none,wave,global,channel,instance,imagenet', '--out', str(out), '--no-progress'],
+                        '--bs', '8', '--norms', 'none,wave,global,channel,instance,imagenet', '--shift', 'none', '--out', str(out), '--no-progress'],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     for f in ['results.csv', 'curves.csv', 'summary.md', 'config.json', 'comparison.png', 'curves.png', 'stats_global.png',
