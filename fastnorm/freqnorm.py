@@ -1,10 +1,10 @@
 """The normalizations of today's strong audio models, for `TensorSpec` batches `[B,C,F,T]`:
 
 - `FreqBatchNorm`: PANNs' `bn0`, a learnable BatchNorm over mel bins, as a model stem (`nn.Module`);
-- `freq_instance_norm`, `RelaxedFreqNorm` (module), `FreqInstanceNorm` (batch transform): instance frequency-wise normalization
-  (IFN) and its relaxed form RFN = λ LN + (1-λ) IFN (Kim et al., 2022);
+- `freq_instance_norm`, `RelaxedFreqNorm` (module), `FreqInstanceNorm` (batch transform): instance frequency-wise
+  normalization (IFN) and its relaxed form RFN = λ LN + (1-λ) IFN (Kim et al., 2022);
 - `ConstantSpecNorm` with `CONSTANT_NORM_RECIPES`: fixed dataset constants, e.g. AST/BEATs' `(x - μ) / (2σ)`;
-- `FreqMixStyle`: mixes per-item frequency statistics between items (Schmid et al., DCASE 2022), a train-only augmentation."""
+- `FreqMixStyle`: mixes per-item frequency statistics between items (Schmid et al., DCASE 2022), train only."""
 from __future__ import annotations
 import math
 import torch
@@ -19,7 +19,9 @@ __all__ = ['FreqBatchNorm', 'freq_instance_norm', 'RelaxedFreqNorm', 'FreqInstan
            'ConstantSpecNorm', 'FreqMixStyle']
 
 def _check_4d(x, who):
-    if x.ndim != 4: raise ValueError(f"{who} expects a batch `[B,C,F,T]` (shape {list(x.shape)} given): add a batch dim with `x[None]`")
+    if x.ndim != 4:
+        raise ValueError(f"{who} expects a batch `[B,C,F,T]` (shape {list(x.shape)} given): "
+                         "add a batch dim with `x[None]`")
 
 def _check_lam(lam):
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam <= 1:
@@ -27,15 +29,17 @@ def _check_lam(lam):
     return float(lam)
 
 class FreqBatchNorm(nn.Module):
-    """PANNs' `bn0`: BatchNorm with one running mean/var and one learnable scale/shift per channel and mel bin, statistics over
-    the batch and time. Prepend it to a network as its stem: `nn.Sequential(FreqBatchNorm(n_mels), body)`"""
+    """PANNs' `bn0`: BatchNorm with one running mean/var and one learnable scale/shift per channel and mel bin,
+    statistics over the batch and time. Prepend it to a network as its stem:
+    `nn.Sequential(FreqBatchNorm(n_mels), body)`"""
     def __init__(self, n_bands:int, # mel bins F
                  n_channels:int=1, # input channels C
                  momentum:float=0.1, eps:float=1e-5, affine:bool=True, # as `nn.BatchNorm1d`
                 ):
         super().__init__()
         for name, v in (('n_bands', n_bands), ('n_channels', n_channels)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{name}` must be a positive integer ({v!r} given)")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"`{name}` must be a positive integer ({v!r} given)")
         self.n_bands, self.n_channels = n_bands, n_channels
         self.bn = nn.BatchNorm1d(n_channels * n_bands, eps=eps, momentum=momentum, affine=affine)
     def extra_repr(self): return f"n_bands={self.n_bands}, n_channels={self.n_channels}"
@@ -44,7 +48,8 @@ class FreqBatchNorm(nn.Module):
         _check_4d(x, 'FreqBatchNorm')
         B, C, F, T = x.shape
         if (C, F) != (self.n_channels, self.n_bands):
-            raise ValueError(f"FreqBatchNorm was made for {self.n_channels} channel(s) x {self.n_bands} bands, not a batch of shape {list(x.shape)}")
+            raise ValueError(f"FreqBatchNorm was made for {self.n_channels} channel(s) x {self.n_bands} bands, "
+                             f"not a batch of shape {list(x.shape)}")
         xt = x.as_subclass(torch.Tensor)
         return self.bn(xt.reshape(B, C * F, T)).reshape(B, C, F, T)
 
@@ -52,7 +57,7 @@ def freq_instance_norm(x:torch.Tensor, # `[B,C,F,T]`, any device
                        lam:float=0., # λ: 0 gives IFN, 1 layer norm (per item over C,F,T), between them RFN
                        eps:float=1e-5, # added to the variances, as in the paper
                       )->torch.Tensor:
-    "RFN: `lam * LN(x) + (1 - lam) * IFN(x)`; IFN normalizes each item and frequency bin over channels and time (population var)"
+    "RFN: `lam * LN(x) + (1 - lam) * IFN(x)`; IFN normalizes each item and frequency bin over channels and time"
     _check_4d(x, 'freq_instance_norm')
     lam = _check_lam(lam)
     if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
@@ -65,7 +70,7 @@ def freq_instance_norm(x:torch.Tensor, # `[B,C,F,T]`, any device
     return torch.lerp(ifn, (xt - mean) * torch.rsqrt(var + eps), lam)
 
 class RelaxedFreqNorm(nn.Module):
-    "RFN as a layer (Kim et al. 2022 place it inside the network, after conv blocks): `lam * LN(x) + (1 - lam) * IFN(x)`"
+    "RFN as a layer (Kim et al. 2022 put it inside the network, after conv blocks): `lam * LN(x) + (1 - lam) * IFN(x)`"
     def __init__(self, lam:float=0.5, # λ: 0 is IFN, 1 layer norm
                  eps:float=1e-5):
         super().__init__()
@@ -94,8 +99,9 @@ CONSTANT_NORM_RECIPES = {
 }
 
 class ConstantSpecNorm(GlobalSpecNorm):
-    """`(x - mean) / (std_mult * std)` with one `mean` and `std` computed once on the training set and then fixed, as AST and
-    BEATs ship theirs (AudioSet's -4.27/4.57 for AST's Kaldi fbanks: constants belong to their features, so compute your own)"""
+    """`(x - mean) / (std_mult * std)` with one `mean` and `std` computed once on the training set and then fixed, as
+    AST and BEATs ship theirs (AudioSet's -4.27/4.57 for AST's Kaldi fbanks: constants belong to their features, so
+    compute your own)"""
     def __init__(self, mean=None, # a `StatsRecorder` (pooled to one value) or the mean
                  std=None, # the std (not with a `StatsRecorder`)
                  std_mult:float=1., # divide by this multiple of `std`: 2 in the AST/BEATs recipe
@@ -109,14 +115,17 @@ class ConstantSpecNorm(GlobalSpecNorm):
     def from_recipe(cls, recipe:str, # a key of `CONSTANT_NORM_RECIPES`: 'ast' or 'standard'
                     mean=None, std=None, **kwargs):
         "The normalization of a named recipe with your dataset's constants"
-        if recipe not in CONSTANT_NORM_RECIPES: raise ValueError(f"Unknown recipe {recipe!r}: choose from {', '.join(CONSTANT_NORM_RECIPES)}")
+        if recipe not in CONSTANT_NORM_RECIPES:
+            raise ValueError(f"Unknown recipe {recipe!r}: choose from {', '.join(CONSTANT_NORM_RECIPES)}")
         return cls(mean, std, **{**CONSTANT_NORM_RECIPES[recipe], **kwargs})
     @property
-    def name(self): return f"ConstantSpecNorm -- mean {float(self.mean):.4g}, {self.std_mult:g} x std {float(self.std) / self.std_mult:.4g}\n"
+    def name(self):
+        std = float(self.std) / self.std_mult
+        return f"ConstantSpecNorm -- mean {float(self.mean):.4g}, {self.std_mult:g} x std {std:.4g}\n"
 
 class FreqMixStyle(BatchRandTransform):
-    """Freq-MixStyle (Schmid et al., DCASE 2022): each chosen item's per-frequency mean and std (over channels and time) are
-    replaced by a mix with another item's, `lam ~ Beta(alpha, alpha)`; train only, `TensorSpec` `[B,C,F,T]`, any device"""
+    """Freq-MixStyle (Schmid et al., DCASE 2022): each chosen item's per-frequency mean and std (over channels and
+    time) are replaced by a mix with another item's, `lam ~ Beta(alpha, alpha)`; train only, `[B,C,F,T]`, any device"""
     order = 100  # after the normalization (99), with SpecAugment
     def __init__(self, p:float=0.4, # probability of mixing each item (the CP-JKU recipe mixes a whole batch with p 0.4)
                  alpha:float=0.3, # Beta(alpha, alpha) of the mixing weight
@@ -147,7 +156,8 @@ class FreqMixStyle(BatchRandTransform):
         perm = self._pinned(xt, 'perm', (B,), torch.long)
         if perm is None: perm = torch.argsort(self._rand(xt, B))
         lam = torch.where(on, lam, torch.ones_like(lam))[:, None, None, None]
-        var, mu = torch.var_mean(xt, (1, 3), keepdim=True, correction=0)  # population var (the recipe's is unbiased: x T/(T-1))
+        # population var (the recipe's is unbiased: x T/(T-1))
+        var, mu = torch.var_mean(xt, (1, 3), keepdim=True, correction=0)
         sig = (var + self.eps).sqrt()
         mu_mix, sig_mix = torch.lerp(mu[perm], mu, lam), torch.lerp(sig[perm], sig, lam)
         out = (xt - mu) / sig * sig_mix + mu_mix

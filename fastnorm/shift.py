@@ -1,11 +1,11 @@
-"""Deployment shifts: what a new recording setup does to a waveform, as named, deterministic conditions to evaluate a model under.
+"""Deployment shifts: what a new recording setup does to a waveform, as named, deterministic conditions for evaluation.
 
 `parse_shift('gain:-20')` gives a `Shift`; `shift(x, sr)` applies it to `[B,C,N]` audio (float, any device). The names:
 
 - `gain:DB` a level change (e.g. `gain:-20`);
-- `tilt:DB_PER_OCTAVE` a microphone/EQ change: a spectral tilt around 1 kHz (below 20 Hz the 20 Hz gain), e.g. `tilt:-3`;
+- `tilt:DB_PER_OCTAVE` a microphone/EQ change: a spectral tilt around 1 kHz (flat below 20 Hz), e.g. `tilt:-3`;
 - `band:LOW_HZ:HIGH_HZ:DB` a band boost or cut, e.g. `band:2000:4000:-12`;
-- `noise:SNR_DB` (or `noise:SNR_DB:pink`) noise at that SNR against each clip's rms, through `AddNoise` with a fixed seed;
+- `noise:SNR_DB` (or `noise:SNR_DB:pink`) noise at that SNR against each clip's rms (`AddNoise`, fixed seed);
 - `resample:HZ` a different sample-rate chain: down to HZ and back up (everything above HZ/2 is gone)."""
 from __future__ import annotations
 import math
@@ -17,8 +17,8 @@ from . import dsp
 
 __all__ = ['SHIFT_KINDS', 'Shift', 'parse_shift', 'parse_shifts']
 
-SHIFT_KINDS = {'gain': 'gain:DB', 'tilt': 'tilt:DB_PER_OCTAVE', 'band': 'band:LOW_HZ:HIGH_HZ:DB', 'noise': 'noise:SNR_DB[:white|pink]',
-               'resample': 'resample:HZ'}
+SHIFT_KINDS = {'gain': 'gain:DB', 'tilt': 'tilt:DB_PER_OCTAVE', 'band': 'band:LOW_HZ:HIGH_HZ:DB',
+               'noise': 'noise:SNR_DB[:white|pink]', 'resample': 'resample:HZ'}
 
 def _resample(x, orig:int, new:int):
     "The resampling `load_audio` uses (one place to switch it)"
@@ -61,13 +61,14 @@ class Shift:
         "The seeded `AddNoise` of a `noise` shift"
         return AddNoise(snr_db=self.args[0], color=self.args[1] if len(self.args) > 1 else 'white', seed=self.seed)
 
-def parse_shift(spec:str, # e.g. 'gain:-20', 'tilt:-3', 'band:2000:4000:-12', 'noise:10', 'noise:10:pink', 'resample:8000'
+def parse_shift(spec:str, # e.g. 'gain:-20', 'tilt:-3', 'band:2000:4000:-12', 'noise:10:pink', 'resample:8000'
                 seed:int=0, # seed of a noise shift
                )->Shift:
     "A `Shift` from its name; errors say what each kind takes"
     parts = str(spec).strip().split(':')
     kind, raw = parts[0], parts[1:]
-    if kind not in SHIFT_KINDS: raise ValueError(f"Unknown shift {spec!r}: choose from {', '.join(SHIFT_KINDS.values())}")
+    if kind not in SHIFT_KINDS:
+        raise ValueError(f"Unknown shift {spec!r}: choose from {', '.join(SHIFT_KINDS.values())}")
     try:
         if kind == 'noise' and len(raw) == 2:
             if raw[1] not in ('white', 'pink'): raise ValueError
@@ -77,8 +78,10 @@ def parse_shift(spec:str, # e.g. 'gain:-20', 'tilt:-3', 'band:2000:4000:-12', 'n
     n = {'gain': (1,), 'tilt': (1,), 'band': (3,), 'noise': (1, 2), 'resample': (1,)}[kind]
     if len(args) not in n or not all(math.isfinite(a) for a in args if not isinstance(a, str)):
         raise ValueError(f"Shift {spec!r} is not of the form {SHIFT_KINDS[kind]}")
-    if kind == 'band' and not 0 <= args[0] < args[1]: raise ValueError(f"Shift {spec!r}: the band needs 0 <= LOW_HZ < HIGH_HZ")
-    if kind == 'resample' and (args[0] <= 0 or args[0] != int(args[0])): raise ValueError(f"Shift {spec!r}: HZ must be a positive integer")
+    if kind == 'band' and not 0 <= args[0] < args[1]:
+        raise ValueError(f"Shift {spec!r}: the band needs 0 <= LOW_HZ < HIGH_HZ")
+    if kind == 'resample' and (args[0] <= 0 or args[0] != int(args[0])):
+        raise ValueError(f"Shift {spec!r}: HZ must be a positive integer")
     return Shift(kind, args, seed)
 
 def parse_shifts(specs, seed:int=0)->list:

@@ -65,7 +65,7 @@ def test_pcen_errors_and_input_untouched():
     before = x.clone()
     pcen(x)
     assert torch.equal(x, before)
-    with pytest.raises(ValueError, match='non-negative .* convert dB'): pcen(x - 1)
+    with pytest.raises(ValueError, match='non-negative .* turn dB into power'): pcen(x - 1)
     with pytest.raises(ValueError, match=r"`gain` must be non-negative \(-1 given\)"): pcen(x, gain=-1)
     with pytest.raises(ValueError, match=r'one value per frequency band \(4\), not shape \[3\]'): pcen(x, gain=torch.ones(3))
     with pytest.raises(ValueError, match=r"`s` must lie in \[0, 1\]"): ema_filter(x, 1.5)
