@@ -78,14 +78,14 @@ def shift_markdown(shift_summary:pd.DataFrame, baseline:str='none')->str:
     "An overview (mean accuracy under each shift, and its drop) and one table per shift with CIs and paired differences"
     shifts = list(dict.fromkeys(shift_summary['shift']))
     norms = list(dict.fromkeys(shift_summary['norm']))
-    lines = ["## Under deployment shifts\n", "Mean validation accuracy under each shift (its drop from the same models' unshifted "
-             "accuracy):\n", "| normalization | " + ' | '.join(shifts) + ' |', '|---|' + '---|' * len(shifts)]
+    lines = ["## Under deployment shifts\n", "Mean validation accuracy under each shift (in brackets its change from the same "
+             "models' unshifted accuracy):\n", "| normalization | " + ' | '.join(shifts) + ' |', '|---|' + '---|' * len(shifts)]
     by = shift_summary.set_index(['shift', 'norm'])
     for n in norms:
         cells = [f"{_f(by.loc[(sh, n), 'mean'])} ({_f(by.loc[(sh, n), 'drop'], '{:+.4f}')})" if (sh, n) in by.index else '–' for sh in shifts]
         lines.append(f"| {n} | " + ' | '.join(cells) + ' |')
     for sh in shifts:
-        lines += ['', f"### {sh}", '', f"| normalization | n | mean acc | 95% CI | drop from unshifted (paired) | diff vs {baseline} (paired) | p (paired t) |",
+        lines += ['', f"### {sh}", '', f"| normalization | n | mean acc | 95% CI | change from unshifted (paired) | diff vs {baseline} (paired) | p (paired t) |",
                   '|---|---|---|---|---|---|---|']
         for r in shift_summary[shift_summary['shift'] == sh].to_dict('records'):
             ci = f"{_f(r['mean'] - r['ci95'])} – {_f(r['mean'] + r['ci95'])}" if not math.isnan(r['ci95']) else '–'
@@ -94,7 +94,7 @@ def shift_markdown(shift_summary:pd.DataFrame, baseline:str='none')->str:
             diff = '' if base else f"{_f(r.get('diff'), '{:+.4f}')} ± {_f(r.get('diff_ci95'))} (n={int(r.get('n_pairs', 0) or 0)})"
             lines.append(f"| {r['norm']} | {r['n']} | {_f(r['mean'])} | {ci} | {drop} | {diff} | {'' if base else _f(r.get('p_value'), '{:.3g}')} |")
     lines.append("\nEach shift is applied to the validation waveforms before the spectrogram (the noise with a fixed seed, the same "
-                 "for every model); the drop pairs each model with itself unshifted; ± is the 95% t-interval.\n")
+                 "for every model); the change pairs each model with itself unshifted; ± is the 95% t-interval.\n")
     return '\n'.join(lines)
 
 def save_figure(fig, path):
@@ -113,7 +113,7 @@ def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str
     xs = np.arange(len(order))
     if shift_summary is not None and len(shift_summary):
         shifts = list(dict.fromkeys(shift_summary['shift']))
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(3 + 2.2*len(order), 4.2))
+        fig, (ax, ax2) = plt.subplots(2, 1, figsize=(2.5 + 1.3*len(order), 7), sharex=True)
         w = .8 / (len(shifts) + 1)
         ax.bar(xs - .4 + w/2, s['mean'], w, yerr=s['ci95'].fillna(0), capsize=2, label='unshifted', color='#3182bd')
         for k, sh in enumerate(shifts):
@@ -122,9 +122,12 @@ def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str
             ax.bar(xs + off, t['mean'], w, yerr=t['ci95'].fillna(0), capsize=2, label=sh, color=f'C{k + 1}')
             ax2.bar(xs + off - w/2, t['drop'], w, yerr=t['drop_ci95'].fillna(0), capsize=2, label=sh, color=f'C{k + 1}')
         ax.set_ylim(0, 1); ax.set_ylabel('validation accuracy'); ax.set_title('Accuracy, unshifted and under each shift')
-        ax2.axhline(0, color='k', lw=.8); ax2.set_ylabel('accuracy drop from unshifted (paired)'); ax2.set_title('Drop under each shift')
-        for a in (ax, ax2): a.set_xticks(xs); a.set_xticklabels(order, rotation=30, ha='right')
-        ax.legend(fontsize=7, loc='lower left'); ax2.legend(fontsize=7, loc='lower left')
+        ax2.axhline(0, color='k', lw=.8)
+        ax2.set_ylabel('change from unshifted (paired)')
+        ax2.set_title('Accuracy change under each shift (the same models, paired by run)')
+        ax2.set_xticks(xs)
+        ax2.set_xticklabels(order, rotation=30, ha='right')
+        ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
         save_figure(fig, path)
         return
     fig, ax = plt.subplots(figsize=(1.4 + 1.3*len(order), 3.6))

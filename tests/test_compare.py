@@ -133,7 +133,7 @@ def test_shift_columns_and_resume_evaluates_only_missing_shifts(tiny_esc50, tmp_
     assert res2[list(res.columns)].equals(res) and res2['acc@noise:10'].between(0, 1).all()
     md = (out/'summary.md').read_text()
     assert '## Under deployment shifts' in md and '### noise:10' in md and '| fbn | 1 |' in md
-    assert 'drop from unshifted (paired)' in md and "`fbn`: PANNs' bn0" in md
+    assert 'change from unshifted (paired)' in md and "`fbn`: PANNs' bn0" in md
 
 def test_unknown_shift_fails_before_training(tiny_esc50, tmp_path, count_training):
     with pytest.raises(ValueError, match=r"Unknown shift 'loud:3'"):
