@@ -9,7 +9,7 @@ __all__ = ['compare', 'synth', 'main']
 def compare(
     data:str=None, # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or a folder in ESC-50's or FSDD's layout [preset: quick uses synth, paper esc50]
     fold:int=1, # validation fold (ESC-50 layout); FSDD uses takes 0-4 as validation
-    norms:str=None, # comma list from none,wave,global,channel,instance,imagenet,ast,pcen,pcen_learn,fbn,ifn,rfn,mixstyle [preset]
+    norms:str=None, # comma list of: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle [preset]
     shift:str=None, # comma list of validation shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ; 'none' for none [preset]
     speaker:str=None, # FSDD: validate on this speaker and train on the others (a speaker shift); default: split by take
     runs:int=None, # seeded runs per normalization [preset]

@@ -39,7 +39,9 @@ def test_cli_end_to_end(tiny_esc50, tmp_path):
 def test_help_reads_like_fastai():
     r = subprocess.run([sys.executable, '-m', 'fastnorm', 'compare', '--help'], capture_output=True, text=True)
     text = ' '.join(r.stdout.split())  # argparse wraps to the terminal's width
-    assert r.returncode == 0 and '--norms' in text and '--resume' in text and 'comma list from none,wave,global,channel,instance,imagenet' in text
+    assert r.returncode == 0 and '--norms' in text and '--resume' in text and '--shift' in text
+    assert 'comma list of: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle' in text
+    assert 'gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ' in text
 
 def test_same_seed_same_accuracy(tiny_esc50, tmp_path):
     a = run_comparison(tiny_cfg(tiny_esc50, norms=('channel',)), out=tmp_path/'a', progress=False, log=lambda *_: None)
