@@ -49,7 +49,7 @@ def bench(setting:str, reps:int, bs:int, workers:int|None):
     x_c, x_f = dls['cache'].one_batch()[0], dls['fly0'].one_batch()[0]
     assert x_c.shape == x_f.shape and type(x_c) is type(x_f), (x_c.shape, x_f.shape)
     times = {k: [] for k in dls}
-    for dl in dls.values(): epoch(dl)  # warm: memmap pages, worker start-up code paths, torchaudio kernels
+    for dl in dls.values(): epoch(dl)  # warm: memmap pages, worker start-up code paths, front-end kernels
     for _ in range(reps):
         for k, dl in dls.items(): times[k].append(epoch(dl))
     dl = dls['cache']

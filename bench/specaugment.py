@@ -4,7 +4,8 @@ Compares fastnorm's vectorized masks with torchaudio's `FrequencyMasking`/`TimeM
 `batch.clone()`, and fastnorm's `TimeWarp` with a per-item `F.interpolate` loop and with the popular sparse_image_warp
 port (zcaceres/spec_augment), reimplemented minimally below with `torch.linalg.solve` in place of the removed `torch.solve`.
 Each ratio comes from alternating single calls of its two sides (the machine is shared: whatever load there is hits both
-alike); the table gives medians. Run: `python bench/specaugment.py [--pairs 40] [--threads N]`.
+alike); the table gives medians. Run: `python bench/specaugment.py [--pairs 40] [--threads N]`, where torchaudio loads
+(torch 2.11 with torchaudio 2.11: fastnorm itself does not need torchaudio, this comparison does).
 """
 import argparse, platform, random, statistics, time
 import torch, torch.nn.functional as F

@@ -9,7 +9,8 @@ import math, platform, statistics, sys, time
 import torch
 from fastcore.script import call_parse
 from fastnorm import __version__
-from fastnorm.stats import StatsRecorder, compute_stats
+from fastnorm.stats import StatsRecorder
+from fastnorm.dlstats import compute_stats
 
 class PostStatsRecorder:
     "The normalization post's recorder, faithfully: per-batch float32 torch mean and (Bessel-corrected) std, pooled by item count"

@@ -7,6 +7,7 @@ from .synth import *
 from .data import *
 from .cache import *
 from .stats import *
+from .dlstats import *
 from .norm import *
 from .augment import *
 from .show import *

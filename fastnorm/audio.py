@@ -1,16 +1,16 @@
 "Audio core: `AudioTensor` with its sample rate, loading through soundfile, per-clip normalization, crop/pad and `AudioBlock`."
 from __future__ import annotations
 from pathlib import Path
-from functools import partial
 import numpy as np, torch, soundfile as sf
 from fastai.torch_core import TensorBase
 from fastai.data.block import TransformBlock
-from fastai.data.transforms import DisplayedTransform
+from fastai.data.transforms import DisplayedTransform, Transform
 from fastai.vision.augment import RandTransform
 from fastcore.basics import store_attr
 from .dsp import resample
 
-__all__ = ['KeepMeta', 'AudioLoadError', 'load_audio', 'AudioTensor', 'AudioNormalize', 'CropPad', 'AudioBlock', 'AUDIO_EXTS']
+__all__ = ['KeepMeta', 'AudioLoadError', 'load_audio', 'AudioTensor', 'OpenAudio', 'AudioNormalize', 'CropPad',
+           'AudioBlock', 'AUDIO_EXTS']
 
 AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.aiff', '.aif')
 
@@ -47,8 +47,13 @@ class AudioTensor(KeepMeta, TensorBase):
     "Waveform `[C,N]` (a batch: `[B,C,N]`), float32, carrying its sample rate `sr` through slicing and batching"
     @classmethod
     def create(cls, fn, sr:int|None=None, mono:bool=True, **kwargs):
-        "Load a file (or wrap an array/tensor, which then needs `sr`)"
+        "Load a file (`str` or `Path`), or wrap an array/tensor, which then needs `sr`; keep an `AudioTensor` at `sr`"
         if isinstance(fn, (str, Path)): x, sr = load_audio(fn, sr=sr, mono=mono)
+        elif isinstance(fn, AudioTensor):
+            if sr is not None and getattr(fn, 'sr', None) != sr:
+                raise ValueError(f"This AudioTensor has sr={getattr(fn, 'sr', None)} Hz, not {sr} Hz: "
+                                 f"load the file with sr={sr}")
+            return fn
         else:
             if sr is None: raise ValueError("`sr` is needed to make an AudioTensor from an array")
             x = torch.as_tensor(fn, dtype=torch.float32)
@@ -71,6 +76,15 @@ class AudioTensor(KeepMeta, TensorBase):
         ctx.set_xlim(0, t[-1] if len(t) else 1); ctx.set_xlabel('time (s)'); ctx.set_ylabel('amplitude')
         if title is not None: ctx.set_title(title)
         return ctx
+
+class OpenAudio(Transform):
+    "Type transform of `AudioBlock`: an audio file (`str` or `Path`) to an `AudioTensor` at `sr` (`AudioTensor`s stay)"
+    input_types = (str, Path, AudioTensor)  # what `test_dl` and `predict` accept (fastai reads `input_types`)
+    def __init__(self, sr:int|None=16000, # resample to this rate (Hz)
+                 mono:bool=True, # downmix to one channel
+                ):
+        store_attr()
+    def encodes(self, fn:str|Path|AudioTensor)->AudioTensor: return AudioTensor.create(fn, sr=self.sr, mono=self.mono)
 
 class AudioNormalize(DisplayedTransform):
     "Per-clip waveform normalization to zero mean and unit std over channels and samples; a silent clip gives zeros"
@@ -110,4 +124,4 @@ def AudioBlock(sr:int|None=16000, # resample every clip to this rate (Hz)
                mono:bool=True, # downmix to one channel
               ):
     "A `TransformBlock` for audio files: load with soundfile, resample, crop/pad to one length"
-    return TransformBlock(type_tfms=partial(AudioTensor.create, sr=sr, mono=mono), item_tfms=CropPad(duration) if duration else None)
+    return TransformBlock(type_tfms=OpenAudio(sr=sr, mono=mono), item_tfms=CropPad(duration) if duration else None)

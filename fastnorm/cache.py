@@ -31,25 +31,74 @@ def time_stats(x:torch.Tensor)->tuple:
     mean = x.mean(-1)
     return mean, (x - mean[..., None]).pow_(2).sum(-1)
 
+def _make_specs(waves, cfg:SpecConfig, duration:float, wave_norm:bool, tfms=None)->TensorSpec:
+    """Spectrograms `[B,C,F,T]` of clips `[C,N]` at `cfg.sr`, as at validation: centre-cropped (longer) or zero-padded
+    at the end (shorter) to `duration`, `AudioNormalize`d with `wave_norm`, then `MelSpec(cfg=cfg)` (`tfms`: these)"""
+    crop, norm, tospec = tfms or (CropPad(duration), AudioNormalize(), MelSpec(cfg=cfg))
+    x = AudioTensor(torch.stack([crop(w, split_idx=1) for w in waves]), sr=cfg.sr)
+    if wave_norm: x = norm(x)
+    return tospec(x)
+
 class SpecCache:
-    """Spectrograms of `files` (as `SpecCache.build` made them) in `data.npy` (a memmap) with `index.csv`; `cache[file]` is a `TensorSpec`.
-    `stats.npz` holds each item's statistics over time, which `compute_stats` merges instead of reading the spectrograms."""
+    """Spectrograms of `files` (as `SpecCache.build` made them) in `data.npy` (a memmap) with `index.csv`; `cache[file]`
+    is a `TensorSpec`. `stats.npz` holds each item's statistics over time, which `compute_stats` merges instead of
+    reading the spectrograms. The memmap opens on first use, never while unpickling, so a learner trained from the cache
+    loads where the cache is not; `spec` computes what the cache lacks with the same settings."""
     def __init__(self, path):
         self.path = Path(path)
         self.meta = json.loads((self.path/'meta.json').read_text())
         self.cfg = SpecConfig(**self.meta['cfg'])
         self.index = pd.read_csv(self.path/'index.csv')
         self.rows = dict(zip(self.index['file'], self.index['row']))
-        self.data = np.load(self.path/'data.npy', mmap_mode='r')
 
-    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k not in ('data', '_item_stats')}  # workers reopen the memmap
-    def __setstate__(self, d): self.__dict__.update(d); self.data = np.load(self.path/'data.npy', mmap_mode='r')
+    @property
+    def duration(self)->float:
+        "Length (s) every clip is centre-cropped / padded to"
+        return float(self.meta['duration'])
+    @property
+    def wave_norm(self)->bool:
+        "Whether each clip was `AudioNormalize`d before its spectrogram"
+        return bool(self.meta['wave_norm'])
+    @property
+    def available(self)->bool:
+        "Whether the spectrograms are on this machine (a learner exported from the cache may run where they are not)"
+        return '_data' in self.__dict__ or (self.path/'data.npy').is_file()
+    @property
+    def data(self)->np.ndarray:
+        "The spectrograms `[N,C,F,T]`, a read-only memmap opened on first use"
+        if '_data' not in self.__dict__:
+            f = self.path/'data.npy'
+            if not f.is_file(): raise FileNotFoundError(f"The feature cache's spectrograms are gone: {f} not found")
+            self._data = np.load(f, mmap_mode='r')
+        return self._data
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ('_data', '_item_stats', '_tfms')}
     def __len__(self): return len(self.rows)
-    def __repr__(self): return f"SpecCache({self.path}, {len(self)} items of shape {tuple(self.data.shape[1:])})"
+    def __repr__(self): return f"SpecCache({self.path}, {len(self)} items of shape {tuple(self.meta['shape'][1:])})"
+    def __contains__(self, file)->bool: return isinstance(file, (str, Path)) and str(file) in self.rows
     def __getitem__(self, file)->TensorSpec:
         key = str(file)
         if key not in self.rows: raise KeyError(f"{file} is not in the feature cache at {self.path}")
         return TensorSpec(torch.from_numpy(np.array(self.data[self.rows[key]])), cfg=self.cfg)
+
+    def compute(self, item)->TensorSpec:
+        """The spectrogram `[C,F,T]` of an audio file (str or Path, resampled to `cfg.sr`) or an `AudioTensor` `[C,N]`
+        at `cfg.sr`, made with exactly the cache's settings: centre crop or end padding to `duration`, waveform norm"""
+        if isinstance(item, (str, Path)): x = AudioTensor.create(item, sr=self.cfg.sr)
+        elif isinstance(item, AudioTensor): x = item
+        else: raise ValueError(f"Expected an audio file (str or Path) or an AudioTensor ({type(item).__name__} given)")
+        sr = getattr(x, 'sr', None)
+        if sr != self.cfg.sr:
+            raise ValueError(f"This AudioTensor has sr={sr} Hz but the spectrograms are made at {self.cfg.sr} Hz: "
+                             f"load it with AudioTensor.create(file, sr={self.cfg.sr}), or give the file's path")
+        if x.ndim != 2: raise ValueError(f"Expected one clip `[C,N]` (shape {list(x.shape)} given)")
+        if '_tfms' not in self.__dict__: self._tfms = (CropPad(self.duration), AudioNormalize(), MelSpec(cfg=self.cfg))
+        return _make_specs([x], self.cfg, self.duration, self.wave_norm, self._tfms)[0]
+
+    def spec(self, item)->TensorSpec:
+        "The spectrogram of a file or `AudioTensor`: from the cache if it holds the file (and is here), else computed"
+        return self[item] if item in self and self.available else self.compute(item)
 
     @property
     def item_stats(self)->dict|None:
@@ -84,19 +133,17 @@ class SpecCache:
         if dest.exists() and any(dest.iterdir()) and not (dest/'meta.json').is_file():
             raise FileExistsError(f"{dest} exists and is not a fastnorm feature cache: choose another `dest`")
         with atomic_dir(dest) as tmp:
-            crop, tospec, norm = CropPad(duration), MelSpec(cfg=cfg), AudioNormalize()
+            tfms = (CropPad(duration), AudioNormalize(), MelSpec(cfg=cfg))
             n = int(round(duration*cfg.sr))
             shape = (len(files), 1, cfg.n_freq, cfg.n_frames(n))
             mm = np.lib.format.open_memmap(tmp/'data.npy', mode='w+', dtype=np.float32, shape=shape)
             st = dict(count=np.full(shape[:3], float(shape[3])), mean=np.empty(shape[:3]), m2=np.empty(shape[:3]))
             starts = range(0, len(files), bs)
             for s in (progress_bar(starts) if progress else starts):
-                x = torch.stack([crop(AudioTensor.create(f, sr=cfg.sr), split_idx=1) for f in files[s:s+bs]])
-                x = AudioTensor(x, sr=cfg.sr)
-                if wave_norm: x = norm(x)
-                sp = tospec(x)
-                mm[s:s+len(x)] = sp.numpy()
-                st['mean'][s:s+len(x)], st['m2'][s:s+len(x)] = (a.numpy() for a in time_stats(sp))
+                waves = [AudioTensor.create(f, sr=cfg.sr) for f in files[s:s+bs]]
+                sp = _make_specs(waves, cfg, duration, wave_norm, tfms)
+                mm[s:s+len(sp)] = sp.numpy()
+                st['mean'][s:s+len(sp)], st['m2'][s:s+len(sp)] = (a.numpy() for a in time_stats(sp))
             mm.flush(); del mm
             np.savez(tmp/'stats.npz', **st)
             pd.DataFrame(dict(file=files, row=range(len(files)))).to_csv(tmp/'index.csv', index=False)
@@ -105,30 +152,52 @@ class SpecCache:
         return cls(dest)
 
 class CachedSpec(Transform):
-    "Type transform: an audio file path to its cached `TensorSpec`"
+    "Type transform: an audio file (str or Path) or an `AudioTensor` to its `TensorSpec`: from the cache, or made alike"
+    input_types = (str, Path, AudioTensor)  # what `test_dl` and `predict` accept (fastai reads `input_types`)
     def __init__(self, cache:SpecCache): self.cache = cache
-    def encodes(self, fn)->TensorSpec: return self.cache[fn]
+    def encodes(self, x)->TensorSpec: return self.cache.spec(x)
 
 class CachedSpecDL(TfmdDL):
-    "A `TfmdDL` over a `SpecCacheBlock` dataset that reads each batch with one memmap slice instead of item by item"
+    """A `TfmdDL` over a `SpecCacheBlock` dataset: a batch of cached items is one memmap slice; a batch with an item the
+    cache lacks (a new file at inference, or a cache not on this machine) goes item by item through `SpecCache.spec`"""
     def _index(self):
-        "Cache rows and labels of this DataLoader's items, worked out once through the item pipeline"
+        "Cache rows (-1: not cached) and labels of this DataLoader's items, worked out once through the item pipeline"
         ds = self.dataset
         if getattr(self, '_idx_for', None) is not ds:
             fs = list(ds.tls[0].tfms.fs)
             k = next(i for i, f in enumerate(fs) if isinstance(f, CachedSpec))
-            self._cache, items = fs[k].cache, ds.tls[0].items
-            keys = [Pipeline(fs[:k])(items.iloc[i] if hasattr(items, 'iloc') else items[i]) for i in range(len(ds))]
-            self._rows = np.array([self._cache.rows[str(f)] for f in keys])
-            self._ys = [torch.stack([tl[i] for i in range(len(ds))]) for tl in ds.tls[1:]]
+            self._cache, items, pre = fs[k].cache, ds.tls[0].items, Pipeline(fs[:k])
+            keys = [pre(items.iloc[i] if hasattr(items, 'iloc') else items[i]) for i in range(len(ds))]
+            self._rows = np.array([self._cache.rows[str(f)] if f in self._cache else -1 for f in keys], dtype=np.int64)
+            self._ys = [torch.stack([tl[i] for i in range(len(ds))]) if len(ds) else None for tl in ds.tls[1:]]
             self._idx_for = ds
         return self._rows, self._ys
+
+    @property
+    def cache(self)->SpecCache:
+        "The `SpecCache` this DataLoader reads"
+        self._index()
+        return self._cache
+
+    def item_moments(self, idxs=None)->dict|None:
+        """Float64 `count`, `mean` and `m2` (sum of squared deviations) over time of items `idxs` (default: all) of the
+        dataset, `[len(idxs),C,F]` each, from the cache's per-item statistics without reading a spectrogram; None where
+        the cache has none or lacks one of the items"""
+        rows, _ = self._index()
+        r = rows if idxs is None else rows[np.asarray(list(idxs), dtype=np.int64)]
+        st = self._cache.item_stats
+        if st is None or (r < 0).any(): return None
+        idx = torch.from_numpy(r)
+        return {k: st[k].index_select(0, idx) for k in ('count', 'mean', 'm2')}  # `t[idx]` took 6 ms on 2 busy cores
 
     def do_item(self, s): return 0 if s is None else s
     def do_batch(self, b):
         rows, ys = self._index()
         idx = np.asarray(b)
-        x = TensorSpec(torch.from_numpy(self._cache.data[rows[idx]]), cfg=self._cache.cfg)
+        r = rows[idx]
+        if (r >= 0).all() and self._cache.available: x = torch.from_numpy(self._cache.data[r])
+        else: x = torch.stack([self.dataset.tls[0][int(i)] for i in idx])
+        x = TensorSpec(x, cfg=self._cache.cfg)
         return (x, *[y[torch.from_numpy(idx)] for y in ys])
 
 def SpecCacheBlock(cache:SpecCache):

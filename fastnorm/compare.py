@@ -15,7 +15,7 @@ from fastai.torch_core import set_seed
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner.fit_one_cycle)
 from fastprogress.fastprogress import progress_bar
 from .data import read_esc50_csv, esc50_dls, esc50, fsdd_items, fsdd_dls, spec_config, check_batch_size, CrossValidationSplitter, FSDDSplitter
-from .stats import compute_stats
+from .dlstats import compute_stats
 from .norm import add_spec_norm
 from .audio import load_audio, AudioTensor, AudioNormalize, CropPad
 from .spec import MelSpec, TensorSpec

@@ -57,6 +57,7 @@ def audio_dblock(splitter, # a fastai splitter over the items (rows of a DataFra
                  files=None, # with `cache=True`: the files to cache
                  label_col:str='label', # column holding the label
                  progress:bool=True, # progress bar while the cache is built
+                 get_x=None, # how an item (a DataFrame row) gives its audio file; default: `ColReader('path')`
                 )->DataBlock:
     """The DataBlock every dataset here shares: audio -> (waveform norm) -> spectrogram, labelled by `label_col`.
     With the cache every clip is centre-cropped/padded once (as at validation), so training from it has no random crop:
@@ -71,7 +72,8 @@ def audio_dblock(splitter, # a fastai splitter over the items (rows of a DataFra
     else:
         blocks = (AudioBlock(sr=cfg.sr, duration=duration), CategoryBlock)
         tfms = ([AudioNormalize()] if wave_norm else []) + [MelSpec(cfg=cfg)] + tfms
-    return DataBlock(blocks=blocks, get_x=ColReader('path'), get_y=ColReader(label_col), splitter=splitter, batch_tfms=tfms)
+    get_x = ColReader('path') if get_x is None else get_x
+    return DataBlock(blocks=blocks, get_x=get_x, get_y=ColReader(label_col), splitter=splitter, batch_tfms=tfms)
 
 def check_batch_size(n_train:int, bs:int, what:str='the training set'):
     "Fail before training when the training set cannot fill one batch"
@@ -94,13 +96,16 @@ def esc50_dblock(path, # a folder in ESC-50's layout
                  cache:bool|SpecCache=False, # use the feature cache (spectrograms made once), or this `SpecCache`
                  progress:bool=True, # progress bar while the cache is built
                 )->DataBlock:
-    "A `DataBlock` for ESC-50 or any folder in its layout, labelled by `category`, fold `fold` as validation"
-    return _esc50_dblock(read_esc50_csv(path), fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
+    """A `DataBlock` for ESC-50 or any folder in its layout, labelled by `category`, fold `fold` as validation. Its
+    items are rows of the csv as pandas reads it (`pd.read_csv(path/'meta'/'esc50.csv')`), or of any DataFrame with
+    `filename`, `fold` and `category` columns: each clip is `path/'audio'/filename` (the post's and fastaudio's way)."""
+    return _esc50_dblock(path, read_esc50_csv(path), fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
 
-def _esc50_dblock(df, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress):
+def _esc50_dblock(path, df, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress):
     "`esc50_dblock` on an already read csv"
-    return audio_dblock(CrossValidationSplitter(fold), spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms,
-                        cache, files=df['path'], label_col='category', progress=progress)
+    get_x = ColReader('filename', pref=Path(path)/'audio')  # gives `df['path']` of `read_esc50_csv`: the cache's keys
+    return audio_dblock(CrossValidationSplitter(fold), spec_config(spec, sr), _duration(df, duration), wave_norm,
+                        batch_tfms, cache, files=df['path'], label_col='category', progress=progress, get_x=get_x)
 
 def _dls(dblock, df, bs, splitter, **kwargs):
     check_batch_size(len(splitter(df)[0]), bs)
@@ -112,7 +117,7 @@ def esc50_dls(path, fold:int=1, bs:int=32, spec='quick', sr=None, duration=None,
               cache=False, progress=True, **kwargs):
     "`DataLoaders` from `esc50_dblock` (same arguments, plus `bs` and fastai's `dataloaders` kwargs)"
     df = read_esc50_csv(path)  # read (and every clip checked) once for the block and the loaders
-    dblock = _esc50_dblock(df, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
+    dblock = _esc50_dblock(path, df, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
     return _dls(dblock, df, bs, CrossValidationSplitter(fold), **kwargs)
 
 ESC50_URL = 'https://github.com/karoldvl/ESC-50/archive/master.zip'  # what fastaudio's URLs.ESC50 pointed at

@@ -1,4 +1,9 @@
-"Back from spectrograms to audio you can listen to: undo dB, invert the mel filterbank (non-negative least squares), Griffin-Lim"
+"""Back from spectrograms to audio you can listen to: undo dB, invert the mel filterbank (non-negative least squares),
+then Griffin-Lim.
+
+Griffin-Lim is written here rather than borrowed: fastnorm does not use torchaudio (see `dsp.py`), and librosa's
+works on one numpy item at a time, while this one runs on a whole batch on its device.
+"""
 from __future__ import annotations
 import math
 from functools import lru_cache
@@ -15,29 +20,38 @@ def _fb_cpu(cfg:SpecConfig):
     return fb, torch.linalg.pinv(fb.T)
 
 def mel_pinv(cfg:SpecConfig, # settings with `n_mels` set
-                   device=None, # where to put the matrices
-                  )->tuple[torch.Tensor,torch.Tensor]:
+             device=None, # where to put the matrices
+            )->tuple[torch.Tensor,torch.Tensor]:
     "`MelSpec`'s filterbank `[F,M]` (mel = fbᵀ @ stft) and its pseudo-inverse `[F,M]`, cached per `cfg`"
-    if not cfg.n_mels: raise ValueError(f"`cfg.n_mels` is None: a linear spectrogram has no mel filterbank ({cfg} given)")
+    if not cfg.n_mels:
+        raise ValueError(f"`cfg.n_mels` is None: a linear spectrogram has no mel filterbank ({cfg} given)")
     fb, pinv = _fb_cpu(cfg)
     return fb.to(device), pinv.to(device)
 
-def mel_to_linear(mel:torch.Tensor, # `[...,M,T]` mel spectrogram in linear units (power or magnitude, as made), non-negative
+def mel_to_linear(mel:torch.Tensor, # `[...,M,T]` mel spectrogram in linear units (power or magnitude), non-negative
                   cfg:SpecConfig, # the settings it was made with
-                  n_iter:int=32, # multiplicative NNLS updates after the pseudo-inverse (0: pseudo-inverse clamped at 0 only)
+                  n_iter:int=32, # multiplicative NNLS updates after the pseudo-inverse (0: the clamped pseudo-inverse)
                  )->torch.Tensor:
-    "`[...,F,T]` non-negative STFT `S` with fbᵀ S ≈ `mel`: pseudo-inverse start, then Lee-Seung NNLS updates (vectorized, any device)"
+    "`[...,F,T]` non-negative STFT `S` with fbᵀ S ≈ `mel`: pseudo-inverse start, then Lee-Seung NNLS updates"
     if n_iter < 0: raise ValueError(f"`n_iter` must be >= 0 ({n_iter} given)")
-    if mel.shape[-2] != cfg.n_mels: raise ValueError(f"`mel` has {mel.shape[-2]} rows but `cfg.n_mels` is {cfg.n_mels}")
+    if mel.shape[-2] != cfg.n_mels:
+        raise ValueError(f"`mel` has {mel.shape[-2]} rows but `cfg.n_mels` is {cfg.n_mels}")
     fb, pinv = mel_pinv(cfg, mel.device)
     fb, pinv, mel = fb.to(mel.dtype), pinv.to(mel.dtype), mel.clamp(min=0)
-    # pinv alone is the min-norm solution (== torchaudio's InverseMelScale, lstsq); clamping its negatives at 0 leaves ~10% error
-    # in the mel domain (spectral convergence), which the NNLS updates bring to 2-5% in 10-50 steps. Bins no filter covers (fb row of 0) stay 0.
+    # pinv alone is the min-norm solution (as torchaudio's InverseMelScale, lstsq); clamping its negatives at 0 leaves
+    # ~10% error in the mel domain (spectral convergence), which the NNLS updates bring to 2-5% in 10-50 steps.
+    # Bins no filter covers (a row of 0 in fb) stay 0.
     s = (pinv @ mel).clamp(min=1e-12) * (fb.sum(1, keepdim=True) > 0)
     if n_iter:
         num = fb @ mel
-        for _ in range(n_iter): s = s * num / (fb @ (fb.T @ s)).clamp(min=1e-20)
+        for _ in range(n_iter):
+            s = s * num / (fb @ (fb.T @ s)).clamp(min=1e-20)
     return s
+
+def _random_phase(mag, generator):
+    dev = generator.device if generator is not None else mag.device
+    u = torch.rand(mag.shape, generator=generator, device=dev).to(mag.device)
+    return torch.polar(torch.ones_like(mag), 2 * math.pi * u)
 
 def griffinlim(spec:torch.Tensor, # `[...,F,T]` STFT magnitude raised to `power` (F = n_fft//2+1), any device
                n_fft:int, # FFT size
@@ -45,24 +59,23 @@ def griffinlim(spec:torch.Tensor, # `[...,F,T]` STFT magnitude raised to `power`
                win_length:int|None=None, # periodic Hann window length, `None`: n_fft
                power:float=2., # `spec` is |STFT|**power
                n_iter:int=32, # Griffin-Lim iterations
-               momentum:float=0.99, # fast Griffin-Lim momentum (Perraudin et al. 2013), in [0, 1); 0 is plain Griffin-Lim
+               momentum:float=0.99, # fast Griffin-Lim momentum (Perraudin et al. 2013), in [0, 1); 0: plain
                length:int|None=None, # output samples, `None`: hop_length * (T-1)
                generator:torch.Generator|None=None, # RNG of the random initial phase (default: torch's global one)
                rand_init:bool=True, # random initial phase; False starts from zero phase (deterministic)
               )->torch.Tensor:
-    "Waveform `[...,N]` whose STFT magnitude matches `spec`: fast Griffin-Lim with centred, reflect-padded frames like `MelSpec`"
+    "Waveform `[...,N]` whose STFT magnitude matches `spec`: fast Griffin-Lim with `MelSpec`'s centred frames"
     if n_iter < 0: raise ValueError(f"`n_iter` must be >= 0 ({n_iter} given)")
     if not 0 <= momentum < 1: raise ValueError(f"`momentum` must be in [0, 1) ({momentum} given)")
-    if spec.shape[-2] != n_fft//2 + 1: raise ValueError(f"`spec` has {spec.shape[-2]} rows but n_fft={n_fft} needs {n_fft//2 + 1}")
-    shape, dev = spec.shape, spec.device
+    if spec.shape[-2] != n_fft//2 + 1:
+        raise ValueError(f"`spec` has {spec.shape[-2]} rows but n_fft={n_fft} needs {n_fft//2 + 1}")
+    shape = spec.shape
     mag = spec.reshape(-1, *shape[-2:]).float().clamp(min=0).pow(1 / power)
-    win = torch.hann_window(win_length or n_fft, device=dev)
-    stft = lambda y: torch.stft(y, n_fft, hop_length, win_length, win, center=True, pad_mode='reflect', return_complex=True)
-    istft = lambda z: torch.istft(z, n_fft, hop_length, win_length, win, center=True, length=length)
-    if rand_init:
-        u = torch.rand(mag.shape, generator=generator, device=generator.device if generator is not None else dev).to(dev)
-        angles = torch.polar(torch.ones_like(mag), 2 * math.pi * u)
-    else: angles = torch.ones_like(mag, dtype=torch.complex64)
+    win = torch.hann_window(win_length or n_fft, device=spec.device)
+    def stft(y):
+        return torch.stft(y, n_fft, hop_length, win_length, win, center=True, pad_mode='reflect', return_complex=True)
+    def istft(z): return torch.istft(z, n_fft, hop_length, win_length, win, center=True, length=length)
+    angles = _random_phase(mag, generator) if rand_init else torch.ones_like(mag, dtype=torch.complex64)
     prev, m = None, momentum / (1 + momentum)  # torchaudio's and librosa's scaling of the momentum
     for _ in range(n_iter):
         rebuilt = stft(istft(mag * angles))
@@ -72,26 +85,33 @@ def griffinlim(spec:torch.Tensor, # `[...,F,T]` STFT magnitude raised to `power`
     y = istft(mag * angles)
     return y.reshape(*shape[:-2], y.shape[-1])
 
+_UNDO_HINT = ("invert before normalization, or undo it first with the normalize transform's `decode` (e.g. "
+              "`norm.decode(x)`; `dls.after_batch.decode` undoes the whole pipeline); pass `check=False` if the values "
+              "really are what `cfg` says")
+
 def _check_scale(x, cfg):
     "Raise on values a `MelSpec` of `cfg` cannot have made: normalized (or otherwise rescaled) spectrograms"
-    hint = ("invert before normalization, or undo it first with the normalize transform's `decode` (e.g. `norm.decode(x)`; "
-            "`dls.after_batch.decode` undoes the whole pipeline); pass `check=False` if the values really are what `cfg` says")
-    if not torch.isfinite(x).all(): raise ValueError(f"The spectrogram holds NaN or Inf values: {hint}")
+    if not torch.isfinite(x).all(): raise ValueError(f"The spectrogram holds NaN or Inf values: {_UNDO_HINT}")
     if not cfg.db:
-        if (x < 0).any(): raise ValueError(f"The spectrogram has negative values but `cfg.db` is False (power/magnitude are >= 0): it looks normalized; {hint}")
+        if (x < 0).any():
+            raise ValueError("The spectrogram has negative values but `cfg.db` is False (power/magnitude are >= 0): "
+                             f"it looks normalized; {_UNDO_HINT}")
         return
     floor = (20. / cfg.power) * -10  # power_to_db's amin of 1e-10: -100 dB for power, -200 dB for magnitude
     lo = float(x.min())
-    if lo < floor - 1e-3: raise ValueError(f"The spectrogram has values down to {lo:.4g}, below the {floor:g} dB floor of `MelSpec`: it looks normalized; {hint}")
+    if lo < floor - 1e-3:
+        raise ValueError(f"The spectrogram has values down to {lo:.4g}, below the {floor:g} dB floor of `MelSpec`: "
+                         f"it looks normalized; {_UNDO_HINT}")
     std, mean = torch.std_mean(x.flatten(-3).float(), -1)
     # a dB spectrogram of real audio spans tens of dB; mean ~0 with std ~1 is the signature of a normalized one
     bad = ((mean.abs() < 1) & (std > 0.5) & (std < 2)).flatten()
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
-        raise ValueError(f"The spectrogram looks normalized (item {i}: mean {float(mean.flatten()[i]):.3g}, std {float(std.flatten()[i]):.3g}; "
-                         f"dB spectrograms spread over tens of dB): {hint}")
+        m, s = float(mean.flatten()[i]), float(std.flatten()[i])
+        raise ValueError(f"The spectrogram looks normalized (item {i}: mean {m:.3g}, std {s:.3g}; "
+                         f"dB spectrograms spread over tens of dB): {_UNDO_HINT}")
 
-def spec_to_audio(spec:TensorSpec, # `[C,F,T]` item or `[B,C,F,T]` batch from `MelSpec` (dB or not, mel or linear), not normalized
+def spec_to_audio(spec:TensorSpec, # `[C,F,T]` item or `[B,C,F,T]` batch from `MelSpec` (dB or not), not normalized
                   n_iter:int=32, # Griffin-Lim iterations (quality grows up to a few hundred; 32 is a quick listen)
                   length:int|None=None, # output samples, `None`: hop_length * (T-1), about the original length
                   mel_iter:int=32, # NNLS updates of the mel inversion (see `mel_to_linear`)
@@ -99,14 +119,19 @@ def spec_to_audio(spec:TensorSpec, # `[C,F,T]` item or `[B,C,F,T]` batch from `M
                   generator:torch.Generator|None=None, # RNG for the initial phase, for reproducible audio
                   check:bool=True, # refuse values `MelSpec` cannot make (normalized spectrograms)
                  )->AudioTensor:
-    """Audio `[C,N]` (`[B,C,N]`) at `spec.cfg.sr` whose spectrogram approximates `spec`: undo dB, invert the mel filterbank, Griffin-Lim.
-    Normalized values can't in general be told from dB ones: invert before normalization, or `decode` the normalization first."""
+    """Audio `[C,N]` (`[B,C,N]`) at `spec.cfg.sr` whose spectrogram approximates `spec`: undo dB, invert the mel
+    filterbank, Griffin-Lim. Normalized values can't in general be told from dB ones: invert before normalization,
+    or `decode` the normalization first."""
     cfg = getattr(spec, 'cfg', None)
     if not isinstance(cfg, SpecConfig):
-        raise ValueError("`spec` has no `cfg` (SpecConfig): make it with `MelSpec`, or wrap it as `TensorSpec(x, cfg=SpecConfig(...))`")
-    if spec.ndim not in (3, 4): raise ValueError(f"`spec` must be `[C,F,T]` or `[B,C,F,T]` (shape {tuple(spec.shape)} given)")
-    if spec.shape[-2] != cfg.n_freq: raise ValueError(f"`spec` has {spec.shape[-2]} frequency rows but its cfg makes {cfg.n_freq}")
-    if not cfg.center: raise ValueError("`cfg.center` is False: only centred frames (MelSpec's default) can be inverted")
+        raise ValueError("`spec` has no `cfg` (SpecConfig): make it with `MelSpec`, "
+                         "or wrap it as `TensorSpec(x, cfg=SpecConfig(...))`")
+    if spec.ndim not in (3, 4):
+        raise ValueError(f"`spec` must be `[C,F,T]` or `[B,C,F,T]` (shape {tuple(spec.shape)} given)")
+    if spec.shape[-2] != cfg.n_freq:
+        raise ValueError(f"`spec` has {spec.shape[-2]} frequency rows but its cfg makes {cfg.n_freq}")
+    if not cfg.center:
+        raise ValueError("`cfg.center` is False: only centred frames (MelSpec's default) can be inverted")
     x = spec.as_subclass(torch.Tensor).float()
     if check: _check_scale(x, cfg)
     s = db_to_power(x, cfg.power) if cfg.db else x  # back to linear |STFT|**power (mel-weighted if a mel spec)

@@ -1,69 +1,146 @@
-"Normalize transforms for `TensorSpec` batches (global, per channel, per item) and `add_spec_norm`, the one-line fastai hook."
+"""Normalize transforms for spectrogram batches (global, per channel, per item) and `add_spec_norm`, the one-line hook.
+Like fastai's `Normalize`, `GlobalSpecNorm()` / `ChannelSpecNorm()` given no statistics compute them in `setups`, from
+the training set, when the DataLoaders are built."""
 from __future__ import annotations
 import warnings
 import torch
+from plum import NotFoundLookupError
 from fastcore.basics import store_attr
 from fastcore.foundation import L
 from fastai.data.transforms import DisplayedTransform
+from .audio import AudioTensor
 from .spec import TensorSpec
-from .stats import StatsRecorder, compute_stats
+from .stats import StatsRecorder
+from .dlstats import compute_stats
 
-__all__ = ['SpecNormalize', 'GlobalSpecNorm', 'ChannelSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm', 'add_spec_norm']
+__all__ = ['SpecNormalize', 'GlobalSpecNorm', 'ChannelSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm',
+           'add_spec_norm']
 
 def _shape_to(v, axes, ndim=4):
-    "Tensor `v` reshaped to broadcast against rank-`ndim` batches: its dims fill the kept (non-`axes`) dims, right-aligned"
+    "Tensor `v` reshaped to broadcast against rank-`ndim` batches: its dims fill the kept (non-`axes`) dims (right)"
     v = torch.as_tensor(v, dtype=torch.float64 if not isinstance(v, torch.Tensor) else None)
     if isinstance(v, torch.Tensor) and type(v) is not torch.Tensor: v = v.as_subclass(torch.Tensor)
     if v.ndim == ndim: return v
     kept = [d for d in range(ndim) if d not in axes]
     sq = v.squeeze() if v.ndim > len(kept) else v
-    if sq.ndim > len(kept): raise ValueError(f"A mean/std of shape {list(v.shape)} does not fit the kept dims {kept} of `axes`={tuple(axes)}")
+    if sq.ndim > len(kept):
+        raise ValueError(f"A mean/std of shape {list(v.shape)} does not fit the kept dims {kept} of "
+                         f"`axes`={tuple(axes)}")
     shape = [1]*ndim
     for d, s in zip(kept[len(kept)-sq.ndim:], sq.shape): shape[d] = s
     return sq.reshape(shape)
 
+def _is_batch(x)->bool:
+    "Whether a tensor that is not a `TensorSpec` is a float batch a spectrogram normalizer must handle (targets pass)"
+    if not (x.is_floating_point() and x.ndim >= 3): return False
+    if isinstance(x, AudioTensor):
+        raise ValueError(f"A waveform batch (AudioTensor of shape {list(x.shape)}) reached a spectrogram normalizer: "
+                         "put MelSpec before it in `batch_tfms` (or use the feature cache)")
+    return True
+
+def _not_spec(tfm, x, why:str)->ValueError:
+    "The error for a float batch that is not a `TensorSpec` and cannot be normalized"
+    return ValueError(f"{type(tfm).__name__} got a {type(x).__name__} of shape {list(x.shape)} and {why}. "
+                      "It normalizes "
+                      "spectrogram batches [B,C,F,T] (TensorSpec): make them with MelSpec, or wrap your own as "
+                      "TensorSpec(x, cfg=SpecConfig(...))")
+
 class SpecNormalize(DisplayedTransform):
-    "Normalize (and denormalize, for `show_batch`) `TensorSpec` batches `[B,C,F,T]` with fixed `mean` and `std`, on any device"
-    parameters, order = L('mean', 'std'), 99  # like fastai's `Normalize`: after `MelSpec` (5), before SpecAugment masks (100+)
+    """Normalize (and denormalize, for `show_batch`) spectrogram batches `[B,C,F,T]` with a `mean` and `std`, on any
+    device. Given none, `setups` computes them when the DataLoaders are built, exactly as `compute_stats` does: on the
+    training set, after the transforms before this one, before augmentation. A float batch of another type (a plain
+    tensor, a `TensorImage`) is normalized too when it fits the statistics, else it is an error: never passed on
+    unchanged. Targets pass."""
+    parameters, order = L('mean', 'std'), 99  # as fastai's `Normalize`: after `MelSpec` (5), before SpecAugment (100+)
     _axes = (0,2,3)
-    def __init__(self, mean=None, # a `StatsRecorder`, or the mean: scalar, vector of kept values, or broadcastable tensor
+    def __init__(self, mean=None, # a `StatsRecorder`, or the mean: scalar, vector of kept values, broadcastable tensor
                  std=None, # the std (not with a `StatsRecorder`)
-                 axes=None, # dims the statistics were reduced over, for mean/std given without their kept shape
+                 axes=None, # dims the statistics are reduced over (given without their kept shape, or computed)
                  eps:float=1e-6, # floor of `std`: zero-std entries get it (with a warning), never Inf
                  cfg=None, # spectrogram settings the statistics belong to; batches made otherwise are an error
+                 frac:float=1.0, # statistics computed in `setups`: on this fraction of the training batches,
+                 n_batches:int|None=None, # at most this many batches,
+                 seed:int=0, # chosen with this seed,
+                 progress:bool|None=None, # with a progress bar (None: when the pass reads more than 20 batches)
                 ):
         super().__init__()
         if eps <= 0: raise ValueError(f"`eps` must be positive ({eps} given)")
-        axes = tuple(self._axes if axes is None else axes)
+        if not 0 < frac <= 1: raise ValueError(f"`frac` must be in (0, 1] ({frac} given)")
+        if n_batches is not None and n_batches < 1:
+            raise ValueError(f"`n_batches` must be a positive integer or None ({n_batches} given)")
+        store_attr('eps,cfg,frac,n_batches,seed,progress')
+        self.axes = tuple(self._axes if axes is None else axes)
+        self.mean = self.std = self.stats = None
+        self.computed = mean is None and std is None  # statistics come from `setups`
         if isinstance(mean, StatsRecorder):
             if std is not None: raise ValueError("Give a `StatsRecorder` or `mean` and `std`, not both")
-            stats = self._from_recorder(mean)
-            mean, std, cfg = stats.mean, stats.std, stats.cfg if cfg is None else cfg
-            axes = stats._dims
-        elif mean is None or std is None: raise ValueError(f"{type(self).__name__} needs a `StatsRecorder`, or both `mean` and `std`")
-        mean, std = _shape_to(mean, axes).float(), _shape_to(std, axes).float()
-        if mean.shape != std.shape: raise ValueError(f"`mean` {list(mean.shape)} and `std` {list(std.shape)} must have the same shape")
-        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()): raise ValueError("`mean` and `std` must be finite")
-        if (std < 0).any(): raise ValueError("`std` must not be negative")
-        small = std < eps
-        if small.any():
-            warnings.warn(f"{int(small.sum())} of {std.numel()} std values are below eps={eps}: they are set to eps (zero-variance channels)")
-            std = torch.where(small, torch.full_like(std, eps), std)
-        self.mean, self.std, self.axes, self.eps, self.cfg = mean, std, axes, eps, cfg
+            self._use(mean, cfg)
+        elif not self.computed:
+            if mean is None or std is None:
+                raise ValueError(f"{type(self).__name__} needs both `mean` and `std`, a `StatsRecorder`, or neither "
+                                 "(then `setups` computes them from the training set)")
+            self._set(mean, std, self.axes, cfg)
 
     def _from_recorder(self, stats): return stats
+    def _use(self, stats:StatsRecorder, cfg=None):
+        "Take mean, std, reduced dims and spectrogram settings from a recorder"
+        stats = self._from_recorder(stats)
+        self._set(stats.mean, stats.std, stats.dims, stats.cfg if cfg is None else cfg)
+        self.stats = stats
+
+    def _set(self, mean, std, axes, cfg):
+        mean, std = _shape_to(mean, axes).float(), _shape_to(std, axes).float()
+        if mean.shape != std.shape:
+            raise ValueError(f"`mean` {list(mean.shape)} and `std` {list(std.shape)} must have the same shape")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+            raise ValueError("`mean` and `std` must be finite")
+        if (std < 0).any(): raise ValueError("`std` must not be negative")
+        small = std < self.eps
+        if small.any():
+            warnings.warn(f"{int(small.sum())} of {std.numel()} std values are below eps={self.eps}: "
+                          "they are set to eps (zero-variance channels)")
+            std = torch.where(small, torch.full_like(std, self.eps), std)
+        self.mean, self.std, self.axes, self.cfg = mean, std, tuple(axes), cfg
+
+    def setups(self, dl):
+        "Compute the statistics from the training `DataLoader` `dl` when none were given (called as fastai builds it)"
+        if not self.computed or dl is None: return
+        kw = dict(frac=self.frac, n_batches=self.n_batches, seed=self.seed, progress=self.progress)
+        try: stats = compute_stats(dl, red_dims=self.axes, **kw)
+        except (AttributeError, NotFoundLookupError) as e:  # fasttransform's `Transform.setup` would swallow these
+            raise RuntimeError(f"{type(self).__name__} could not compute its statistics from the training DataLoader: "
+                               f"{type(e).__name__}: {e}") from e
+        old = self.mean
+        self._use(stats)
+        if old is not None and (old.shape != self.mean.shape or not torch.equal(old.to(self.mean.device), self.mean)):
+            warnings.warn(f"This {type(self).__name__} held the statistics of another training set and now holds this "
+                          "one's; DataLoaders built before with the same instance use them too: give each DataLoaders "
+                          "its own normalizer")
+
     @property
     def name(self):
+        if self.mean is None: return f"{type(self).__name__} -- statistics computed in setups\n"
         cfg = '' if self.cfg is None else f", cfg {self.cfg.key()}"
         return f"{type(self).__name__} -- kept shape {list(self.mean.shape)}{cfg}\n"
 
+    def _need_stats(self):
+        if self.mean is None:
+            raise ValueError(f"{type(self).__name__} has no statistics yet: put it in `batch_tfms` so that building "
+                             "the DataLoaders computes them, add it to existing DataLoaders with `add_spec_norm(dls)`, "
+                             "or give mean and std")
+
+    def _fits(self, x)->bool:
+        return x.ndim == self.mean.ndim and all(m in (1, s) for m, s in zip(self.mean.shape, x.shape))
     def _check(self, x):
-        if x.ndim != self.mean.ndim or any(m not in (1, s) for m, s in zip(self.mean.shape, x.shape)):
-            raise ValueError(f"{type(self).__name__}: statistics of kept shape {list(self.mean.shape)} do not fit a batch of shape {list(x.shape)}")
+        self._need_stats()
+        if not self._fits(x):
+            raise ValueError(f"{type(self).__name__}: statistics of kept shape {list(self.mean.shape)} "
+                             f"do not fit a batch of shape {list(x.shape)}")
         c = getattr(x, 'cfg', None)
         if self.cfg is not None and c is not None and c != self.cfg:
             diff = {k: (v, getattr(c, k)) for k, v in self.cfg.to_dict().items() if getattr(c, k) != v}
-            raise ValueError(f"{type(self).__name__}: this batch was made with other spectrogram settings than the statistics: {diff} (stats, batch)")
+            raise ValueError(f"{type(self).__name__}: this batch was made with other spectrogram settings than the "
+                             f"statistics: {diff} (stats, batch)")
 
     def _ms(self, x):
         m, s = self.mean, self.std
@@ -72,7 +149,7 @@ class SpecNormalize(DisplayedTransform):
 
     def to(self, device):
         "Move `mean` and `std` to `device` (called by `dls.to`)"
-        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        if self.mean is not None: self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
 
     def encodes(self, x:TensorSpec):
@@ -80,29 +157,44 @@ class SpecNormalize(DisplayedTransform):
         self._check(x)
         m, s = self._ms(x)
         return (x - m) / s
+    def encodes(self, x:torch.Tensor):
+        "Another float batch of rank >= 3: normalized (keeping its type) if it fits the statistics, else an error"
+        if not _is_batch(x): return x
+        self._need_stats()
+        if not self._fits(x):
+            raise _not_spec(self, x, f"does not fit the statistics of kept shape {list(self.mean.shape)}")
+        m, s = self._ms(x)
+        return (x - m) / s
     def decodes(self, x:TensorSpec):
         "`x * std + mean`"
+        if self.mean is None: return x
+        m, s = self._ms(x)
+        return x * s + m
+    def decodes(self, x:torch.Tensor):
+        "Undo `encodes` on a float batch of another type that fits the statistics"
+        if self.mean is None or not (x.is_floating_point() and x.ndim >= 3 and self._fits(x)): return x
         m, s = self._ms(x)
         return x * s + m
 
 class GlobalSpecNorm(SpecNormalize):
-    "Normalize `TensorSpec` batches with one mean and std over the whole training set (per-channel stats are pooled exactly)"
+    "Normalize `TensorSpec` batches with one mean and std over the whole training set (per-channel stats pooled)"
     _axes = (0,1,2,3)
     def _from_recorder(self, stats):
-        return stats if stats._dims == tuple(range(stats.ndim)) else stats.pool(range(stats.ndim))
+        return stats if stats.dims == tuple(range(stats.ndim)) else stats.pool(range(stats.ndim))
 
 class ChannelSpecNorm(SpecNormalize):
     "Normalize `TensorSpec` batches with one mean and std per channel and frequency bin (`axes` (0,3) of `[B,C,F,T]`)"
     _axes = (0,3)
     def _from_recorder(self, stats):
         if all(s == 1 for s in stats.kept_shape):
-            raise ValueError("ChannelSpecNorm needs per-channel statistics (e.g. compute_stats(dl, kind='channel')); these are global: use GlobalSpecNorm")
+            raise ValueError("ChannelSpecNorm needs per-channel statistics (e.g. compute_stats(dl, kind='channel')); "
+                             "these are global: use GlobalSpecNorm")
         return stats
 
 class InstanceSpecNorm(DisplayedTransform):
-    "Normalize each item of a `TensorSpec` batch by its own mean and std: over the whole item, or per channel and bin over time"
+    "Normalize each item of a `TensorSpec` batch by its own mean and std: over the whole item, or per channel and bin"
     order = 99
-    def __init__(self, kind:str='global', # 'global': one mean/std per item; 'channel': one per item, channel and frequency bin
+    def __init__(self, kind:str='global', # 'global': one mean/std per item; 'channel': one per item, channel and bin
                  eps:float=1e-6, # floor of each item's std, so a silent item gives zeros
                 ):
         super().__init__()
@@ -111,30 +203,44 @@ class InstanceSpecNorm(DisplayedTransform):
         store_attr()
     @property
     def name(self): return f"InstanceSpecNorm -- {self.kind}\n"
-    def encodes(self, x:TensorSpec):
-        "`x`: `[B,C,F,T]`, any device; each item (or item row) gets zero mean and unit (population) std"
+    def _norm(self, x):
         if x.ndim != 4: raise ValueError(f"InstanceSpecNorm expects [B,C,F,T] batches (shape {list(x.shape)} given)")
         dims = (1,2,3) if self.kind == 'global' else (3,)
         xp = x.as_subclass(torch.Tensor)
         xf = xp.float() if xp.dtype not in (torch.float32, torch.float64) else xp
         std, mean = torch.std_mean(xf, dims, keepdim=True, correction=0)
-        return TensorSpec((xf - mean) / std.clamp_min(self.eps), cfg=getattr(x, 'cfg', None))
+        return (xf - mean) / std.clamp_min(self.eps)
+    def encodes(self, x:TensorSpec):
+        "`x`: `[B,C,F,T]`, any device; each item (or item row) gets zero mean and unit (population) std"
+        return TensorSpec(self._norm(x), cfg=getattr(x, 'cfg', None))
+    def encodes(self, x:torch.Tensor):
+        "Another float batch `[B,C,F,T]` (keeping its type); a float batch of other rank is an error; targets pass"
+        if not _is_batch(x): return x
+        if x.ndim != 4: raise _not_spec(self, x, "is not [B,C,F,T]")
+        return self._norm(x)
 
 class ImageNetSpecNorm(DisplayedTransform):
-    """The "pretrained with ImageNet statistics" path: each spectrogram min-max scaled to [0,1] like an image, then normalized
-    with ImageNet's mean and std averaged over RGB, as fastai's `Normalize.from_stats(*imagenet_stats)` would do to an image"""
+    """The "pretrained with ImageNet statistics" path: each spectrogram min-max scaled to [0,1] like an image, then
+    normalized with ImageNet's mean and std averaged over RGB, as `Normalize.from_stats(*imagenet_stats)` does"""
     order = 99
     mean, std = 0.449, 0.226  # imagenet_stats ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) averaged over the channels
     def __init__(self, eps:float=1e-6): # floor of an item's value range, so a constant item gives (0 - mean)/std
         super().__init__()
         if eps <= 0: raise ValueError(f"`eps` must be positive ({eps} given)")
         store_attr()
-    def encodes(self, x:TensorSpec):
-        "`x`: `[B,C,F,T]`, any device"
+    def _norm(self, x):
         if x.ndim != 4: raise ValueError(f"ImageNetSpecNorm expects [B,C,F,T] batches (shape {list(x.shape)} given)")
         xp = x.as_subclass(torch.Tensor).float()
         lo, hi = xp.amin((1,2,3), keepdim=True), xp.amax((1,2,3), keepdim=True)
-        return TensorSpec(((xp - lo) / (hi - lo).clamp_min(self.eps) - self.mean) / self.std, cfg=getattr(x, 'cfg', None))
+        return ((xp - lo) / (hi - lo).clamp_min(self.eps) - self.mean) / self.std
+    def encodes(self, x:TensorSpec):
+        "`x`: `[B,C,F,T]`, any device"
+        return TensorSpec(self._norm(x), cfg=getattr(x, 'cfg', None))
+    def encodes(self, x:torch.Tensor):
+        "Another float batch `[B,C,F,T]` (keeping its type); a float batch of other rank is an error; targets pass"
+        if not _is_batch(x): return x
+        if x.ndim != 4: raise _not_spec(self, x, "is not [B,C,F,T]")
+        return self._norm(x)
     def decodes(self, x:TensorSpec):
         "Back to the [0,1] image (each item's own dB range is not kept)"
         return x * self.std + self.mean
@@ -142,25 +248,29 @@ class ImageNetSpecNorm(DisplayedTransform):
 _SPEC_NORMS = (SpecNormalize, InstanceSpecNorm, ImageNetSpecNorm)
 
 def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
-                  kind:str='channel', # 'channel', 'global', 'instance' (per item) or 'imagenet' (per-item [0,1], ImageNet stats)
+                  kind:str='channel', # 'channel', 'global', 'instance' (per item) or 'imagenet' ([0,1], ImageNet stats)
                   frac:float=1.0, # fraction of the training batches the statistics are computed on
                   n_batches:int|None=None, # at most this many batches
                   seed:int=0, # seeds the choice of batches
                   stats:StatsRecorder|None=None, # use these statistics instead of computing them
-                  progress:bool=False, # show a progress bar
+                  progress:bool|None=False, # show a progress bar (None: for a pass over more than 20 batches)
                   eps:float=1e-6, # std floor
                  ):
-    "Compute statistics on `dls.train` and insert the normalize transform in every `after_batch`: after `MelSpec`, before SpecAugment"
+    """Add a normalizer to existing DataLoaders with fastai's `dls.add_tfms`, after `MelSpec` and before SpecAugment,
+    replacing an earlier one; its statistics come from `dls.train` through the normalizer's `setups` (as in
+    `batch_tfms`)"""
     if kind not in ('channel', 'global', 'instance', 'imagenet'):
         raise ValueError(f"`kind` must be 'channel', 'global', 'instance' or 'imagenet' ({kind!r} given)")
     if kind == 'instance': tfm = InstanceSpecNorm('global', eps=eps)
     elif kind == 'imagenet': tfm = ImageNetSpecNorm(eps=eps)
     else:
-        if stats is None: stats = compute_stats(dls.train, kind=kind, frac=frac, n_batches=n_batches, seed=seed, progress=progress)
-        tfm = (ChannelSpecNorm if kind == 'channel' else GlobalSpecNorm)(stats, eps=eps)
+        cls = ChannelSpecNorm if kind == 'channel' else GlobalSpecNorm
+        kw = dict(frac=frac, n_batches=n_batches, seed=seed, progress=progress)
+        tfm = cls(stats, eps=eps) if stats is not None else cls(eps=eps, **kw)
+    for dl in dls.loaders:  # drop an earlier normalizer: a new list per loader (loaders made with `new` share one)
+        dl.after_batch.fs = dl.after_batch.fs.filter(lambda t: not isinstance(t, _SPEC_NORMS))
+    tfm.setup(dls.train)
     dev = getattr(dls, 'device', None) or getattr(dls.train, 'device', None)
     if isinstance(tfm, SpecNormalize) and dev is not None: tfm.to(dev)
-    for dl in dls.loaders:
-        p = dl.after_batch  # a new list per loader (loaders made with `new` share the old one), dropping any earlier spec norm
-        p.fs = L([t for t in p.fs if not isinstance(t, _SPEC_NORMS)] + [tfm]).sorted(key='order')
+    dls.add_tfms([tfm], 'after_batch')
     return dls

@@ -1,16 +1,17 @@
-"Exact streaming statistics of spectrogram batches: `StatsRecorder` and `compute_stats` over a fastai `DataLoader`."
+"Exact streaming statistics of spectrogram batches: `StatsRecorder`, an accumulator (DataLoaders: `fastnorm.dlstats`)."
 from __future__ import annotations
-import math, random
-from contextlib import contextmanager
+import math
 from pathlib import Path
 import torch
 from .utils import atomic_path
 
-__all__ = ['StatsRecorder', 'compute_stats', 'STATS_KINDS', 'stats_pipeline']
+__all__ = ['StatsRecorder', 'STATS_KINDS', 'STATS_FORMAT']
 
 STATS_KINDS = {'global': (0,1,2,3), 'channel': (0,3)}  # for `[B,C,F,T]`: one value, or one per (channel, frequency bin)
+STATS_FORMAT = 'fastnorm.stats'  # the `format` entry of a `StatsRecorder.state_dict`
 
 def _plain(x): return x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
+def _cpu(d:dict)->dict: return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in d.items()}
 
 def _chan(na, ma, m2a, nb, mb, m2b):
     "Chan et al.'s pairwise merge of (count, mean, sum of squared deviations), float64, empty sides allowed"
@@ -65,13 +66,32 @@ class StatsRecorder:
         "Standard deviation (population unless `unbiased`), float64, shaped like `mean`"
         return self.var.sqrt()
     @property
+    def dims(self)->tuple|None:
+        "The reduced dims, non-negative and sorted (None before the first batch)"
+        return None if self.ndim is None else self._dims
+    @property
     def device(self): return None if self._mean is None else self._mean.device
     @classmethod
-    def _of(cls, n, mean, m2, dims, unbiased=False, time_dim=-1, cfg=None, n_batches=0)->StatsRecorder:
-        "A recorder holding `n`, `mean` and `m2` (float64, the kept shape) of data reduced over `dims` (non-negative, sorted)"
-        r = cls(dims, unbiased, time_dim)
-        r.ndim, r._dims, r.shape, r.cfg, r.n_batches = len(mean.shape), tuple(dims), tuple(mean.shape), cfg, n_batches
-        r._n, r._mean, r._m2 = n, mean, m2
+    def from_moments(cls, count:torch.Tensor, # elements reduced into each kept value
+                     mean:torch.Tensor, # their mean, shaped like `count`
+                     m2:torch.Tensor, # their sum of squared deviations from `mean`, shaped like `count`
+                     red_dims, # dims they were reduced over (size 1 in `mean`), e.g. (3,): per-item moments over time
+                     unbiased:bool=False, time_dim:int=-1, cfg=None, # as in `StatsRecorder`; `cfg`: spectrogram's
+                     n_batches:int=0, # batches they came from
+                    )->StatsRecorder:
+        "A recorder holding given moments (stored in float64), e.g. per-item moments that `merge` and `pool` combine"
+        count, mean, m2 = (torch.as_tensor(v, dtype=torch.float64) for v in (count, mean, m2))
+        if not count.shape == mean.shape == m2.shape:
+            shapes = ', '.join(str(list(v.shape)) for v in (count, mean, m2))
+            raise ValueError(f"`count`, `mean` and `m2` must have one shape ({shapes} given)")
+        r = cls(red_dims, unbiased, time_dim)
+        nd = mean.ndim
+        dims = tuple(sorted(d % nd for d in r.red_dims if -nd <= d < nd))
+        if len(dims) != len(r.red_dims) or len(set(dims)) != len(dims) or any(mean.shape[d] != 1 for d in dims):
+            raise ValueError(f"Moments of shape {list(mean.shape)} must have size 1 in every one of "
+                             f"`red_dims`={r.red_dims}")
+        r.ndim, r._dims, r.shape, r.cfg, r.n_batches = nd, dims, tuple(mean.shape), cfg, n_batches
+        r._n, r._mean, r._m2 = count, mean, m2
         return r
     def _check_nonempty(self):
         if self._mean is None: raise ValueError("This StatsRecorder has seen no data: call `update(batch)` first")
@@ -224,63 +244,87 @@ class StatsRecorder:
     def all_reduce(self, group=None):
         "Merge the statistics of every rank of `torch.distributed` (gloo or nccl) so all hold those of the whole set"
         import torch.distributed as dist
-        if not (dist.is_available() and dist.is_initialized()): raise ValueError("`all_reduce` needs an initialized torch.distributed process group")
-        mine = None if self._mean is None else dict(n=self._n.cpu(), mean=self._mean.cpu(), m2=self._m2.cpu(), ndim=self.ndim, dims=self._dims,
-                                                     shape=self.shape, cfg=self.cfg, n_batches=self.n_batches)
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError("`all_reduce` needs an initialized torch.distributed process group")
         allst = [None] * dist.get_world_size(group)
-        dist.all_gather_object(allst, mine, group=group)
-        dev = self.device
+        dist.all_gather_object(allst, None if self._mean is None else _cpu(self.state_dict()), group=group)
         res = StatsRecorder(self.red_dims, self.unbiased, self.time_dim)
         for s in allst:  # in rank order, so every rank computes bit-identical results
-            if s is None: continue
-            res.merge(StatsRecorder._of(s['n'], s['mean'], s['m2'], s['dims'], self.unbiased, self.time_dim, s['cfg'], s['n_batches']))
+            if s is not None: res.merge(StatsRecorder.from_state_dict(s))
         if res._mean is None: return self
-        if dev is not None: res._n, res._mean, res._m2 = res._n.to(dev), res._mean.to(dev), res._m2.to(dev)
-        self.__dict__.update({k: v for k, v in res.__dict__.items() if k not in ('red_dims', 'unbiased', 'time_dim')})
-        return self
+        dev = self.device
+        self.load_state_dict(res.state_dict())
+        return self if dev is None else self.to(dev)
 
     def pool(self, dims)->StatsRecorder:
         "Exact statistics reduced over more `dims` (e.g. global from per-channel), as a new recorder"
         self._check_nonempty()
-        dims = (dims,) if isinstance(dims, int) else tuple(d % self.ndim for d in dims)
-        alld = tuple(sorted(set(self._dims) | set(dims)))
+        nd = self.ndim
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if any(not isinstance(d, int) or not -nd <= d < nd for d in dims):
+            raise ValueError(f"`dims` must be dims of the rank-{nd} statistics ({dims!r} given)")
+        dims = tuple(sorted({d % nd for d in dims}))
         n = self._n.sum(dims, keepdim=True)
         safe = n.clamp_min(1)
         mean = (self._n * self._mean).sum(dims, keepdim=True) / safe
         m2 = self._m2.sum(dims, keepdim=True) + (self._n * (self._mean - mean)**2).sum(dims, keepdim=True)
-        return StatsRecorder._of(n, mean, m2, alld, self.unbiased, self.time_dim, self.cfg, self.n_batches)
+        alld = tuple(sorted(set(self._dims) | set(dims)))
+        return StatsRecorder.from_moments(n, mean, m2, alld, self.unbiased, self.time_dim, self.cfg, self.n_batches)
 
     def to(self, device):
         "Move the statistics to `device`"
         if self._mean is not None: self._n, self._mean, self._m2 = self._n.to(device), self._mean.to(device), self._m2.to(device)
         return self
 
-    # ---- persistence ----
+    # ---- state: one pair of methods, used by `save`/`load`, pickling and `all_reduce` ----
     def state_dict(self)->dict:
-        self._check_nonempty()
+        "Settings, spectrogram settings (`cfg`), counts and moments (tensors on their device), fastnorm version"
         from . import __version__
-        return dict(format='fastnorm.stats', version=__version__, red_dims=list(self._dims), ndim=self.ndim, kept_shape=list(self.shape),
-                    unbiased=self.unbiased, time_dim=self.time_dim, n_batches=self.n_batches,
-                    cfg=None if self.cfg is None else self.cfg.to_dict(),
-                    count=self._n.cpu(), mean=self._mean.cpu(), m2=self._m2.cpu())
+        return dict(format=STATS_FORMAT, version=__version__,
+                    red_dims=list(self.red_dims if self.ndim is None else self._dims), ndim=self.ndim,
+                    kept_shape=None if self.shape is None else list(self.shape), unbiased=self.unbiased,
+                    time_dim=self.time_dim,
+                    n_batches=self.n_batches, cfg=None if self.cfg is None else self.cfg.to_dict(),
+                    count=self._n, mean=self._mean, m2=self._m2)
+
+    def load_state_dict(self, d:dict)->StatsRecorder:
+        "Take over the state `state_dict` gave (also of an empty recorder); returns `self`"
+        if not isinstance(d, dict) or d.get('format') != STATS_FORMAT:
+            raise ValueError(f"Not a StatsRecorder state: expected a dict with format {STATS_FORMAT!r}")
+        cfg = d['cfg']
+        if cfg is not None:
+            from .spec import SpecConfig
+            cfg = SpecConfig(**cfg)
+        self.red_dims, self.unbiased, self.time_dim = tuple(d['red_dims']), d['unbiased'], d['time_dim']
+        self.n_batches = d['n_batches']
+        self.ndim, self.cfg, self.version = d['ndim'], cfg, d['version']
+        self.shape = None if d['kept_shape'] is None else tuple(d['kept_shape'])
+        self._dims = None if self.ndim is None else tuple(d['red_dims'])
+        self._n, self._mean, self._m2 = d['count'], d['mean'], d['m2']
+        self.__dict__.pop('_buf', None)
+        return self
+
+    @classmethod
+    def from_state_dict(cls, d:dict)->StatsRecorder:
+        "A recorder with the state `state_dict` gave"
+        return cls.__new__(cls).load_state_dict(d)
+
+    def __getstate__(self): return self.state_dict()  # pickles (learn.export) carry the statistics, not the work buffer
+    def __setstate__(self, d): self.load_state_dict(d)
 
     def save(self, path)->Path:
         "Save statistics and metadata (red_dims, kept shape, count, spectrogram settings, fastnorm version) atomically"
+        self._check_nonempty()
         path = Path(path)
-        with atomic_path(path) as tmp: torch.save(self.state_dict(), tmp)
+        with atomic_path(path) as tmp: torch.save(_cpu(self.state_dict()), tmp)
         return path
 
     @classmethod
     def load(cls, path, map_location='cpu')->StatsRecorder:
         "Statistics saved with `save`"
         d = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(d, dict) or d.get('format') != 'fastnorm.stats': raise ValueError(f"{path} does not hold fastnorm statistics")
-        from .spec import SpecConfig
-        r = cls(tuple(d['red_dims']), d['unbiased'], d['time_dim'])
-        r.ndim, r._dims, r.shape, r.n_batches = d['ndim'], tuple(d['red_dims']), tuple(d['kept_shape']), d['n_batches']
-        r.cfg = None if d['cfg'] is None else SpecConfig(**d['cfg'])
-        r._n, r._mean, r._m2, r.version = d['count'], d['mean'], d['m2'], d['version']
-        return r
+        if not isinstance(d, dict) or d.get('format') != STATS_FORMAT: raise ValueError(f"{path} does not hold fastnorm statistics")
+        return cls.from_state_dict(d)
 
     # ---- display ----
     def _axis_name(self):
@@ -308,100 +352,3 @@ class StatsRecorder:
         if title: fig.suptitle(title)
         fig.tight_layout()
         return fig
-
-# ---- over a DataLoader ----
-def stats_pipeline(dl):
-    "The `after_batch` transforms of `dl` that make the data statistics are taken on: order < 99, not train-only, no normalization"
-    from .norm import SpecNormalize
-    from fastai.data.transforms import Normalize
-    return [t for t in dl.after_batch.fs if getattr(t, 'order', 0) < 99 and getattr(t, 'split_idx', None) != 0
-            and not isinstance(t, (SpecNormalize, Normalize))]
-
-def _stats_idxs(dl, frac, n_batches, seed):
-    "Item indices of a random fraction of `dl`'s batches (all items, in order, when `frac`=1)"
-    n, bs = len(dl.dataset), dl.bs or 1
-    idxs = list(range(n))
-    if frac < 1: random.Random(seed).shuffle(idxs)
-    chunks = [idxs[i:i+bs] for i in range(0, n, bs)]
-    k = max(1, math.ceil(frac * len(chunks)))
-    if n_batches is not None: k = min(k, n_batches)
-    return [i for c in chunks[:k] for i in c]
-
-@contextmanager
-def _patched(obj, **attrs):
-    "Set instance attributes of `obj` for the duration of a `with` block, then restore them"
-    old = {k: obj.__dict__[k] for k in attrs if k in obj.__dict__}
-    try:
-        for k, v in attrs.items(): setattr(obj, k, v)
-        yield obj
-    finally:
-        for k in attrs:
-            if k in old: setattr(obj, k, old[k])
-            else: delattr(obj, k)
-
-def _cached_stats(dl, rec, chosen):
-    """The statistics the streaming pass of `compute_stats` would give over items `chosen` of `dl`, merged from the per-item
-    statistics of its feature cache without reading a spectrogram; None where they do not apply (not a `CachedSpecDL`, a
-    transform before normalization, a cache without per-item statistics, kept batch or time dims, NaN/Inf in an item)."""
-    from .cache import CachedSpecDL
-    if not isinstance(dl, CachedSpecDL) or stats_pipeline(dl): return None
-    rows, _ = dl._index()
-    st, nd = dl._cache.item_stats, dl._cache.data.ndim
-    if st is None or not chosen or any(not -nd <= d < nd for d in rec.red_dims): return None
-    dims = sorted({d % nd for d in rec.red_dims})
-    if dims[0] != 0 or dims[-1] != nd - 1: return None
-    idx = torch.from_numpy(rows[chosen])
-    n, mean, m2 = (st[k].index_select(0, idx)[..., None] for k in ('count', 'mean', 'm2'))  # [items,C,F,1] (index_select: `t[idx]` took 6 ms on 2 busy cores)
-    if not (torch.isfinite(mean).all() and torch.isfinite(m2).all()): return None  # the streaming pass names the bad batch
-    items = StatsRecorder._of(n, mean, m2, (nd - 1,), rec.unbiased, rec.time_dim, dl._cache.cfg,
-                              n_batches=math.ceil(len(chosen) / (dl.bs or 1)))
-    rec.merge(items.pool(dims[:-1]))  # Chan's merge of all items (and channels/bins when reduced) at once, in float64
-    return rec.to(dl.device) if getattr(dl, 'device', None) is not None else rec
-
-def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training set), or any iterable of batches
-                  kind:str|None='global', # 'global' (one value) or 'channel' (one per channel and frequency bin)
-                  red_dims=None, # or: the dims to reduce, overriding `kind`
-                  frac:float=1.0, # fraction of the batches to use, drawn at random with `seed`
-                  n_batches:int|None=None, # at most this many batches
-                  seed:int=0, # seeds the choice of batches
-                  progress:bool=True, # show a fastprogress bar
-                  unbiased:bool=False, # Bessel-corrected std
-                  cache_stats:bool=True, # over a `CachedSpecDL` with no transform before normalization: merge the cache's per-item statistics instead of reading the batches
-                 )->StatsRecorder:
-    """One pass over `dl`'s batches after the spectrogram transform, before normalization or augmentation: a `StatsRecorder`.
-    Over a feature cache with nothing to apply before normalization, reducing over the batch and time dims, the same items'
-    statistics stored in the cache are merged instead (no batch is read; exact in float64, where the pass sums float32 batches)."""
-    if red_dims is None:
-        if kind not in STATS_KINDS: raise ValueError(f"`kind` must be one of {sorted(STATS_KINDS)} or give `red_dims` ({kind!r} given)")
-        red_dims = STATS_KINDS[kind]
-    if not 0 < frac <= 1: raise ValueError(f"`frac` must be in (0, 1] ({frac} given)")
-    if n_batches is not None and n_batches < 1: raise ValueError(f"`n_batches` must be a positive integer or None ({n_batches} given)")
-    if hasattr(dl, 'loaders') and hasattr(dl, 'train'): dl = dl.train
-    rec = StatsRecorder(red_dims, unbiased=unbiased)
-    def _run(it, total):
-        if progress:
-            from fastprogress.fastprogress import progress_bar
-            it = progress_bar(it, total=total, leave=False)
-        for b in it: rec.update(b[0] if isinstance(b, (tuple, list)) else b)
-    if hasattr(dl, 'after_batch') and hasattr(dl, 'get_idxs') and hasattr(dl, 'dataset'):
-        # the fastai DataLoader itself (keeping its caches and workers), over the chosen items in order, with its
-        # after_batch cut before normalization and augmentation; restored afterwards, even on an error
-        from fasttransform import Pipeline
-        chosen = _stats_idxs(dl, frac, n_batches, seed)
-        if cache_stats and (fast := _cached_stats(dl, rec, chosen)) is not None: return fast
-        with _patched(dl, after_batch=Pipeline(stats_pipeline(dl)), get_idxs=lambda: chosen, n=len(chosen), shuffle=False, drop_last=False):
-            _run(dl, math.ceil(len(chosen) / (dl.bs or 1)))
-    else:  # a plain iterable: take a random fraction of its batches as they come
-        rng, total = random.Random(seed), None
-        try: total = len(dl)
-        except TypeError: pass
-        def _gen():
-            k = 0
-            for b in dl:
-                if n_batches is not None and k >= n_batches: return
-                if frac < 1 and rng.random() >= frac: continue
-                k += 1; yield b
-        if total is not None: total = min(total if frac == 1 else math.ceil(frac*total), n_batches or total)
-        _run(_gen(), total)
-    if rec._mean is None: raise ValueError("compute_stats got no batches from `dl`")
-    return rec

@@ -1,4 +1,6 @@
-import json, numpy as np, torch, pytest
+import json
+from pathlib import Path
+import numpy as np, torch, pytest
 from fastnorm.cache import SpecCache
 from fastnorm.data import esc50_dls, read_esc50_csv, spec_config
 from fastnorm.spec import TensorSpec
@@ -61,3 +63,59 @@ def test_cache_and_results_get_the_usual_permissions(tiny_esc50, tmp_path):
     assert stat.S_IMODE(os.stat(c.path).st_mode) == 0o777 & ~umask
     with atomic_path(tmp_path/'r.csv') as tmp: tmp.write_text('a\n')
     assert stat.S_IMODE(os.stat(tmp_path/'r.csv').st_mode) == 0o666 & ~umask
+
+def write_variants(src, dest):
+    "New files, outside the dataset, from clip `src` (1 s): a copy, a 2.5 s clip whose middle second is `src`, a 0.4 s clip"
+    import soundfile as sf
+    x, sr = sf.read(src, dtype='float32')
+    noise = np.random.default_rng(0).standard_normal(int(0.75 * sr)).astype(np.float32) * .05
+    dest.mkdir(exist_ok=True)
+    for name, y in (('copy', x), ('long', np.concatenate([noise, x, noise[::-1]])), ('short', x[:int(0.4 * sr)])):
+        sf.write(dest/f'{name}.wav', y, sr, subtype='FLOAT')
+    return [dest/'copy.wav', dest/'long.wav', dest/'short.wav']
+
+@pytest.mark.parametrize('wave_norm', [False, True])
+def test_files_not_in_the_cache_are_computed_like_training(tiny_esc50, tmp_path, wave_norm):
+    from fastnorm.audio import AudioTensor
+    kw = dict(bs=8, sr=8000, wave_norm=wave_norm, num_workers=0, progress=False)
+    fly, cached = esc50_dls(tiny_esc50, **kw), esc50_dls(tiny_esc50, cache=True, **kw)
+    src = read_esc50_csv(tiny_esc50).path[0]
+    new = write_variants(src, tmp_path/'new')
+    cache = cached.train.cache
+    assert src in cache and not any(f in cache for f in new)
+    for items in (new + [src], [str(f) for f in new] + [src], [AudioTensor.create(f, sr=8000) for f in new]):
+        a, b = fly.test_dl(items).one_batch()[0], cached.test_dl(items).one_batch()[0]
+        assert isinstance(b, TensorSpec) and b.shape == (len(items), 1, 64, 32) and b.cfg == a.cfg
+        torch.testing.assert_close(b.as_subclass(torch.Tensor), a.as_subclass(torch.Tensor), rtol=1e-5, atol=1e-4)  # both ways agree
+    orig = cache[src].as_subclass(torch.Tensor)
+    for f in new[:2]:  # the copy, and the long clip centre-cropped to its middle second: the cached original
+        torch.testing.assert_close(cache.spec(f).as_subclass(torch.Tensor), orig, rtol=1e-5, atol=1e-4)
+    assert not torch.allclose(cache.spec(new[2]).as_subclass(torch.Tensor), orig, atol=1)  # the short one is padded, not stretched
+    with pytest.raises(ValueError, match=r'sr=16000 Hz but the spectrograms are made at 8000 Hz'):
+        cache.compute(AudioTensor.create(new[0], sr=16000))
+    with pytest.raises(ValueError, match=r'audio file \(str or Path\) or an AudioTensor \(int given\)'): cache.compute(3)
+
+def test_the_memmap_opens_lazily_never_while_unpickling(tiny_esc50, tmp_path):
+    import pickle, shutil
+    files = read_esc50_csv(tiny_esc50).path[:4]
+    c = SpecCache.build(files, spec_config('quick', sr=8000), 1.0, dest=tmp_path/'c', progress=False)
+    assert '_data' not in c.__dict__ and repr(c).endswith('4 items of shape (1, 64, 32))')  # nothing opened yet
+    want = c[files[1]]
+    blob = pickle.dumps(c)
+    shutil.rmtree(tmp_path/'c')  # a machine without the cache folder
+    u = pickle.loads(blob)
+    assert '_data' not in u.__dict__ and not u.available and files[1] in u and u.item_stats is None
+    with pytest.raises(FileNotFoundError, match="feature cache's spectrograms are gone: .*data.npy"): u.data
+    shutil.copytree(tiny_esc50, tmp_path/'copy')  # the file exists elsewhere: computed with the cache's settings
+    torch.testing.assert_close(u.spec(tmp_path/'copy'/'audio'/Path(files[1]).name), want, rtol=1e-5, atol=1e-4)
+
+def test_item_moments_of_the_cached_dataloader(tiny_esc50, tmp_path):
+    dls = esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True, num_workers=0, progress=False)
+    dl = dls.train
+    m = dl.item_moments([3, 0])
+    x = dl.do_batch([3, 0])[0].as_subclass(torch.Tensor).double()
+    assert sorted(m) == ['count', 'm2', 'mean'] and m['mean'].shape == (2, 1, 64) and (m['count'] == 32).all()
+    torch.testing.assert_close(m['mean'], x.mean(-1)); torch.testing.assert_close(m['m2'], x.var(-1, correction=0) * 32)
+    assert dl.item_moments()['mean'].shape == (32, 1, 64)
+    new = write_variants(read_esc50_csv(tiny_esc50).path[0], tmp_path/'new')
+    assert dls.test_dl(new).item_moments() is None  # not in the cache

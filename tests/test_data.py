@@ -99,3 +99,27 @@ def test_class_folders(tmp_path):
     assert len(df) == 12 and df.is_valid.sum() == 6 and set(df.label) == {'cat', 'dog'}
     dls = folder_dls(tmp_path, bs=2, sr=8000, num_workers=0)
     assert len(dls.valid_ds) == 6 and dls.vocab == ['cat', 'dog'] and torch.isfinite(dls.one_batch()[0]).all()
+
+def test_the_posts_datablock_on_the_raw_csv(tiny_esc50):
+    df = pd.read_csv(tiny_esc50/'meta'/'esc50.csv')  # as the post and fastaudio's tutorial read it: no `path` column
+    assert 'path' not in df.columns
+    ref = esc50_dls(tiny_esc50, fold=2, bs=8, sr=8000, num_workers=0)
+    for cache in (False, True):
+        dls = esc50_dblock(tiny_esc50, fold=2, sr=8000, cache=cache, progress=False).dataloaders(df, bs=8, num_workers=0)
+        assert len(dls.train_ds) == 32 and len(dls.valid_ds) == 8 and dls.vocab == ref.vocab
+        for a, b in zip(ref.valid, dls.valid):
+            torch.testing.assert_close(b[0].as_subclass(torch.Tensor), a[0].as_subclass(torch.Tensor), rtol=1e-5, atol=1e-4)
+            assert torch.equal(b[1], a[1])
+    sub = df[df.category.isin(dls.vocab[:3])][['filename', 'fold', 'category']]  # any DataFrame with these columns, e.g. ESC-10's rows
+    d3 = esc50_dblock(tiny_esc50, fold=2, sr=8000).dataloaders(sub, bs=4, num_workers=0)
+    assert len(d3.train_ds) + len(d3.valid_ds) == 30 and len(d3.vocab) == 3 and d3.one_batch()[0].shape == (4, 1, 64, 32)
+
+def test_a_missing_file_in_the_dataframe_is_named(tiny_esc50):
+    from fastnorm.norm import ChannelSpecNorm
+    df = pd.read_csv(tiny_esc50/'meta'/'esc50.csv')
+    bad = pd.concat([df, df.iloc[:1].assign(filename='gone-1.wav', fold=1)])  # fold 1: validation
+    dls = esc50_dblock(tiny_esc50, sr=8000).dataloaders(bad, bs=8, num_workers=0)
+    with pytest.raises(FileNotFoundError, match=r'Audio file not found: .*audio/gone-1\.wav'): list(dls.valid)
+    bad = pd.concat([df, df.iloc[:1].assign(filename='gone-2.wav', fold=2)])  # training: the statistics' pass meets it at once
+    with pytest.raises(FileNotFoundError, match=r'gone-2\.wav'):
+        esc50_dblock(tiny_esc50, sr=8000, batch_tfms=[ChannelSpecNorm()]).dataloaders(bad, bs=8, num_workers=0)

@@ -3,7 +3,8 @@ from fastai.data.transforms import Normalize
 from fastai.data.core import TfmdDL
 from fasttransform import Transform
 from fastnorm.spec import TensorSpec, SPEC_PRESETS
-from fastnorm.stats import StatsRecorder, compute_stats
+from fastnorm.stats import StatsRecorder
+from fastnorm.dlstats import compute_stats
 from fastnorm.norm import SpecNormalize, GlobalSpecNorm, ChannelSpecNorm, InstanceSpecNorm, add_spec_norm
 
 CFG = SPEC_PRESETS['quick']
@@ -55,7 +56,7 @@ def test_from_mean_std_with_axes():
 def test_channel_norm_needs_channel_stats_and_checks_args():
     g = stats([logmel()], (0,1,2,3))
     with pytest.raises(ValueError, match='use GlobalSpecNorm'): ChannelSpecNorm(g)
-    with pytest.raises(ValueError, match='needs a `StatsRecorder`'): ChannelSpecNorm(torch.zeros(16))
+    with pytest.raises(ValueError, match='needs both `mean` and `std`, a `StatsRecorder`, or neither'): ChannelSpecNorm(torch.zeros(16))
     with pytest.raises(ValueError, match='not both'): GlobalSpecNorm(g, 1.)
     with pytest.raises(ValueError, match='`eps`'): GlobalSpecNorm(0., 1., eps=0)
     with pytest.raises(ValueError, match='same shape'): ChannelSpecNorm(torch.zeros(16), torch.ones(8))
@@ -143,3 +144,114 @@ def test_imagenet_norm_scales_each_item_like_an_image():
     assert y[0].min().item() == pytest.approx(-.449/.226, abs=1e-5) and y[0].max().item() == pytest.approx((1-.449)/.226, abs=1e-5)
     assert torch.allclose(y[1], torch.full_like(y[1], -.449/.226))  # a constant item: no division by zero
     assert torch.allclose(ImageNetSpecNorm().decodes(y)[0].flatten(), torch.linspace(0, 1, 40), atol=1e-5)
+
+# ---- statistics in `setups`, like fastai's `Normalize()` ----
+@pytest.mark.parametrize('cls,kind', [(ChannelSpecNorm, 'channel'), (GlobalSpecNorm, 'global')])
+def test_setups_stats_equal_compute_stats(tiny_esc50, cls, kind):
+    from fastnorm.data import esc50_dls
+    plain = esc50_dls(tiny_esc50, bs=8, sr=8000, wave_norm=True, batch_tfms=[_Mask()])
+    ref = compute_stats(plain, kind=kind, progress=False)
+    t = cls()
+    assert t.mean is None and t.computed and 'computed in setups' in t.name
+    dls = esc50_dls(tiny_esc50, bs=8, sr=8000, wave_norm=True, batch_tfms=[t, _Mask()])
+    assert [type(f).__name__ for f in dls.valid.after_batch.fs] == ['AudioNormalize', 'MelSpec', cls.__name__, '_Mask']
+    assert torch.equal(t.mean, ref.mean.float()) and torch.equal(t.std, ref.std.float())  # the same stream, the same numbers
+    assert t.stats.n == ref.n and t.cfg == ref.cfg and t.axes == ref.dims
+    x, _ = dls.valid.one_batch()
+    assert isinstance(x, TensorSpec) and float(x.mean().abs()) < 1
+
+def test_setups_with_a_hand_written_datablock_frac_and_n_batches(tiny_esc50):
+    import pandas as pd
+    from fastai.data.block import DataBlock, CategoryBlock
+    from fastai.data.transforms import ColReader
+    from fastnorm.audio import AudioBlock
+    from fastnorm.spec import MelSpec
+    from fastnorm.data import CrossValidationSplitter
+    df = pd.read_csv(tiny_esc50/'meta'/'esc50.csv')
+    def dblock(*tfms):
+        return DataBlock(blocks=(AudioBlock(sr=8000, duration=1.0), CategoryBlock), get_x=ColReader('filename', pref=tiny_esc50/'audio'),
+                         get_y=ColReader('category'), splitter=CrossValidationSplitter(1), batch_tfms=[MelSpec(sr=8000), *tfms])
+    plain = dblock().dataloaders(df, bs=8, num_workers=0)
+    for kw in (dict(frac=0.5, seed=3), dict(n_batches=1)):
+        t = ChannelSpecNorm(**kw)
+        dblock(t).dataloaders(df, bs=8, num_workers=0)
+        ref = compute_stats(plain, kind='channel', progress=False, **kw)
+        assert t.stats.n_batches == ref.n_batches < 4 and torch.equal(t.mean, ref.mean.float()) and torch.equal(t.std, ref.std.float())
+
+def test_setups_on_the_cache_uses_its_item_moments(tiny_esc50, monkeypatch):
+    from fastnorm.data import esc50_dls
+    ref = compute_stats(esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True), kind='channel', progress=False)
+    def no_batches(self, *a, **k): raise AssertionError("the cached fast path read a batch")
+    monkeypatch.setattr(StatsRecorder, 'update', no_batches)
+    t = ChannelSpecNorm()
+    esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True, batch_tfms=[t])
+    assert torch.equal(t.mean, ref.mean.float()) and torch.equal(t.std, ref.std.float())
+
+def test_setups_errors_reach_the_user(tiny_esc50):
+    from fastnorm.data import esc50_dls
+    class Broken(Transform):
+        order = 50
+        def encodes(self, x:TensorSpec): return x.no_such_attribute  # an AttributeError, which fasttransform's `setup` swallows
+    with pytest.raises(RuntimeError, match="ChannelSpecNorm could not compute its statistics.*AttributeError.*no_such_attribute") as e:
+        esc50_dls(tiny_esc50, bs=8, sr=8000, batch_tfms=[Broken(), ChannelSpecNorm()])
+    assert isinstance(e.value.__cause__, AttributeError)
+
+def test_without_statistics_encodes_says_how_to_get_them():
+    with pytest.raises(ValueError, match=r"ChannelSpecNorm has no statistics yet.*batch_tfms.*add_spec_norm"): ChannelSpecNorm()(logmel())
+    with pytest.raises(ValueError, match=r'needs both `mean` and `std`'): GlobalSpecNorm(std=1.)
+    with pytest.raises(ValueError, match=r'`frac` must be in \(0, 1\] \(0 given\)'): ChannelSpecNorm(frac=0)
+    with pytest.raises(ValueError, match=r'`n_batches` must be a positive integer or None \(0 given\)'): ChannelSpecNorm(n_batches=0)
+    t = GlobalSpecNorm(-60., 20.)
+    t.setup(None)  # given statistics stay
+    assert float(t.mean) == -60.
+
+def test_a_normalizer_shared_by_two_dataloaders_warns(tiny_esc50):
+    from fastnorm.data import esc50_dls
+    t = GlobalSpecNorm()
+    esc50_dls(tiny_esc50, fold=1, bs=8, sr=8000, batch_tfms=[t])
+    with pytest.warns(UserWarning, match='held the statistics of another training set'):
+        esc50_dls(tiny_esc50, fold=2, bs=8, sr=8000, batch_tfms=[t])
+    assert torch.equal(t.mean, compute_stats(esc50_dls(tiny_esc50, fold=2, bs=8, sr=8000), progress=False).mean.float())
+
+def test_add_spec_norm_uses_fastai_add_tfms(dls, monkeypatch):
+    calls = []
+    orig = type(dls).add_tfms
+    monkeypatch.setattr(type(dls), 'add_tfms', lambda self, tfms, event, **kw: calls.append(event) or orig(self, tfms, event, **kw))
+    add_spec_norm(dls, kind='global', n_batches=2)
+    assert calls == ['after_batch']
+    t = dls.train.after_batch.fs[1]
+    assert t is dls.valid.after_batch.fs[1] and t.stats.n_batches == 2 and isinstance(t, GlobalSpecNorm)
+
+# ---- no silent skip ----
+def test_other_float_batches_are_normalized_or_an_error():
+    from fastai.torch_core import TensorImage, TensorCategory
+    from fastnorm.audio import AudioTensor
+    x = logmel()
+    t = ChannelSpecNorm(stats([x], (0,3)))
+    want = t(x).as_subclass(torch.Tensor)
+    for other in (x.as_subclass(torch.Tensor), TensorImage(x.as_subclass(torch.Tensor))):
+        y = t(other)
+        assert type(y) is type(other) and torch.equal(y.as_subclass(torch.Tensor), want)
+        assert torch.allclose(t.decode(y).as_subclass(torch.Tensor), other.as_subclass(torch.Tensor), atol=1e-4)
+    with pytest.raises(ValueError, match=r"ChannelSpecNorm got a TensorImage of shape \[6, 3, 32, 32\].*TensorSpec\(x, cfg="):
+        t(TensorImage(torch.rand(6, 3, 32, 32)))
+    with pytest.raises(ValueError, match=r"ChannelSpecNorm got a Tensor of shape \[6, 16, 20\]"): t(torch.rand(6, 16, 20))
+    with pytest.raises(ValueError, match=r"waveform batch \(AudioTensor.*put MelSpec before it"): t(AudioTensor(torch.rand(6, 1, 800), sr=8000))
+    y = TensorCategory(torch.tensor([0, 2, 1]))
+    assert t(y) is y and t((x, y))[1] is y  # targets are left alone
+    ints = torch.zeros(6, 1, 16, 20, dtype=torch.long)
+    assert t(ints) is ints
+
+@pytest.mark.parametrize('cls', [InstanceSpecNorm, 'imagenet'])
+def test_per_item_normalizers_handle_other_float_batches(cls):
+    from fastai.torch_core import TensorImage, TensorCategory
+    from fastnorm.norm import ImageNetSpecNorm
+    t = ImageNetSpecNorm() if cls == 'imagenet' else cls()
+    x = logmel()
+    img = TensorImage(x.as_subclass(torch.Tensor))
+    y = t(img)
+    assert type(y) is TensorImage and torch.equal(y.as_subclass(torch.Tensor), t(x).as_subclass(torch.Tensor))
+    with pytest.raises(ValueError, match=rf"{type(t).__name__} got a Tensor of shape \[6, 16, 20\] and is not \[B,C,F,T\]"):
+        t(torch.rand(6, 16, 20))
+    c = TensorCategory(torch.tensor([1]))
+    assert t(c) is c

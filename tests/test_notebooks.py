@@ -1,54 +1,113 @@
-"Execute every notebook in `nbs/` at the small scale set in settings.ini, so the documentation stays runnable"
-import configparser
+"""Execute every notebook in `nbs/` at the small scale set in settings.ini, so the documentation stays runnable, and
+check that each saved notebook shows the outputs of its current code (made by `python tools/run_nbs.py`)"""
+import base64
+import copy
+import io
+import json
+import os
+import sys
 from pathlib import Path
 import pytest
 
 nbformat = pytest.importorskip('nbformat')
-nbclient = pytest.importorskip('nbclient')
+pytest.importorskip('nbclient')
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'tools'))
+import run_nbs  # noqa: E402  (tools/run_nbs.py: how a notebook runs, shared by the tests and the docs command)
 
-def nb_settings(path=ROOT/'settings.ini'):
-    "The notebook settings in nbdev's keys: `nbs_path`, `recursive`, `tst_flags`, `tst_params`"
-    cfg = configparser.ConfigParser(); cfg.read(path)
-    d = cfg['DEFAULT']
-    return dict(nbs_path=ROOT/d.get('nbs_path', 'nbs'), recursive=d.getboolean('recursive', False),
-                tst_flags=d.get('tst_flags', '').split(),
-                tst_params=[l.strip() for l in d.get('tst_params', '').splitlines() if l.strip()])
+code, markdown = nbformat.v4.new_code_cell, nbformat.v4.new_markdown_cell
 
-def notebooks(s=None):
-    s = s or nb_settings()
-    pat = '**/*.ipynb' if s['recursive'] else '*.ipynb'
-    return sorted(p for p in s['nbs_path'].glob(pat) if '.ipynb_checkpoints' not in p.parts)
 
-def prepare(nb, s):
-    "Drop cells flagged with one of `tst_flags`; insert the `tst_params` overrides after the `#| params` cell"
-    def flags(c): 
-        first = c.source.lstrip().splitlines()[0] if c.source.strip() else ''
-        return first[3:].split() if first.startswith('#|') else []
-    cells = []
-    for c in nb.cells:
-        if c.cell_type == 'code' and set(flags(c)) & set(s['tst_flags']): continue
-        cells.append(c)
-        if c.cell_type == 'code' and 'params' in flags(c):
-            cells.append(nbformat.v4.new_code_cell('\n'.join(s['tst_params'])))
-    nb.cells = cells
-    return nb
+def injected(nb):
+    return [c for c in nb.cells if run_nbs.INJECTED_TAG in c.metadata.get('tags', [])]
+
 
 def test_settings_are_read():
-    s = nb_settings()
-    assert s['nbs_path'] == ROOT/'nbs' and 'notest' in s['tst_flags'] and any(p.startswith('epochs=') for p in s['tst_params'])
+    s = run_nbs.nb_settings()
+    assert s['nbs_path'] == ROOT/'nbs'
+    assert 'notest' in s['tst_flags']
+    assert any(p.startswith('epochs=') for p in s['tst_params'])
 
-def test_prepare_skips_flagged_cells_and_injects_params():
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('#| params\nepochs = 10'),
-                                        nbformat.v4.new_code_cell('#| notest\nraise SystemExit'),
-                                        nbformat.v4.new_code_cell('x = epochs')])
-    out = prepare(nb, dict(tst_flags=['notest'], tst_params=['epochs=1']))
-    assert [c.source for c in out.cells] == ['#| params\nepochs = 10', 'epochs=1', 'x = epochs']
 
-@pytest.mark.parametrize('path', notebooks(), ids=lambda p: p.name)
+def test_settings_file_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match='notebook settings not found'):
+        run_nbs.nb_settings(tmp_path/'settings.ini')
+
+
+def test_params_injected_after_params_cell_and_flagged_cells_skipped():
+    nb = nbformat.v4.new_notebook(cells=[code('#| params\nepochs = 10'), code('#| notest\nraise SystemExit'),
+                                         markdown('#| notest is only a flag in code'), code('x = epochs'), code('  ')])
+    s = dict(tst_flags=['notest'], tst_params=['epochs=1'])
+    run_nbs.with_params(nb, s)
+    sources = [c.source for c in run_nbs.executed_cells(nb, s)]
+    assert sources[0] == '#| params\nepochs = 10' and sources[2] == 'x = epochs' and len(sources) == 3
+    assert sources[1].startswith('# Injected by tools/run_nbs.py') and sources[1].endswith('\nepochs=1')
+    run_nbs.with_params(nb, dict(s, tst_params=['epochs=2', 'runs=1']))    # a rerun replaces the injected cell
+    assert len(injected(nb)) == 1 and nb.cells[1] is injected(nb)[0]
+    assert injected(nb)[0].source.endswith('\nepochs=2\nruns=1') and injected(nb)[0].id == 'injected-parameters'
+
+
+def test_execute_records_what_ran_and_stale_sees_every_change(tmp_path):
+    "One real run of a tiny notebook: outputs, stable paths, capped DPI; then each edit that must make it stale"
+    nb = nbformat.v4.new_notebook(cells=[
+        code('#| params\nn = 10'),
+        code('import os, pathlib\nprint(pathlib.Path.cwd())\nprint(os.environ["FASTNORM_HOME"] + "/data")'),
+        code('#| notest\nraise SystemExit("flagged cells must not run")'),
+        code('import matplotlib.pyplot as plt\nplt.figure(figsize=(4, 2))\nplt.plot(range(n))\nplt.show()')])
+    s = dict(tst_flags=['notest'], tst_params=['n = 3'])
+    nb = run_nbs.execute(nb, s, cwd=tmp_path/'work', home=tmp_path/'home')
+    assert [c.execution_count for c in nb.cells] == [1, 2, 3, None, 4]
+    assert nb.cells[2].outputs[0].text == '.\n~/.fastnorm/data\n'
+    assert nb.cells[3].outputs == []
+    assert str(tmp_path) not in json.dumps(nb)
+    from PIL import Image
+    png = next(o.data['image/png'] for o in nb.cells[4].outputs if 'image/png' in o.get('data', {}))
+    assert Image.open(io.BytesIO(base64.b64decode(png))).size[0] <= 4 * run_nbs.DPI
+    record = nb.metadata[run_nbs.RECORD_KEY]
+    assert record['tst_params'] == ['n = 3'] and len(record['executed_sha256']) == 64
+    assert run_nbs.stale(nb, s) == []
+
+    edited = copy.deepcopy(nb)
+    edited.cells[4].source += '  # edited'
+    assert run_nbs.stale(edited, s) == ['its code or the settings changed since it was executed']
+    assert run_nbs.stale(nb, dict(s, tst_params=['n = 4'])) == [
+        'its code or the settings changed since it was executed',
+        "its injected-parameters cell is not the one the settings give"]
+    assert run_nbs.stale(nb, dict(s, tst_flags=[])) == [     # the flagged cell would run now, and it has no output
+        'its code or the settings changed since it was executed',
+        'its cells were not all run once top to bottom (execution counts [1, 2, 3, None, 4])']
+    unrun = copy.deepcopy(nb)
+    unrun.cells[4].execution_count = None
+    assert run_nbs.stale(unrun, s) == [
+        'its cells were not all run once top to bottom (execution counts [1, 2, 3, None])']
+    unrecorded = copy.deepcopy(nb)
+    del unrecorded.metadata[run_nbs.RECORD_KEY]
+    assert run_nbs.stale(unrecorded, s) == ['it was never executed by tools/run_nbs.py (no record in its metadata)']
+
+
+def test_failing_cell_stops_the_run(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[code('raise ValueError("broken notebook")')])
+    with pytest.raises(Exception, match='broken notebook'):
+        run_nbs.execute(nb, dict(tst_flags=[], tst_params=[]), cwd=tmp_path)
+
+
+@pytest.mark.parametrize('path', run_nbs.notebooks(), ids=lambda p: p.name)
+def test_saved_notebook_shows_outputs_of_its_code(path):
+    "The saved notebook was executed by tools/run_nbs.py from its current code; a copy with one cell edited is stale"
+    s = run_nbs.nb_settings()
+    nb = nbformat.read(path, as_version=4)
+    assert run_nbs.stale(nb, s) == [], f'run `python tools/run_nbs.py {path.relative_to(ROOT)}` and commit the notebook'
+    edited = copy.deepcopy(nb)
+    cell = run_nbs.executed_cells(edited, s)[-1]
+    cell.source += '\nNone'
+    assert run_nbs.stale(edited, s) == ['its code or the settings changed since it was executed']
+
+
+@pytest.mark.parametrize('path', run_nbs.notebooks(), ids=lambda p: p.name)
 def test_notebook_runs(path, tmp_path):
-    s = nb_settings()
-    nb = prepare(nbformat.read(path, as_version=4), s)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}})
-    client.execute()
+    "Each notebook runs top to bottom at the small scale, as tools/run_nbs.py runs it for the docs"
+    s = run_nbs.nb_settings()
+    home = os.environ.get('FASTNORM_HOME')    # the test session's (conftest.py): the notebooks share its datasets
+    nb = run_nbs.execute(nbformat.read(path, as_version=4), s, cwd=tmp_path, home=home)
+    assert run_nbs.stale(nb, s) == []

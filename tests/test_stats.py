@@ -2,8 +2,7 @@ import socket
 import pytest, torch
 import torch.multiprocessing as mp
 from fastnorm.spec import TensorSpec, SPEC_PRESETS
-from fastnorm.stats import StatsRecorder, compute_stats, stats_pipeline, STATS_KINDS
-from fastnorm.norm import ChannelSpecNorm, add_spec_norm
+from fastnorm.stats import StatsRecorder, STATS_KINDS
 
 CFG = SPEC_PRESETS['quick']
 
@@ -164,139 +163,6 @@ def test_stats_on_batch_device():
     r = StatsRecorder().update(torch.zeros(2, 1, 3, 4))
     assert r.mean.device == r.std.device == torch.device('cpu')
 
-# ---- compute_stats over a DataLoader ----
-@pytest.fixture(scope='module')
-def dls(tiny_esc50):
-    from fastnorm.data import esc50_dls
-    return esc50_dls(tiny_esc50, bs=8, sr=8000)
-
-def all_train_x(dl):
-    "every training item once, through the stats pipeline, by hand"
-    return [dl.after_batch.fs[0](dl.do_batch([dl.do_item(i)]))[0] for i in range(len(dl.dataset))]
-
-def test_compute_stats_covers_the_whole_training_set(dls):
-    xs = all_train_x(dls.train)
-    assert dls.train.drop_last and dls.train.shuffle  # compute_stats must still see every item once
-    for kind, dims in (('global', (0,1,2,3)), ('channel', (0,3))):
-        r = compute_stats(dls, kind=kind, progress=False)
-        m, s = ref(xs, dims)
-        assert r.n == len(xs) * 32 * (64 if kind == 'global' else 1) and r.cfg == xs[0].cfg
-        assert rel(r.mean, m) < 1e-6 and rel(r.std, s) < 1e-6
-
-def test_compute_stats_skips_normalization_already_in_after_batch(dls):
-    before = compute_stats(dls.train, kind='channel', progress=False)
-    d2 = add_spec_norm(dls, kind='channel', stats=before)
-    try:
-        assert any(isinstance(t, ChannelSpecNorm) for t in d2.train.after_batch.fs)
-        assert not any(isinstance(t, ChannelSpecNorm) for t in stats_pipeline(d2.train))
-        after = compute_stats(d2.train, kind='channel', progress=True)
-        assert torch.equal(after.mean, before.mean) and torch.equal(after.std, before.std)
-        x, _ = d2.train.one_batch()  # while iterating normally still normalizes
-        assert float(x.abs().mean()) < 3
-    finally:
-        for dl in d2.loaders: dl.after_batch.fs = dl.after_batch.fs.filter(lambda t: not isinstance(t, ChannelSpecNorm))
-
-def test_compute_stats_frac_and_n_batches(dls):
-    full = compute_stats(dls, kind='global', progress=False)
-    half = compute_stats(dls, kind='global', frac=0.5, seed=1, progress=False)
-    assert half.n_batches == 2 and half.n == 16 * 32 * 64 and not torch.equal(half.mean, full.mean)
-    again = compute_stats(dls, kind='global', frac=0.5, seed=1, progress=False)
-    assert torch.equal(again.mean, half.mean)  # the seed fixes the choice
-    assert compute_stats(dls, kind='global', n_batches=1, progress=False).n_batches == 1
-    with pytest.raises(ValueError, match='`frac`'): compute_stats(dls, frac=0)
-    with pytest.raises(ValueError, match='`kind`'): compute_stats(dls, kind='bin')
-    with pytest.raises(ValueError, match='`n_batches`'): compute_stats(dls, n_batches=0)
-
-def test_compute_stats_on_plain_iterables():
-    xs = batches()
-    r = compute_stats([(x, 0) for x in xs], red_dims=(0,3), progress=False)
-    m, s = ref(xs, (0,3))
-    assert rel(r.mean, m) < 1e-7 and r.n_batches == 3
-    assert compute_stats(xs, n_batches=2, progress=False).n_batches == 2
-
-def test_compute_stats_restores_the_dataloader_even_on_error(dls):
-    dl = dls.train
-    before = (dl.after_batch, dl.shuffle, dl.drop_last, dl.n, 'get_idxs' in dl.__dict__)
-    compute_stats(dl, progress=False)
-    class Boom(Exception): pass
-    orig = StatsRecorder.update
-    try:
-        StatsRecorder.update = lambda self, b, **kw: (_ for _ in ()).throw(Boom())
-        with pytest.raises(Boom): compute_stats(dl, progress=False)
-    finally: StatsRecorder.update = orig
-    assert (dl.after_batch, dl.shuffle, dl.drop_last, dl.n, 'get_idxs' in dl.__dict__) == before
-    assert len(list(dl)) == 4  # 32 items, bs 8, drop_last: still the training loader
-
-def test_compute_stats_on_cached_dataloader(tiny_esc50, dls):
-    from fastnorm.data import esc50_dls
-    cached = esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True)
-    a, b = compute_stats(cached, kind='channel', progress=False), compute_stats(dls, kind='channel', progress=False)
-    assert a.n == b.n and rel(a.mean, b.mean) < 1e-5 and rel(a.std, b.std) < 1e-4
-
-# ---- compute_stats from a feature cache's per-item statistics ----
-@pytest.fixture(scope='module')
-def cached_dls(tiny_esc50):
-    from fastnorm.data import esc50_dls
-    return esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True)
-
-def streamed64(dl, red_dims, chosen):
-    "The streaming pass by hand over the same items and batches, on float64 batches (so it is exact too)"
-    r = StatsRecorder(red_dims)
-    for i in range(0, len(chosen), dl.bs): r.update(dl.do_batch(chosen[i:i+dl.bs])[0].as_subclass(torch.Tensor).double())
-    return r
-
-@pytest.mark.parametrize('kw', [{}, dict(frac=0.5, seed=1), dict(n_batches=3), dict(frac=0.5, seed=2, n_batches=1)])
-@pytest.mark.parametrize('kind', ['global', 'channel'])
-def test_compute_stats_on_cache_merges_item_stats(cached_dls, kind, kw, monkeypatch):
-    from fastnorm.stats import _stats_idxs
-    dl = cached_dls.train
-    slow = compute_stats(dl, kind=kind, progress=False, cache_stats=False, **kw)
-    def no_batches(self, *a, **k): raise AssertionError("the cached fast path read a batch")
-    monkeypatch.setattr(StatsRecorder, 'update', no_batches)
-    fast = compute_stats(cached_dls, kind=kind, progress=False, **kw)
-    monkeypatch.undo()
-    assert (fast.n, fast.n_batches, fast.kept_shape, fast.cfg, fast.red_dims) == (slow.n, slow.n_batches, slow.kept_shape, slow.cfg, slow.red_dims)
-    assert torch.equal(fast.count, slow.count) and fast.mean.dtype == torch.float64 and fast.device == slow.device
-    assert rel(fast.mean, slow.mean) < 1e-6 and rel(fast.std, slow.std) < 1e-6  # the pass sums float32 batches
-    ref64 = streamed64(dl, STATS_KINDS[kind], _stats_idxs(dl, kw.get('frac', 1.), kw.get('n_batches'), kw.get('seed', 0)))
-    assert fast.n == ref64.n and rel(fast.mean, ref64.mean) < 1e-12 and rel(fast.std, ref64.std) < 1e-12
-    u = compute_stats(dl, kind=kind, progress=False, unbiased=True, **kw)
-    assert torch.allclose(u.var, fast.var * fast.n / (fast.n - 1), rtol=1e-12, atol=0)
-
-def test_compute_stats_on_cache_streams_when_a_transform_comes_first(tiny_esc50, cached_dls):
-    from fastai.data.transforms import Transform
-    from fastnorm.data import esc50_dls
-    class Shift(Transform):
-        order = 50
-        def encodes(self, x:TensorSpec): return x + 10
-    shifted = esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True, batch_tfms=[Shift()])
-    assert type(shifted.train).__name__ == 'CachedSpecDL' and stats_pipeline(shifted.train)
-    calls = []
-    orig = StatsRecorder.update
-    def counting(self, b, **k): calls.append(1); return orig(self, b, **k)
-    StatsRecorder.update = counting
-    try: r = compute_stats(shifted, kind='channel', progress=False)
-    finally: StatsRecorder.update = orig
-    plain = compute_stats(cached_dls, kind='channel', progress=False)
-    assert len(calls) == 4 and r.n == plain.n
-    assert float((r.mean - plain.mean - 10).abs().max()) < 1e-4 and rel(r.std, plain.std) < 1e-5
-
-def test_compute_stats_on_cache_streams_when_time_is_kept(cached_dls):
-    r = compute_stats(cached_dls, red_dims=(0,1,2), progress=False)  # per-item statistics reduce over time: no use here
-    assert r.kept_shape == (1,1,1,32) and torch.equal(r.mean, compute_stats(cached_dls, red_dims=(0,1,2), progress=False, cache_stats=False).mean)
-
-def test_compute_stats_on_cache_without_item_stats_streams(tiny_esc50, tmp_path, cached_dls):
-    import shutil
-    from fastnorm.cache import SpecCache
-    from fastnorm.data import esc50_dls
-    cached_dls.train._index()
-    shutil.copytree(cached_dls.train._cache.path, tmp_path/'old'); (tmp_path/'old'/'stats.npz').unlink()  # as a cache of format 1
-    old = SpecCache(tmp_path/'old')
-    assert old.item_stats is None
-    r = compute_stats(esc50_dls(tiny_esc50, bs=8, sr=8000, cache=old), kind='channel', progress=False)
-    fast = compute_stats(cached_dls, kind='channel', progress=False)
-    assert r.n == fast.n and rel(r.mean, fast.mean) < 1e-6 and rel(r.std, fast.std) < 1e-6
-
 def test_a_rejected_first_batch_leaves_the_recorder_new():
     r = StatsRecorder((0, 3))
     bad = torch.zeros(2, 1, 16, 20); bad[1, 0, 3, 4] = float('nan')
@@ -309,3 +175,44 @@ def test_plot_names_the_kept_axis():
     assert r.plot().axes[0].get_xlabel() == 'channel'
     r = StatsRecorder((0, 3)).update(torch.randn(4, 1, 8, 10))
     assert r.plot().axes[0].get_xlabel() == 'mel bin'
+
+# ---- state: one state_dict/load_state_dict pair behind save/load, pickling and all_reduce ----
+def test_pool_with_negative_dims_can_still_merge():
+    xs = batches((8, 5, 3), dtype=torch.float64)
+    a, b = StatsRecorder((0,3)), StatsRecorder((0,3))
+    a.update(xs[0]); b.update(xs[1]); b.update(xs[2])
+    full = StatsRecorder((0,2,3))
+    for x in xs: full.update(x)
+    p = a.pool(-2)
+    assert p.dims == (0,2,3) and p.kept_shape == (1,1,1,1) == a.pool(2).kept_shape
+    p.merge(b.pool((-2,)))  # today's bug: a negative int dim left a recorder that could not merge
+    assert p.n == full.n and rel(p.mean, full.mean) < 1e-12 and rel(p.std, full.std) < 1e-12
+    p.update(xs[0])  # and can go on streaming
+    with pytest.raises(ValueError, match=r'`dims` must be dims of the rank-4 statistics \(\(4,\) given\)'): a.pool(4)
+
+def test_pickle_carries_the_state_not_the_work_buffer():
+    import pickle, copy
+    r = StatsRecorder((0,3))
+    for x in batches(): r.update(x)
+    assert '_buf' in r.__dict__  # the work buffer kept between batches
+    d = pickle.dumps(r)
+    assert len(d) < 4000  # 16 kept values x 3 float64 moments and metadata, not the batch-sized buffer (8x16x20 floats)
+    for l in (pickle.loads(d), copy.deepcopy(r)):
+        assert '_buf' not in l.__dict__ and l.cfg == CFG and l.n_batches == 3 and l.dims == (0,3)
+        assert torch.equal(l.mean, r.mean) and torch.equal(l.count, r.count) and torch.equal(l.std, r.std)
+        l.update(batches()[0])  # and goes on
+    e = pickle.loads(pickle.dumps(StatsRecorder((0,-1))))  # an empty one too
+    assert e.red_dims == (0,-1) and e.kept_shape is None and e.update(batches()[0]).dims == (0,3)
+
+def test_state_dict_roundtrip_and_from_moments():
+    r = StatsRecorder((0,2,3), unbiased=True)
+    for x in batches(): r.update(x)
+    s = r.state_dict()
+    assert s['format'] == 'fastnorm.stats' and s['red_dims'] == [0,2,3] and s['kept_shape'] == [1,1,1,1] and s['unbiased']
+    l = StatsRecorder.from_state_dict(s)
+    assert torch.equal(l.var, r.var) and l.unbiased and l.cfg == r.cfg
+    with pytest.raises(ValueError, match='Not a StatsRecorder state'): StatsRecorder().load_state_dict({'format': 'x'})
+    m = StatsRecorder.from_moments(r.count, r.mean, r.var * (r.count - 1), (0,2,3), unbiased=True)
+    assert torch.allclose(m.std, r.std, rtol=1e-12, atol=0) and m.kept_shape == r.kept_shape
+    with pytest.raises(ValueError, match=r'size 1 in every one of `red_dims`=\(0,\)'): StatsRecorder.from_moments(*[torch.ones(2, 3)] * 3, (0,))
+    with pytest.raises(ValueError, match='one shape'): StatsRecorder.from_moments(torch.ones(1, 3), torch.ones(1, 3), torch.ones(1, 2), (0,))

@@ -1,0 +1,149 @@
+"""Statistics of a fastai `DataLoader`: `compute_stats` streams the spectrograms a normalizer will see (or merges a
+feature cache's per-item moments), each rank its own shard under `torch.distributed`.
+One layer above `stats` and `cache`, below `norm`."""
+from __future__ import annotations
+import math, random
+from contextlib import contextmanager
+from functools import partial
+from fasttransform import Pipeline
+from .stats import StatsRecorder, STATS_KINDS
+from .cache import CachedSpecDL
+
+__all__ = ['NORM_ORDER', 'stats_pipeline', 'stats_items', 'dist_shard', 'compute_stats']
+
+NORM_ORDER = 99  # fastai's `Normalize.order`: statistics describe what the transforms before it make
+
+def stats_pipeline(dl)->list:
+    """The `after_batch` transforms of `dl` that make the data statistics are taken on: order below `NORM_ORDER`
+    (fastai's convention puts normalization at 99, augmentations that must follow it above), not train-only"""
+    return [t for t in dl.after_batch.fs if getattr(t, 'order', 0) < NORM_ORDER and getattr(t, 'split_idx', None) != 0]
+
+def stats_items(dl, # a fastai `DataLoader`
+                frac:float=1.0, # fraction of its batches
+                n_batches:int|None=None, # at most this many batches
+                seed:int=0, # seeds the choice of batches
+               )->list:
+    "Indices into `dl.dataset` that `compute_stats` reads, in batches of `dl.bs`: all in order, or a random `frac`"
+    n, bs = len(dl.dataset), dl.bs or 1
+    idxs = list(range(n))
+    if frac < 1: random.Random(seed).shuffle(idxs)
+    chunks = [idxs[i:i+bs] for i in range(0, n, bs)]
+    k = max(1, math.ceil(frac * len(chunks)))
+    if n_batches is not None: k = min(k, n_batches)
+    return [i for c in chunks[:k] for i in c]
+
+def _rank_world():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+def dist_shard(idxs, # items in batch order
+               bs:int, # batch size
+              )->list:
+    """This rank's share of `idxs` under `torch.distributed`: every world-size-th whole batch of `bs`, starting at its
+    rank, so each batch is made exactly as in one process; all of `idxs` when no process group is initialized"""
+    idxs = list(idxs)
+    rank, world = _rank_world()
+    if world == 1: return idxs
+    chunks = [idxs[i:i+bs] for i in range(0, len(idxs), bs)]
+    return [i for c in chunks[rank::world] for i in c]
+
+@contextmanager
+def _patched(obj, **attrs):
+    "Set instance attributes of `obj` for the duration of a `with` block, then restore them"
+    old = {k: obj.__dict__[k] for k in attrs if k in obj.__dict__}
+    try:
+        for k, v in attrs.items(): setattr(obj, k, v)
+        yield obj
+    finally:
+        for k in attrs:
+            if k in old: setattr(obj, k, old[k])
+            else: delattr(obj, k)
+
+def _cached_stats(dl, rec, chosen, pos)->bool:
+    """Merge into `rec` the statistics the streaming pass would give over items `chosen[pos]` of a `CachedSpecDL`, from
+    its cache's per-item moments (no spectrogram read); False, with `rec` untouched, where they do not apply (a
+    transform before normalization, a cache without per-item moments or lacking an item, kept batch or time dims,
+    NaN/Inf in an item). The decision depends on all of `chosen`, so every rank of a process group takes one path."""
+    if not isinstance(dl, CachedSpecDL) or stats_pipeline(dl) or not chosen: return False
+    mom = dl.item_moments(chosen)
+    if mom is None: return False
+    nd = mom['mean'].ndim + 1  # `[items,C,F]` moments over time of `[B,C,F,T]` batches
+    if any(not -nd <= d < nd for d in rec.red_dims): return False
+    dims = sorted({d % nd for d in rec.red_dims})
+    if dims[0] != 0 or dims[-1] != nd - 1: return False
+    if not all(mom[k].isfinite().all() for k in ('mean', 'm2')): return False  # the streaming pass names the bad batch
+    if not pos: return True  # this rank has no batch: `all_reduce` brings the others' statistics
+    mine = {k: v[pos][..., None] for k, v in mom.items()}  # `[items,C,F,1]`
+    bs = dl.bs or 1
+    items = StatsRecorder.from_moments(mine['count'], mine['mean'], mine['m2'], (nd - 1,), rec.unbiased, rec.time_dim,
+                                       dl.cache.cfg, n_batches=math.ceil(len(pos) / bs))
+    rec.merge(items.pool(dims[:-1]))  # Chan's merge of all items (and channels/bins when reduced) at once, in float64
+    return True
+
+def _progress(it, total, progress):
+    "`it` with a fastprogress bar when `progress` is True, or None and the pass is long (over 20 batches)"
+    if progress or (progress is None and total is not None and total > 20):
+        from fastprogress.fastprogress import progress_bar
+        return progress_bar(it, total=total, leave=False)
+    return it
+
+def _stream(batches, rec, total, progress):
+    for b in _progress(batches, total, progress): rec.update(b[0] if isinstance(b, (tuple, list)) else b)
+
+def _is_fastai_dl(dl)->bool: return hasattr(dl, 'after_batch') and hasattr(dl, 'get_idxs') and hasattr(dl, 'dataset')
+
+def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training set), or any iterable of batches
+                  kind:str|None='global', # 'global' (one value) or 'channel' (one per channel and frequency bin)
+                  red_dims=None, # or: the dims to reduce, overriding `kind`
+                  frac:float=1.0, # fraction of the batches to use, drawn at random with `seed`
+                  n_batches:int|None=None, # at most this many batches
+                  seed:int=0, # seeds the choice of batches
+                  progress:bool|None=True, # show a fastprogress bar; None: only for a pass over more than 20 batches
+                  unbiased:bool=False, # Bessel-corrected std
+                  cache_stats:bool=True, # a `CachedSpecDL` with nothing before normalization: merge per-item moments
+                 )->StatsRecorder:
+    """One pass over `dl`'s batches after the spectrogram transform, before normalization or augmentation: a
+    `StatsRecorder`. Over a feature cache with nothing to apply before normalization, reducing over the batch and time
+    dims, the same items' moments stored in the cache are merged instead (no batch is read; exact in float64, where the
+    pass sums float32 batches). Under `torch.distributed` (`distrib_ctx`, `torchrun`, `accelerate launch`) each rank
+    reads its shard of whole batches of a fastai `DataLoader` and the ranks all-reduce, so all hold the statistics of
+    the whole set (a plain iterable is taken to be the rank's shard already, as with a `DistributedSampler`)."""
+    if red_dims is None:
+        if kind not in STATS_KINDS:
+            raise ValueError(f"`kind` must be one of {sorted(STATS_KINDS)} or give `red_dims` ({kind!r} given)")
+        red_dims = STATS_KINDS[kind]
+    if not 0 < frac <= 1: raise ValueError(f"`frac` must be in (0, 1] ({frac} given)")
+    if n_batches is not None and n_batches < 1:
+        raise ValueError(f"`n_batches` must be a positive integer or None ({n_batches} given)")
+    if hasattr(dl, 'loaders') and hasattr(dl, 'train'): dl = dl.train
+    rec = StatsRecorder(red_dims, unbiased=unbiased)
+    if _is_fastai_dl(dl):
+        # the fastai DataLoader itself (keeping its caches and workers), over the chosen items in order, with its
+        # after_batch cut before normalization and augmentation; restored afterwards, even on an error
+        bs = dl.bs or 1
+        chosen = stats_items(dl, frac, n_batches, seed)
+        pos = dist_shard(range(len(chosen)), bs)
+        if not (cache_stats and _cached_stats(dl, rec, chosen, pos)):
+            mine = [chosen[p] for p in pos]
+            # `partial`, not a lambda: workers started by spawn (macOS, Windows, torch.multiprocessing) pickle `dl`
+            cut = dict(after_batch=Pipeline(stats_pipeline(dl)), get_idxs=partial(list, mine), n=len(mine))
+            with _patched(dl, shuffle=False, drop_last=False, **cut):
+                _stream(dl, rec, math.ceil(len(mine) / bs), progress)
+    else:  # a plain iterable: take a random fraction of its batches as they come
+        rng, total = random.Random(seed), None
+        try: total = len(dl)
+        except TypeError: pass
+        def _gen():
+            k = 0
+            for b in dl:
+                if n_batches is not None and k >= n_batches: return
+                if frac < 1 and rng.random() >= frac: continue
+                k += 1
+                yield b
+        if total is not None: total = min(total if frac == 1 else math.ceil(frac*total), n_batches or total)
+        _stream(_gen(), rec, total, progress)
+    if _rank_world()[1] > 1: rec.all_reduce()
+    if rec.kept_shape is None: raise ValueError("compute_stats got no batches from `dl`")
+    dev = getattr(dl, 'device', None)
+    return rec if dev is None else rec.to(dev)
