@@ -20,3 +20,6 @@ from .noise import *
 from .render import *
 from .schemes import *
 from .export import *
+from .pcen import *
+from .freqnorm import *
+from .shift import *

@@ -9,7 +9,9 @@ __all__ = ['compare', 'synth', 'export', 'main']
 def compare(
     data:str=None, # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or a folder in ESC-50's or FSDD's layout [preset: quick uses synth, paper esc50]
     fold:int=1, # validation fold (ESC-50 layout); FSDD uses takes 0-4 as validation
-    norms:str=None, # comma list from none,wave,global,channel,instance,imagenet [default: none,global,channel]
+    norms:str=None, # comma list of: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle [preset]
+    shift:str=None, # comma list of validation shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ; 'none' for none [preset]
+    speaker:str=None, # FSDD: validate on this speaker and train on the others (a speaker shift); default: split by take
     runs:int=None, # seeded runs per normalization [preset]
     epochs:int=None, # epochs per run (fit_one_cycle) [preset]
     arch:str=None, # xresnet18_tiny, xresnet18, xresnet34, resnet18, resnet34 [preset]
@@ -20,20 +22,21 @@ def compare(
     frac:float=1.0, # fraction of training batches the statistics are computed on
     preset:str='quick', # quick: minutes on a CPU; paper: the published post's setup (real ESC-50, for a GPU)
     seed:int=0, # seed of the first run; run r uses seed+r
-    out:str='runs/compare', # folder for results.csv, summary.md, comparison.png, curves.png, statistics plots
-    resume:store_true=False, # complete an interrupted comparison in --out, training only the missing runs
+    out:str='runs/compare', # folder for results.csv, summary.md, comparison.png, curves.png, statistics plots, models/
+    resume:store_true=False, # complete an interrupted comparison in --out: trains only the missing runs, evaluates only missing shifts
     pretrained:store_true=False, # ImageNet-pretrained torchvision resnet (needs --arch resnet18/resnet34 and the weights); pair it with --norms imagenet
     no_progress:store_true=False, # no progress bars
 ):
-    "Compare spectrogram normalizations (none / wave / global / channel / instance) on ESC-50 or a dataset in its layout"
+    "Compare spectrogram normalizations on ESC-50 or a dataset in its layout, also under deployment shifts; runs under torchrun too"
     from .compare import CompareConfig, PRESETS, run_comparison
     if preset not in PRESETS: raise SystemExit(f"fastnorm compare: unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
     p = dict(PRESETS[preset])
     if data is not None: p['data'] = data
     given = dict(runs=runs, epochs=epochs, arch=arch, bs=bs, lr=lr, spec=spec)
     p.update({k: v for k, v in given.items() if v is not None})
-    cfg = CompareConfig(norms=tuple((norms or 'none,global,channel').replace(' ', '').split(',')), fold=fold, specaugment=specaugment,
-                        frac=frac, seed=seed, pretrained=pretrained, **p)
+    if norms is not None: p['norms'] = tuple(norms.replace(' ', '').split(','))
+    if shift is not None: p['shifts'] = () if shift.strip() == 'none' else tuple(s for s in shift.replace(' ', '').split(',') if s)
+    cfg = CompareConfig(fold=fold, specaugment=specaugment, frac=frac, seed=seed, pretrained=pretrained, speaker=speaker, **p)
     try: run_comparison(cfg, out=out, resume=resume, progress=not no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e: raise SystemExit(f"fastnorm compare: error: {e}")
 

@@ -5,7 +5,7 @@ import numpy as np, pandas as pd
 from scipy import stats as sps
 from .utils import atomic_path
 
-__all__ = ['summarize', 'summary_markdown', 'plot_comparison', 'plot_curves', 'save_figure']
+__all__ = ['summarize', 'summary_markdown', 'summarize_shifts', 'shift_markdown', 'plot_comparison', 'plot_curves', 'save_figure']
 
 def _ci95(x):
     x = np.asarray(x, float)
@@ -33,7 +33,9 @@ def summarize(results:pd.DataFrame, # a row per run: norm, run, seed, final_acc,
 
 def _f(v, fmt='{:.4f}'): return '–' if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
-def summary_markdown(summary:pd.DataFrame, cfg=None, n_classes:int|None=None)->str:
+def summary_markdown(summary:pd.DataFrame, cfg=None, n_classes:int|None=None,
+                     legend:dict|None=None, # normalization -> what it does, for the note under the table
+                    )->str:
     "The summary as a markdown table, with the settings that made it"
     base = summary['norm'][summary['diff'].isna()].iloc[0] if 'diff' in summary else summary['norm'].iloc[0]
     lines = [f"| normalization | n | mean acc | std | 95% CI | diff vs {base} (paired) | p (paired t) |", "|---|---|---|---|---|---|---|"]
@@ -43,14 +45,57 @@ def summary_markdown(summary:pd.DataFrame, cfg=None, n_classes:int|None=None)->s
         lines.append(f"| {r['norm']} | {r['n']} | {_f(r['mean'])} | {_f(r['std'])} | {ci} | {diff} | {_f(r.get('p_value'), '{:.3g}') if r['norm'] != base else ''} |")
     head = "## Normalization comparison\n\n"
     if cfg is not None:
-        head += (f"data `{cfg.data}` fold {cfg.fold}, arch `{cfg.arch}`, {cfg.epochs} epochs, bs {cfg.bs}, lr {cfg.lr}, spectrogram `{cfg.spec}`, "
+        where = f"speaker {cfg.speaker} held out" if getattr(cfg, 'speaker', None) else f"fold {cfg.fold}"
+        head += (f"data `{cfg.data}` {where}, arch `{cfg.arch}`, {cfg.epochs} epochs, bs {cfg.bs}, lr {cfg.lr}, spectrogram `{cfg.spec}`, "
                  f"SpecAugment {cfg.specaugment or 'off'}, stats frac {cfg.frac}, seeds {cfg.seed}..{cfg.seed + cfg.runs - 1}"
                  + (f", chance {1/n_classes:.3f}" if n_classes else '') + "\n\n")
+    if legend is not None:
+        return head + '\n'.join(lines) + '\n\n' + '; '.join(f"`{n}`: {legend[n]}" for n in summary['norm'] if n in legend) + (
+            ". Accuracy is the final epoch's on the validation set; the 95% CI is the t-interval of the mean over runs; the paired "
+            "difference pairs runs that share a seed.\n")
     foot = ("\n\n`none`: raw log-mel; `wave`: per-clip waveform AudioNormalize only; `global`/`channel`: AudioNormalize, then one "
             "statistic for the whole spectrogram / one per mel bin, computed on the training folds; `instance`: AudioNormalize, then "
             "each spectrogram by its own mean and std; `imagenet`: each spectrogram min-max scaled to [0,1] like an image, then ImageNet's mean and std. Accuracy is the final epoch's on the validation fold; the 95% CI is the "
             "t-interval of the mean over runs; the paired difference pairs runs that share a seed.\n")
     return head + '\n'.join(lines) + foot
+
+def summarize_shifts(results:pd.DataFrame, # rows with `final_acc` and an `acc@<shift>` column per shift
+                     shifts, # shift names, e.g. ['gain:-20', 'noise:10']
+                     baseline:str='none', order=None)->pd.DataFrame:
+    """Per shift and normalization: mean accuracy with its 95% CI, the drop from the same models' unshifted accuracy (paired
+    per run), and the paired difference to `baseline` under that shift"""
+    out = []
+    for sh in shifts:
+        col = f'acc@{sh}'
+        r = results.dropna(subset=[col]).assign(drop=lambda d: d[col] - d['final_acc'])
+        s = summarize(r, baseline=baseline, metric=col, order=order)
+        d = summarize(r, baseline=baseline, metric='drop', order=order)[['norm', 'mean', 'ci95']]
+        s = s.merge(d.rename(columns={'mean': 'drop', 'ci95': 'drop_ci95'}), on='norm', how='left')
+        out.append(s.assign(shift=sh))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+def shift_markdown(shift_summary:pd.DataFrame, baseline:str='none')->str:
+    "An overview (mean accuracy under each shift, and its drop) and one table per shift with CIs and paired differences"
+    shifts = list(dict.fromkeys(shift_summary['shift']))
+    norms = list(dict.fromkeys(shift_summary['norm']))
+    lines = ["## Under deployment shifts\n", "Mean validation accuracy under each shift (in brackets its change from the same "
+             "models' unshifted accuracy):\n", "| normalization | " + ' | '.join(shifts) + ' |', '|---|' + '---|' * len(shifts)]
+    by = shift_summary.set_index(['shift', 'norm'])
+    for n in norms:
+        cells = [f"{_f(by.loc[(sh, n), 'mean'])} ({_f(by.loc[(sh, n), 'drop'], '{:+.4f}')})" if (sh, n) in by.index else '–' for sh in shifts]
+        lines.append(f"| {n} | " + ' | '.join(cells) + ' |')
+    for sh in shifts:
+        lines += ['', f"### {sh}", '', f"| normalization | n | mean acc | 95% CI | change from unshifted (paired) | diff vs {baseline} (paired) | p (paired t) |",
+                  '|---|---|---|---|---|---|---|']
+        for r in shift_summary[shift_summary['shift'] == sh].to_dict('records'):
+            ci = f"{_f(r['mean'] - r['ci95'])} – {_f(r['mean'] + r['ci95'])}" if not math.isnan(r['ci95']) else '–'
+            drop = f"{_f(r['drop'], '{:+.4f}')} ± {_f(r['drop_ci95'])}"
+            base = r['norm'] == baseline or 'diff' not in r or (isinstance(r.get('diff'), float) and math.isnan(r['diff']) and r['norm'] == baseline)
+            diff = '' if base else f"{_f(r.get('diff'), '{:+.4f}')} ± {_f(r.get('diff_ci95'))} (n={int(r.get('n_pairs', 0) or 0)})"
+            lines.append(f"| {r['norm']} | {r['n']} | {_f(r['mean'])} | {ci} | {drop} | {diff} | {'' if base else _f(r.get('p_value'), '{:.3g}')} |")
+    lines.append("\nEach shift is applied to the validation waveforms before the spectrogram (the noise with a fixed seed, the same "
+                 "for every model); the change pairs each model with itself unshifted; ± is the 95% t-interval.\n")
+    return '\n'.join(lines)
 
 def save_figure(fig, path):
     "Write `fig` to `path` as PNG atomically (a temporary file, then a rename) and close it"
@@ -58,13 +103,34 @@ def save_figure(fig, path):
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=110, bbox_inches='tight', format='png')
     plt.close(fig)
 
-def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str='final_acc', order=None):
-    "Bars of mean accuracy with 95% CI error bars and each run's dot"
+def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str='final_acc', order=None,
+                    shift_summary:pd.DataFrame|None=None, # from `summarize_shifts`: adds the accuracy under each shift and its drop
+                   ):
+    "Bars of mean accuracy with 95% CI error bars and each run's dot; with shifts, grouped bars per shift and a panel of drops"
     import matplotlib.pyplot as plt
     order = [n for n in (order or summary['norm']) if n in set(summary['norm'])]
     s = summary.set_index('norm').loc[order]
-    fig, ax = plt.subplots(figsize=(1.4 + 1.3*len(order), 3.6))
     xs = np.arange(len(order))
+    if shift_summary is not None and len(shift_summary):
+        shifts = list(dict.fromkeys(shift_summary['shift']))
+        fig, (ax, ax2) = plt.subplots(2, 1, figsize=(2.5 + 1.3*len(order), 7), sharex=True)
+        w = .8 / (len(shifts) + 1)
+        ax.bar(xs - .4 + w/2, s['mean'], w, yerr=s['ci95'].fillna(0), capsize=2, label='unshifted', color='#3182bd')
+        for k, sh in enumerate(shifts):
+            t = shift_summary[shift_summary['shift'] == sh].set_index('norm').reindex(order)
+            off = -.4 + w/2 + w*(k + 1)
+            ax.bar(xs + off, t['mean'], w, yerr=t['ci95'].fillna(0), capsize=2, label=sh, color=f'C{k + 1}')
+            ax2.bar(xs + off - w/2, t['drop'], w, yerr=t['drop_ci95'].fillna(0), capsize=2, label=sh, color=f'C{k + 1}')
+        ax.set_ylim(0, 1); ax.set_ylabel('validation accuracy'); ax.set_title('Accuracy, unshifted and under each shift')
+        ax2.axhline(0, color='k', lw=.8)
+        ax2.set_ylabel('change from unshifted (paired)')
+        ax2.set_title('Accuracy change under each shift (the same models, paired by run)')
+        ax2.set_xticks(xs)
+        ax2.set_xticklabels(order, rotation=30, ha='right')
+        ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
+        save_figure(fig, path)
+        return
+    fig, ax = plt.subplots(figsize=(1.4 + 1.3*len(order), 3.6))
     ax.bar(xs, s['mean'], yerr=s['ci95'].fillna(0), capsize=5, color='#9ecae1', edgecolor='#3182bd', label='mean ± 95% CI')
     rng = np.random.default_rng(0)
     for i, n in enumerate(order):

@@ -10,10 +10,10 @@ def count_training(monkeypatch):
     "Count (and optionally interrupt) training runs"
     calls = []
     real = fc._train_one
-    def counted(dls, cfg, norm, run, seed, out):
+    def counted(dls, cfg, norm, run, seed, out, *rest):
         calls.append((norm, run))
         if getattr(counted, 'stop_at', None) == len(calls): raise KeyboardInterrupt
-        return real(dls, cfg, norm, run, seed, out)
+        return real(dls, cfg, norm, run, seed, out, *rest)
     monkeypatch.setattr(fc, '_train_one', counted)
     counted.calls = calls
     return counted
@@ -21,7 +21,7 @@ def count_training(monkeypatch):
 def test_cli_end_to_end(tiny_esc50, tmp_path):
     out = tmp_path/'out'
     r = subprocess.run([sys.executable, '-m', 'fastnorm', 'compare', '--data', str(tiny_esc50), '--runs', '1', '--epochs', '1',
-                        '--bs', '8', '--norms', 'none,wave,global,channel,instance,imagenet', '--out', str(out), '--no-progress'],
+                        '--bs', '8', '--norms', 'none,wave,global,channel,instance,imagenet', '--shift', 'none', '--out', str(out), '--no-progress'],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     for f in ['results.csv', 'curves.csv', 'summary.md', 'config.json', 'comparison.png', 'curves.png', 'stats_global.png',
@@ -39,7 +39,9 @@ def test_cli_end_to_end(tiny_esc50, tmp_path):
 def test_help_reads_like_fastai():
     r = subprocess.run([sys.executable, '-m', 'fastnorm', 'compare', '--help'], capture_output=True, text=True)
     text = ' '.join(r.stdout.split())  # argparse wraps to the terminal's width
-    assert r.returncode == 0 and '--norms' in text and '--resume' in text and 'comma list from none,wave,global,channel,instance,imagenet' in text
+    assert r.returncode == 0 and '--norms' in text and '--resume' in text and '--shift' in text
+    assert 'comma list of: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle' in text
+    assert 'gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ' in text
 
 def test_same_seed_same_accuracy(tiny_esc50, tmp_path):
     a = run_comparison(tiny_cfg(tiny_esc50, norms=('channel',)), out=tmp_path/'a', progress=False, log=lambda *_: None)
@@ -119,3 +121,58 @@ def test_fold_with_fsdd_layout_is_an_error(tmp_path):
     d = tmp_path/'fsdd'; d.mkdir()
     for take in range(6): sf.write(d/f'1_ann_{take}.wav', np.zeros(800, np.float32), 8000)
     with pytest.raises(ValueError, match="--fold 2: .* FSDD's layout, which has no folds"): fc.resolve_data(str(d), 2)
+
+def test_shift_columns_and_resume_evaluates_only_missing_shifts(tiny_esc50, tmp_path, count_training):
+    cfg, out = tiny_cfg(tiny_esc50, norms=('none', 'fbn'), shifts=('gain:0', 'gain:-20')), tmp_path/'o'
+    res = run_comparison(cfg, out=out, progress=False, log=lambda *_: None)
+    assert list(res.columns[-2:]) == ['acc@gain:0', 'acc@gain:-20'] and res['acc@gain:-20'].between(0, 1).all()
+    assert res['acc@gain:0'].tolist() == res['final_acc'].tolist()  # the shift path reproduces the learner's own validation
+    assert sorted(p.name for p in (out/'models').iterdir()) == ['fbn-run0.pt', 'none-run0.pt']
+    calls = len(count_training.calls)
+    cfg2 = tiny_cfg(tiny_esc50, norms=('none', 'fbn'), shifts=('gain:0', 'gain:-20', 'noise:10'))
+    res2 = run_comparison(cfg2, out=out, resume=True, progress=False, log=lambda *_: None)
+    assert len(count_training.calls) == calls  # nothing trained again
+    assert res2[list(res.columns)].equals(res) and res2['acc@noise:10'].between(0, 1).all()
+    md = (out/'summary.md').read_text()
+    assert '## Under deployment shifts' in md and '### noise:10' in md and '| fbn | 1 |' in md
+    assert 'change from unshifted (paired)' in md and "`fbn`: PANNs' bn0" in md
+
+def test_unknown_shift_fails_before_training(tiny_esc50, tmp_path, count_training):
+    with pytest.raises(ValueError, match=r"Unknown shift 'loud:3'"):
+        run_comparison(tiny_cfg(tiny_esc50, shifts=('loud:3',)), out=tmp_path/'o', progress=False)
+    assert count_training.calls == []
+
+def test_fsdd_speaker_split(tmp_path):
+    import numpy as np, soundfile as sf
+    d = tmp_path/'fsdd'; d.mkdir()
+    for spk in ('ann', 'bob', 'cy'):
+        for take in range(3):
+            for digit in range(2):
+                t = np.arange(2000) / 8000
+                sf.write(d/f'{digit}_{spk}_{take}.wav', (.3*np.sin(2*np.pi*(300 + 400*digit)*t)).astype(np.float32), 8000)
+    _, _, _, n_train = fc.resolve_data(str(d), 1, 'cy')
+    assert n_train == 12
+    with pytest.raises(ValueError, match="test_speaker 'zed' does not exist"): fc.resolve_data(str(d), 1, 'zed')
+    res = run_comparison(CompareConfig(data=str(d), norms=('none',), runs=1, epochs=1, bs=4, speaker='cy', shifts=('gain:0',)),
+                         out=tmp_path/'o', progress=False, log=lambda *_: None)
+    assert res['acc@gain:0'].tolist() == res['final_acc'].tolist()
+    assert 'speaker cy held out' in (tmp_path/'o'/'summary.md').read_text()
+
+def test_torchrun_two_processes_equal_one(tiny_esc50, tmp_path):
+    "2 gloo processes on the CPU split the (run, normalization) jobs; the merged results equal a single process's"
+    import os
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    args = ['compare', '--data', str(tiny_esc50), '--runs', '2', '--epochs', '1', '--bs', '8', '--norms', 'none,channel,rfn',
+            '--shift', 'gain:-20', '--no-progress']
+    one = subprocess.run([sys.executable, '-m', 'fastnorm', *args, '--out', str(tmp_path/'one')], capture_output=True, text=True, env=env, timeout=900)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', '-m', 'fastnorm', *args,
+                          '--out', str(tmp_path/'two')], capture_output=True, text=True, env=env, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = pd.read_csv(tmp_path/'one'/'results.csv'), pd.read_csv(tmp_path/'two'/'results.csv')
+    assert len(b) == 6 and list(zip(b['norm'], b['run'])) == [(n, r) for r in range(2) for n in ('none', 'channel', 'rfn')]
+    assert a.drop(columns='seconds').equals(b.drop(columns='seconds'))
+    assert pd.read_csv(tmp_path/'one'/'curves.csv').sort_values(['run', 'norm', 'epoch']).reset_index(drop=True).equals(
+        pd.read_csv(tmp_path/'two'/'curves.csv').sort_values(['run', 'norm', 'epoch']).reset_index(drop=True))
+    assert '[rank 1/2]' in two.stdout + two.stderr and not list((tmp_path/'two').glob('*.rank*.csv'))
+    assert (tmp_path/'two'/'summary.md').read_text().split('\n')[4:] == (tmp_path/'one'/'summary.md').read_text().split('\n')[4:]

@@ -1,0 +1,164 @@
+"""The normalizations of today's strong audio models, for `TensorSpec` batches `[B,C,F,T]`:
+
+- `FreqBatchNorm`: PANNs' `bn0`, a learnable BatchNorm over mel bins, as a model stem (`nn.Module`);
+- `freq_instance_norm`, `RelaxedFreqNorm` (module), `FreqInstanceNorm` (batch transform): instance frequency-wise
+  normalization (IFN) and its relaxed form RFN = λ LN + (1-λ) IFN (Kim et al., 2022);
+- `ConstantSpecNorm` with `CONSTANT_NORM_RECIPES`: fixed dataset constants, e.g. AST/BEATs' `(x - μ) / (2σ)`;
+- `FreqMixStyle`: mixes per-item frequency statistics between items (Schmid et al., DCASE 2022), train only."""
+from __future__ import annotations
+import math
+import torch
+from torch import nn
+from fastai.data.transforms import DisplayedTransform
+from fastai.torch_core import retain_type
+from .spec import TensorSpec
+from .norm import GlobalSpecNorm
+from .randaug import BatchRandTransform
+
+__all__ = ['FreqBatchNorm', 'freq_instance_norm', 'RelaxedFreqNorm', 'FreqInstanceNorm', 'CONSTANT_NORM_RECIPES',
+           'ConstantSpecNorm', 'FreqMixStyle']
+
+def _check_4d(x, who):
+    if x.ndim != 4:
+        raise ValueError(f"{who} expects a batch `[B,C,F,T]` (shape {list(x.shape)} given): "
+                         "add a batch dim with `x[None]`")
+
+def _check_lam(lam):
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam <= 1:
+        raise ValueError(f"`lam` must be between 0 and 1 ({lam!r} given)")
+    return float(lam)
+
+class FreqBatchNorm(nn.Module):
+    """PANNs' `bn0`: BatchNorm with one running mean/var and one learnable scale/shift per channel and mel bin,
+    statistics over the batch and time. Prepend it to a network as its stem:
+    `nn.Sequential(FreqBatchNorm(n_mels), body)`"""
+    def __init__(self, n_bands:int, # mel bins F
+                 n_channels:int=1, # input channels C
+                 momentum:float=0.1, eps:float=1e-5, affine:bool=True, # as `nn.BatchNorm1d`
+                ):
+        super().__init__()
+        for name, v in (('n_bands', n_bands), ('n_channels', n_channels)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"`{name}` must be a positive integer ({v!r} given)")
+        self.n_bands, self.n_channels = n_bands, n_channels
+        self.bn = nn.BatchNorm1d(n_channels * n_bands, eps=eps, momentum=momentum, affine=affine)
+    def extra_repr(self): return f"n_bands={self.n_bands}, n_channels={self.n_channels}"
+    def forward(self, x):
+        "`x`: `[B,C,F,T]`, any device; returns a plain tensor of the same shape"
+        _check_4d(x, 'FreqBatchNorm')
+        B, C, F, T = x.shape
+        if (C, F) != (self.n_channels, self.n_bands):
+            raise ValueError(f"FreqBatchNorm was made for {self.n_channels} channel(s) x {self.n_bands} bands, "
+                             f"not a batch of shape {list(x.shape)}")
+        xt = x.as_subclass(torch.Tensor)
+        return self.bn(xt.reshape(B, C * F, T)).reshape(B, C, F, T)
+
+def freq_instance_norm(x:torch.Tensor, # `[B,C,F,T]`, any device
+                       lam:float=0., # λ: 0 gives IFN, 1 layer norm (per item over C,F,T), between them RFN
+                       eps:float=1e-5, # added to the variances, as in the paper
+                      )->torch.Tensor:
+    "RFN: `lam * LN(x) + (1 - lam) * IFN(x)`; IFN normalizes each item and frequency bin over channels and time"
+    _check_4d(x, 'freq_instance_norm')
+    lam = _check_lam(lam)
+    if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
+    xt = x.as_subclass(torch.Tensor)
+    if not xt.is_floating_point(): xt = xt.float()
+    var, mean = torch.var_mean(xt, (1, 3), keepdim=True, correction=0)
+    ifn = (xt - mean) * torch.rsqrt(var + eps)
+    if lam == 0: return ifn
+    var, mean = torch.var_mean(xt, (1, 2, 3), keepdim=True, correction=0)
+    return torch.lerp(ifn, (xt - mean) * torch.rsqrt(var + eps), lam)
+
+class RelaxedFreqNorm(nn.Module):
+    "RFN as a layer (Kim et al. 2022 put it inside the network, after conv blocks): `lam * LN(x) + (1 - lam) * IFN(x)`"
+    def __init__(self, lam:float=0.5, # λ: 0 is IFN, 1 layer norm
+                 eps:float=1e-5):
+        super().__init__()
+        self.lam, self.eps = _check_lam(lam), eps
+    def extra_repr(self): return f"lam={self.lam}"
+    def forward(self, x): return freq_instance_norm(x, self.lam, self.eps)
+
+class FreqInstanceNorm(DisplayedTransform):
+    "IFN (`lam=0`) or RFN (`0 < lam < 1`) on the input spectrogram, as a batch transform on `TensorSpec` `[B,C,F,T]`"
+    order = 99  # where the other normalizations sit: after `MelSpec`, before SpecAugment
+    def __init__(self, lam:float=0.5, # λ of RFN; 0 is IFN
+                 eps:float=1e-5):
+        super().__init__()
+        if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
+        self.lam, self.eps = _check_lam(lam), eps
+    @property
+    def name(self): return f"FreqInstanceNorm -- lam {self.lam}\n"
+    def encodes(self, x:TensorSpec):
+        "Each item normalized by its own statistics; keeps `cfg`"
+        return TensorSpec(freq_instance_norm(x, self.lam, self.eps), cfg=getattr(x, 'cfg', None))
+
+# recipe -> how the constants are used: `(x - mean) / (std_mult * std)`, one mean and std for the whole training set
+CONSTANT_NORM_RECIPES = {
+    'ast': dict(std_mult=2.),    # AST (Gong et al. 2021) and BEATs (Chen et al. 2022): (fbank - mean) / (2 * std)
+    'standard': dict(std_mult=1.),  # plain z-score with fixed constants
+}
+
+class ConstantSpecNorm(GlobalSpecNorm):
+    """`(x - mean) / (std_mult * std)` with one `mean` and `std` computed once on the training set and then fixed, as
+    AST and BEATs ship theirs (AudioSet's -4.27/4.57 for AST's Kaldi fbanks: constants belong to their features, so
+    compute your own)"""
+    def __init__(self, mean=None, # a `StatsRecorder` (pooled to one value) or the mean
+                 std=None, # the std (not with a `StatsRecorder`)
+                 std_mult:float=1., # divide by this multiple of `std`: 2 in the AST/BEATs recipe
+                 **kwargs, # `eps`, `cfg` as `SpecNormalize`
+                ):
+        if not std_mult > 0: raise ValueError(f"`std_mult` must be positive ({std_mult!r} given)")
+        super().__init__(mean, std, **kwargs)
+        self.std_mult = float(std_mult)
+        self.std = self.std * self.std_mult
+    @classmethod
+    def from_recipe(cls, recipe:str, # a key of `CONSTANT_NORM_RECIPES`: 'ast' or 'standard'
+                    mean=None, std=None, **kwargs):
+        "The normalization of a named recipe with your dataset's constants"
+        if recipe not in CONSTANT_NORM_RECIPES:
+            raise ValueError(f"Unknown recipe {recipe!r}: choose from {', '.join(CONSTANT_NORM_RECIPES)}")
+        return cls(mean, std, **{**CONSTANT_NORM_RECIPES[recipe], **kwargs})
+    @property
+    def name(self):
+        std = float(self.std) / self.std_mult
+        return f"ConstantSpecNorm -- mean {float(self.mean):.4g}, {self.std_mult:g} x std {std:.4g}\n"
+
+class FreqMixStyle(BatchRandTransform):
+    """Freq-MixStyle (Schmid et al., DCASE 2022): each chosen item's per-frequency mean and std (over channels and
+    time) are replaced by a mix with another item's, `lam ~ Beta(alpha, alpha)`; train only, `[B,C,F,T]`, any device"""
+    order = 100  # after the normalization (99), with SpecAugment
+    def __init__(self, p:float=0.4, # probability of mixing each item (the CP-JKU recipe mixes a whole batch with p 0.4)
+                 alpha:float=0.3, # Beta(alpha, alpha) of the mixing weight
+                 eps:float=1e-6, # added to the variances
+                 generator:torch.Generator|None=None, seed:int|None=None, # RNG, or a seed for one of its own
+                 draw:dict|None=None, # pin: {'lam': `[B]`, 'perm': `[B]` (partner of each item), 'apply': `[B]`}
+                ):
+        super().__init__()
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+            raise ValueError(f"`alpha` must be a positive number ({alpha!r} given)")
+        if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
+        self.alpha, self.eps = float(alpha), eps
+        self._setup_rng(p, generator, seed, draw)
+    def _beta(self, x, B):
+        "`[B]` draws of Beta(alpha, alpha) from the transform's RNG: G1 / (G1 + G2) with gamma draws"
+        g = self._gen(x.device)
+        conc = torch.full((2, B), self.alpha, device=g.device if g is not None else x.device)
+        gam = torch._standard_gamma(conc, generator=g).to(x.device)
+        return gam[0] / (gam[0] + gam[1]).clamp_min(1e-30)
+    def encodes(self, x:TensorSpec):
+        _check_4d(x, 'FreqMixStyle')
+        B = x.shape[0]
+        xt = x.as_subclass(torch.Tensor)
+        if not xt.is_floating_point(): xt = xt.float()
+        on = self._apply(xt)
+        lam = self._pinned(xt, 'lam', (B,), xt.dtype)
+        if lam is None: lam = self._beta(xt, B).to(xt.dtype)
+        perm = self._pinned(xt, 'perm', (B,), torch.long)
+        if perm is None: perm = torch.argsort(self._rand(xt, B))
+        lam = torch.where(on, lam, torch.ones_like(lam))[:, None, None, None]
+        # population var (the recipe's is unbiased: x T/(T-1))
+        var, mu = torch.var_mean(xt, (1, 3), keepdim=True, correction=0)
+        sig = (var + self.eps).sqrt()
+        mu_mix, sig_mix = torch.lerp(mu[perm], mu, lam), torch.lerp(sig[perm], sig, lam)
+        out = (xt - mu) / sig * sig_mix + mu_mix
+        return retain_type(torch.where(on[:, None, None, None], out, xt), old=x)

@@ -1,0 +1,179 @@
+"""Per-channel energy normalization (PCEN; Wang et al. 2017, Lostanlen et al. 2019) on batches, fixed or trainable.
+
+PCEN replaces the log of a log-mel front end: it takes the *power* mel spectrogram (`MelSpec(db=False)`, or a dB one it
+turns back into power with `from_db=True`) and comes before any other normalization. Its smoother is the first-order IIR
+filter `M[t] = (1-s) M[t-1] + s E[t]` (librosa's `lfilter([s], [1, s-1])` with the same initial state), computed
+without a loop over frames: a block linear recurrence, i.e. two small lower-triangular Toeplitz matmuls (within blocks
+of frames, then across blocks). Every term is non-negative, so float32 keeps its relative precision where the signal
+is quiet."""
+from __future__ import annotations
+import math
+import torch
+from torch import nn
+from fastai.data.transforms import DisplayedTransform
+from .spec import TensorSpec
+
+__all__ = ['pcen_smoothing', 'ema_filter', 'pcen', 'PCEN', 'PCENTransform']
+
+def pcen_smoothing(sr:float, # sample rate of the audio (Hz)
+                   hop_length:int, # hop between frames (samples)
+                   time_constant:float=0.4, # the smoother's time constant (s)
+                  )->float:
+    "The smoothing coefficient `s` (librosa's `b`) for `time_constant` seconds, as `librosa.pcen` works it out"
+    if not time_constant > 0: raise ValueError(f"`time_constant` must be positive ({time_constant!r} given)")
+    if not sr > 0 or not hop_length > 0:
+        raise ValueError(f"`sr` and `hop_length` must be positive ({sr!r}, {hop_length!r} given)")
+    t = time_constant * sr / float(hop_length)
+    return (math.sqrt(1 + 4 * t**2) - 1) / (2 * t**2)
+
+def _as_band_param(v, x, name):
+    "A scalar or a `[F]` per-band parameter as a tensor broadcasting against `x` `[..., F, T]` (shape `[F,1]` or `[]`)"
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    if v.ndim == 0: return v
+    if v.ndim != 1 or v.shape[0] != x.shape[-2]:
+        raise ValueError(f"`{name}` must be a number or one value per frequency band ({x.shape[-2]}), "
+                         f"not shape {list(v.shape)}")
+    return v[:, None]
+
+def _block(T:int)->int:
+    "Frames per block: about sqrt(T), so both matmuls stay small"
+    return max(4, min(128, math.ceil(math.sqrt(T))))
+
+def ema_filter(x:torch.Tensor, # `[..., F, T]` non-negative input (e.g. a power spectrogram), any device
+               s, # smoothing coefficient in [0, 1]: a number or `[F]` tensor (one per band, may require grad)
+               init:float=1., # the state before the first frame, `M[-1]` (librosa's default initial condition gives 1)
+              )->torch.Tensor:
+    "`M[t] = (1-s) M[t-1] + s x[t]` along the last dim, `M[-1] = init`: a block linear recurrence, no loop over frames"
+    if x.ndim < 2: raise ValueError(f"ema_filter expects `[..., F, T]` (shape {list(x.shape)} given)")
+    s = _as_band_param(s, x, 's')
+    if ((s < 0) | (s > 1)).any():
+        raise ValueError(f"`s` must lie in [0, 1] ({s.detach().flatten()[:4].tolist()}... given)")
+    T = x.shape[-1]
+    L = _block(T)
+    n = -(-T // L)
+    xp = torch.nn.functional.pad(x, (0, n * L - T)).unflatten(-1, (n, L))  # `[..., F, n, L]`
+    a = (1 - s)[..., None]  # `[F,1,1]` or `[1]`-like
+    ar = torch.arange(L + 1, device=x.device, dtype=x.dtype)
+    pw = a ** ar  # a^0..a^L, `[F,1,L+1]` or `[L+1]`
+    d = ar[:L, None] - ar[None, :L]  # i - j
+    # K[i, j] = s a^(i-j) for i >= j: the response inside a block to its own frames, from a zero state
+    # `[F,L,L]`|`[L,L]`
+    K = torch.where(d >= 0, s[..., None] * a ** d.clamp(min=0), torch.zeros((), dtype=x.dtype, device=x.device))
+    y = torch.einsum('...fnl,fkl->...fnk', xp, K) if K.ndim == 3 else torch.matmul(xp, K.T)  # `[..., F, n, L]`
+    # the state at the end of block c: E[c] = a^L E[c-1] + y[c, L-1], E[-1] = init: a Toeplitz matmul over blocks
+    aL = pw[..., L]  # `[F,1]` or `[]`
+    cb = torch.arange(n, device=x.device, dtype=x.dtype)
+    db = cb[:, None] - cb[None, :]
+    # `[F,n,n]` or `[n,n]`
+    KB = torch.where(db >= 0, aL[..., None] ** db.clamp(min=0), torch.zeros((), dtype=x.dtype, device=x.device))
+    last = y[..., -1]  # `[..., F, n]`: the block ends from a zero state, then carried across blocks
+    ends = torch.einsum('fck,...fk->...fc', KB, last) if KB.ndim == 3 else torch.matmul(last, KB.T)
+    ends = ends + init * aL ** (cb + 1)
+    start = torch.cat([torch.full_like(ends[..., :1], init), ends[..., :-1]], -1)  # the state entering each block
+    carry = start[..., None] * pw[..., 1:]  # a^(i+1) M_in
+    grad = torch.is_grad_enabled() and (y.requires_grad or carry.requires_grad)
+    y = (y + carry if grad else y.add_(carry)).flatten(-2)
+    return y if y.shape[-1] == T else y[..., :T].contiguous()  # contiguous: the element-wise passes after it run faster
+
+def pcen(S:torch.Tensor, # `[..., F, T]` power (or magnitude) mel spectrogram, non-negative, any device
+         sr:float=22050, # sample rate (Hz), for the time constant
+         hop_length:int=512, # hop (samples), for the time constant
+         gain:float=0.98, # alpha: the AGC exponent (number or `[F]`)
+         bias:float=2., # delta: added before the compression (number or `[F]`)
+         power:float=0.5, # r: the compression exponent (number or `[F]`)
+         time_constant:float=0.4, # the smoother's time constant (s)
+         eps:float=1e-6, # floor of the smoother
+         s=None, # smoothing coefficient (librosa's `b`), number or `[F]`; default from `time_constant`
+        )->torch.Tensor:
+    "`librosa.pcen(S, sr=sr, hop_length=hop_length, ...)` along the last dim of a batch (its defaults, `max_size=1`)"
+    if not isinstance(S, torch.Tensor): S = torch.as_tensor(S)
+    S = S.as_subclass(torch.Tensor)
+    if not S.is_floating_point(): S = S.float()
+    if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
+    for name, v in (('gain', gain), ('bias', bias), ('power', power)):
+        if (torch.as_tensor(v) < 0).any(): raise ValueError(f"`{name}` must be non-negative ({v!r} given)")
+    if S.numel() and float(S.min()) < 0:
+        raise ValueError("pcen expects a non-negative (power or magnitude) spectrogram: turn dB into power first")
+    if s is None: s = pcen_smoothing(sr, hop_length, time_constant)
+    M = ema_filter(S, s)
+    params = (S, gain, bias, power, s)
+    grad = torch.is_grad_enabled() and any(isinstance(v, torch.Tensor) and v.requires_grad for v in params)
+    gain, bias, power = (_as_band_param(v, S, k) for k, v in (('gain', gain), ('bias', bias), ('power', power)))
+    if grad:  # librosa's formulas, out of place for autograd
+        smooth = torch.exp(-gain * (math.log(eps) + torch.log1p(M / eps)))
+        if power.ndim == 0 and float(power) == 0: return torch.log1p(S * smooth)
+        if bias.ndim == 0 and float(bias) == 0: return torch.exp(power * (torch.log(S) + torch.log(smooth)))
+        return bias ** power * torch.expm1(power * torch.log1p(S * smooth / bias))
+    # inference: the same formulas in place on M's buffer (one allocation); (eps + M)^-gain is librosa's smoothing
+    M = M.add_(eps).log_().mul_(-gain).exp_().mul_(S)  # S * smooth
+    if power.ndim == 0 and float(power) == 0: return M.log1p_()
+    if bias.ndim == 0 and float(bias) == 0: return M.pow_(power)
+    return M.div_(bias).log1p_().mul_(power).expm1_().mul_(bias ** power)
+
+def _inv_sigmoid(v): return math.log(v / (1 - v))
+
+class PCEN(nn.Module):
+    """PCEN as a model stem: `x` `[B,C,F,T]` power mel spectrogram (or dB, with `from_db=True`) to PCEN, with one
+    `gain`, `bias`, `power` and smoothing coefficient per frequency band, fixed or learned (in log space, as Lostanlen
+    et al.; `s` as a logit)"""
+    def __init__(self, n_bands:int, # mel bins F
+                 sr:float=16000, hop_length:int=256, # the spectrogram's rate and hop, for `time_constant`
+                 gain:float=0.98, bias:float=2., power:float=0.5, # librosa's defaults
+                 time_constant:float=0.4, eps:float=1e-6, # librosa's defaults
+                 trainable:bool=True, # learn the four per-band parameters
+                 from_db:bool=False, # the input is in dB (10 log10 of power: `MelSpec(db=True)`, the feature cache)
+                 scale:float=1., # multiply the power by this first (librosa's docs use 2**31 for float audio)
+                ):
+        super().__init__()
+        if not isinstance(n_bands, int) or n_bands < 1:
+            raise ValueError(f"`n_bands` must be a positive integer ({n_bands!r} given)")
+        for name, v in (('gain', gain), ('bias', bias), ('power', power), ('scale', scale), ('eps', eps)):
+            if not v > 0:
+                raise ValueError(f"`{name}` must be positive for PCEN's parameters in log space ({v!r} given)")
+        s = pcen_smoothing(sr, hop_length, time_constant)
+        # `[4,F]`
+        init = torch.tensor([math.log(gain), math.log(bias), math.log(power), _inv_sigmoid(s)]).repeat(n_bands, 1).T
+        p = nn.Parameter(init.clone(), requires_grad=trainable)
+        self.params = p
+        self.n_bands, self.eps, self.from_db, self.scale, self.trainable = n_bands, eps, from_db, scale, trainable
+    @property
+    def gain(self): return self.params[0].exp()
+    @property
+    def bias(self): return self.params[1].exp()
+    @property
+    def power(self): return self.params[2].exp()
+    @property
+    def s(self): return torch.sigmoid(self.params[3])
+    def extra_repr(self):
+        return f"n_bands={self.n_bands}, trainable={self.trainable}, from_db={self.from_db}, scale={self.scale:g}"
+    def forward(self, x):
+        x = x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+        if x.shape[-2] != self.n_bands:
+            raise ValueError(f"PCEN was made for {self.n_bands} frequency bands but the input has {x.shape[-2]} "
+                             f"(shape {list(x.shape)})")
+        S = torch.pow(10., x / 10) if self.from_db else x
+        if self.scale != 1: S = S * self.scale
+        return pcen(S, gain=self.gain, bias=self.bias, power=self.power, eps=self.eps, s=self.s)
+
+class PCENTransform(DisplayedTransform):
+    "Fixed PCEN as a batch transform on `TensorSpec` `[B,C,F,T]`: in place of the log, before any other normalization"
+    order = 98  # after `MelSpec` (5), before normalizations (99) and SpecAugment
+    def __init__(self, gain:float=0.98, bias:float=2., power:float=0.5, # librosa's defaults
+                 time_constant:float=0.4, eps:float=1e-6, # librosa's defaults
+                 scale:float=1., # multiply the power by this first
+                ):
+        super().__init__()
+        if not scale > 0: raise ValueError(f"`scale` must be positive ({scale!r} given)")
+        self.gain, self.bias, self.power, self.time_constant = gain, bias, power, time_constant
+        self.eps, self.scale = eps, scale
+    def encodes(self, x:TensorSpec):
+        "`x`: `[B,C,F,T]`; a dB spectrogram (its `cfg.db`) is turned back into power first; returns PCEN (cfg kept)"
+        cfg = getattr(x, 'cfg', None)
+        if cfg is None:
+            raise ValueError("PCENTransform needs a TensorSpec with its `cfg` (its sr and hop set the time constant)")
+        xt = x.as_subclass(torch.Tensor).float()
+        S = torch.pow(10., xt / 10) if cfg.db else xt
+        if cfg.db and cfg.power == 1: S = torch.pow(10., xt / 20)
+        out = pcen(S * self.scale, cfg.sr, cfg.hop_length, self.gain, self.bias, self.power, self.time_constant,
+                   self.eps)
+        return TensorSpec(out, cfg=cfg)
