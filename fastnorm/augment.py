@@ -5,7 +5,7 @@ from numbers import Real
 import torch
 from fastcore.basics import store_attr
 from fastai.torch_core import retain_type
-from .randaug import BatchRandTransform, _check_frac
+from .batchrand import BatchRandTransform, _check_frac
 from .spec import TensorSpec
 
 __all__ = ['SPECAUGMENT_POLICIES', 'span_mask', 'apply_masks', 'warp_positions', 'time_warp',
