@@ -187,8 +187,8 @@ class FreqSpecNorm(SpecNormalize):
     _axes = (0,3)
     def _from_recorder(self, stats):
         if all(s == 1 for s in stats.kept_shape):
-            raise ValueError(f"{type(self).__name__} needs per-frequency-bin statistics (e.g. compute_stats(dl, kind='freq')); "
-                             "these are global: use GlobalSpecNorm")
+            raise ValueError(f"{type(self).__name__} needs per-frequency-bin statistics "
+                             "(e.g. compute_stats(dl, kind='freq')); these are global: use GlobalSpecNorm")
         return stats
 
 class _AliasMeta(type(FreqSpecNorm)):
