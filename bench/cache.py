@@ -1,7 +1,7 @@
 """Feature cache speed: one training epoch read from the cache against one that decodes and transforms every clip, measured in one run.
 
 The cached path is `esc50_dls(path, cache=True)`: a `CachedSpecDL` that reads each batch with one memmap slice. The on-the-fly
-path is `esc50_dls(path, cache=False)`: soundfile decoding, resampling (when needed), `CropPad`, `AudioNormalize` and `MelSpec`
+path is `esc50_dls(path, cache=False)`: soundfile decoding, resampling (when needed), `AudioCropPad`, `AudioNormalize` and `MelSpec`
 for every clip of every batch. Both run on the same embedded dataset, interleaved, `reps` times each after a warm-up epoch (the
 machine may be shared), and the medians are compared; the one-off cost of building the cache is timed too.
 

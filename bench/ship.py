@@ -16,7 +16,7 @@ import fastai.callback.progress  # noqa: F401 (Learner.no_bar)
 from fastnorm import __version__
 from fastnorm.synth import synth_esc50
 from fastnorm.data import esc50_dls, read_esc50_csv
-from fastnorm.norm import ChannelSpecNorm
+from fastnorm.norm import FreqSpecNorm
 
 def tiny_model(n_out):
     return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, n_out))
@@ -37,7 +37,7 @@ def main(quick:bool=False, # a small smoke run, numbers not for BENCHMARKS.md
         sf.write(new, np.concatenate([x[::-1], x, x[::-1]]), sr, subtype='FLOAT')  # 3x the training length: centre-cropped
         res, specs = {}, {}
         for cache in (False, True):
-            dls = esc50_dls(path, bs=32, wave_norm=True, cache=cache, batch_tfms=[ChannelSpecNorm()], num_workers=0,
+            dls = esc50_dls(path, bs=32, wave_norm=True, cache=cache, batch_tfms=[FreqSpecNorm()], num_workers=0,
                             progress=False)
             specs[cache] = dls.test_dl([new]).one_batch()[0][0].as_subclass(torch.Tensor)
             learn = Learner(dls, tiny_model(dls.c), loss_func=CrossEntropyLossFlat(), path=tmp)

@@ -15,7 +15,7 @@ from .report import *
 from .compare import *
 from .invert import *
 from .waveaug import *
-from .randaug import *
+from .batchrand import *
 from .noise import *
 from .render import *
 from .schemes import *

@@ -1,5 +1,6 @@
 "Audio core: `AudioTensor` with its sample rate, loading through soundfile, per-clip normalization, crop/pad and `AudioBlock`."
 from __future__ import annotations
+import warnings
 from pathlib import Path
 import numpy as np, torch, soundfile as sf
 from fastai.torch_core import TensorBase
@@ -9,7 +10,7 @@ from fastai.vision.augment import RandTransform
 from fastcore.basics import store_attr
 from .dsp import resample
 
-__all__ = ['KeepMeta', 'AudioLoadError', 'load_audio', 'AudioTensor', 'OpenAudio', 'AudioNormalize', 'CropPad',
+__all__ = ['KeepMeta', 'AudioLoadError', 'load_audio', 'AudioTensor', 'OpenAudio', 'AudioNormalize', 'AudioCropPad',
            'AudioBlock', 'AUDIO_EXTS']
 
 AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.aiff', '.aif')
@@ -98,7 +99,7 @@ class AudioNormalize(DisplayedTransform):
         ok = std > self.eps
         return torch.where(ok, (xf - mean) / torch.where(ok, std, torch.ones_like(std)), torch.zeros_like(xf))
 
-class CropPad(RandTransform):
+class AudioCropPad(RandTransform):
     "Crop or zero-pad every clip to `duration` seconds: a random crop on the training set, a centred one on validation"
     split_idx, order = None, 20
     def __init__(self, duration:float, # target length in seconds
@@ -119,9 +120,18 @@ class CropPad(RandTransform):
             return torch.nn.functional.pad(x, (left, n - cur - left))
         return x
 
+class CropPad(AudioCropPad):
+    "Deprecated name of `AudioCropPad` (it hid fastai.vision's `CropPad` under star imports); not exported"
+    _warned = False
+    def __init__(self, *args, **kwargs):
+        if not CropPad._warned:
+            CropPad._warned = True
+            warnings.warn("`fastnorm.audio.CropPad` is deprecated: use `AudioCropPad`", FutureWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)
+
 def AudioBlock(sr:int|None=16000, # resample every clip to this rate (Hz)
                duration:float|None=None, # crop/pad every clip to this length (s) so batches collate
                mono:bool=True, # downmix to one channel
               ):
     "A `TransformBlock` for audio files: load with soundfile, resample, crop/pad to one length"
-    return TransformBlock(type_tfms=OpenAudio(sr=sr, mono=mono), item_tfms=CropPad(duration) if duration else None)
+    return TransformBlock(type_tfms=OpenAudio(sr=sr, mono=mono), item_tfms=AudioCropPad(duration) if duration else None)

@@ -4,8 +4,9 @@ import math
 from numbers import Real
 import torch
 from fastcore.basics import store_attr
+from fastcore.meta import delegates
 from fastai.torch_core import retain_type
-from .randaug import BatchRandTransform, _check_frac
+from .batchrand import BatchRandTransform, _check_frac
 from .spec import TensorSpec
 
 __all__ = ['SPECAUGMENT_POLICIES', 'span_mask', 'apply_masks', 'warp_positions', 'time_warp',
@@ -133,17 +134,14 @@ class _SpecAug(BatchRandTransform):
 class FreqMask(_SpecAug):
     "Mask `n` bands of f ~ U{0..F} consecutive frequency rows from f0 ~ U{0..v-f}, independently per item. `x`: `[B,C,F,T]`, any device"
     order = 101  # after normalization (99) and TimeWarp (100): a `mask_value` of 0 is then the dataset mean
+    draw_keys = ('width', 'start', 'apply')  # `[B,n]`, `[B,n]`, `[B]`
+    @delegates(BatchRandTransform.__init__)
     def __init__(self, F:int, # largest band width (rows); must not exceed the batch's frequency bins
                  n:int=1, # bands per item
                  mask_value:float|str=0., # a number, or 'mean' for each item's own mean
-                 p:float=1., # probability of masking each item
-                 generator:torch.Generator|None=None, # torch RNG to draw from (default: the global one)
-                 seed:int|None=None, # or a seed for a generator of this transform's own
-                 draw:dict|None=None, # pin parameters: {'width':..., 'start':..., 'apply':...}, broadcast to `[B,n]` (`[B]`), or a function of the batch
-                ):
-        super().__init__()
+                 **kwargs):
+        super().__init__(**kwargs)
         self.F, self.n, self.mask_value = _check_int('F', F), _check_int('n', n), _check_value(mask_value)
-        self._setup_rng(p, generator, seed, draw)
     def encodes(self, x:TensorSpec):
         _check_batch(x, 'FreqMask')
         return apply_masks(x, freq=self._freq(x, self.F, self.n, self._apply(x)), mask_value=self.mask_value)
@@ -151,19 +149,16 @@ class FreqMask(_SpecAug):
 class TimeMask(_SpecAug):
     "Mask `n` spans of t ~ U{0..T} frames (at most `max_frac` of the clip) from t0 ~ U{0..τ-t}, independently per item. `x`: `[B,C,F,T]`"
     order = 102
+    draw_keys = ('width', 'start', 'apply')  # `[B,n]`, `[B,n]`, `[B]`
+    @delegates(BatchRandTransform.__init__)
     def __init__(self, T:int, # largest span (frames); capped at `max_frac` of the clip (and at the clip)
                  n:int=1, # spans per item
                  max_frac:float=1., # the paper's p: no span is longer than this fraction of the clip
                  mask_value:float|str=0., # a number, or 'mean' for each item's own mean
-                 p:float=1., # probability of masking each item
-                 generator:torch.Generator|None=None, # torch RNG to draw from (default: the global one)
-                 seed:int|None=None, # or a seed for a generator of this transform's own
-                 draw:dict|None=None, # pin parameters: {'width':..., 'start':..., 'apply':...}, or a function of the batch
-                ):
-        super().__init__()
+                 **kwargs):
+        super().__init__(**kwargs)
         self.T, self.n, self.max_frac = _check_int('T', T), _check_int('n', n), _check_frac('max_frac', max_frac)
         self.mask_value = _check_value(mask_value)
-        self._setup_rng(p, generator, seed, draw)
     def encodes(self, x:TensorSpec):
         _check_batch(x, 'TimeMask')
         return apply_masks(x, time=self._time(x, self.T, self.n, self.max_frac, self._apply(x)), mask_value=self.mask_value)
@@ -171,17 +166,15 @@ class TimeMask(_SpecAug):
 class TimeWarp(_SpecAug):
     "The paper's time warp: w0 ~ U(W, τ-1-W) moves by w ~ U(-W, W), frames 0 and τ-1 fixed, linear in between. `x`: `[B,C,F,T]`"
     order = 100  # first of the SpecAugment steps, after normalization
+    draw_keys = ('center', 'shift', 'apply')  # frames, `[B]` each
+    @delegates(BatchRandTransform.__init__)
     def __init__(self, W:int, # largest displacement (frames); needs W < (τ-1)/2
                  p:float=1., # probability of warping each item
                  short:str='error', # clips with W >= (τ-1)/2: 'error' raises, 'skip' leaves the batch unwarped
-                 generator:torch.Generator|None=None, # torch RNG to draw from (default: the global one)
-                 seed:int|None=None, # or a seed for a generator of this transform's own
-                 draw:dict|None=None, # pin parameters: {'center':..., 'shift':..., 'apply':...} (frames, `[B]`), or a function of the batch
-                ):
-        super().__init__()
+                 **kwargs):
+        super().__init__(p=p, **kwargs)
         if short not in ('error', 'skip'): raise ValueError(f"`short` must be 'error' or 'skip' ({short!r} given)")
         self.W, self.short = _check_int('W', W), short
-        self._setup_rng(p, generator, seed, draw)
     def encodes(self, x:TensorSpec):
         _check_batch(x, 'TimeWarp')
         return self._warp(x, self.W, self.short, self._apply(x))
@@ -189,6 +182,8 @@ class TimeWarp(_SpecAug):
 class SpecAugment(_SpecAug):
     "Time warp, then frequency and time masks in one pass, with the TF layer's argument names or a policy of the paper ('LB', 'LD', 'SM', 'SS')"
     order = 100
+    draw_keys = ('center', 'shift', 'freq_width', 'freq_start', 'time_width', 'time_start', 'apply')
+    @delegates(BatchRandTransform.__init__)
     def __init__(self, freq_mask_param:int|None=None, # F: largest frequency band (rows)
                  time_mask_param:int|None=None, # T: largest time span (frames)
                  n_freq_mask:int|None=None, # mF: frequency bands per item (default 1)
@@ -203,11 +198,8 @@ class SpecAugment(_SpecAug):
                  p_s:float=0.04, # adaptive size: largest time span as a fraction of the clip
                  max_time_masks:int=20, # adaptive: at most this many time masks
                  short:str='skip', # clips with W >= (τ-1)/2: 'skip' leaves them unwarped (still masked), 'error' raises
-                 generator:torch.Generator|None=None, # torch RNG to draw from (default: the global one)
-                 seed:int|None=None, # or a seed for a generator of this transform's own
-                 draw:dict|None=None, # pin: 'center', 'shift', 'freq_width', 'freq_start', 'time_width', 'time_start', 'apply'
-                ):
-        super().__init__()
+                 **kwargs):
+        super().__init__(p=p, **kwargs)
         args = dict(freq_mask_param=freq_mask_param, time_mask_param=time_mask_param, n_freq_mask=n_freq_mask,
                     n_time_mask=n_time_mask, mask_value=mask_value, time_warp=time_warp, max_frac=max_frac)
         if policy is not None:
@@ -222,7 +214,6 @@ class SpecAugment(_SpecAug):
         self.W, self.max_frac, self.mask_value = _check_int('time_warp', a['time_warp']), _check_frac('max_frac', a['max_frac']), _check_value(a['mask_value'])
         self.p_m, self.p_s, self.max_time_masks = _check_frac('p_m', p_m), _check_frac('p_s', p_s), _check_int('max_time_masks', max_time_masks)
         store_attr('policy,adaptive,short')
-        self._setup_rng(p, generator, seed, draw)
 
     def time_masks(self, n_frames:int)->tuple[int,int]:
         "(number, largest size) of the time masks for a clip of `n_frames`, adaptive or fixed"

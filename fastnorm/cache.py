@@ -8,7 +8,7 @@ from fastai.data.transforms import Transform
 from fastai.data.core import TfmdDL
 from fasttransform import Pipeline
 from fastprogress.fastprogress import progress_bar
-from .audio import AudioTensor, AudioNormalize, CropPad
+from .audio import AudioTensor, AudioNormalize, AudioCropPad
 from .spec import SpecConfig, TensorSpec, MelSpec
 from .utils import fastnorm_home, atomic_dir
 from . import __version__
@@ -34,7 +34,7 @@ def time_stats(x:torch.Tensor)->tuple:
 def _make_specs(waves, cfg:SpecConfig, duration:float, wave_norm:bool, tfms=None)->TensorSpec:
     """Spectrograms `[B,C,F,T]` of clips `[C,N]` at `cfg.sr`, as at validation: centre-cropped (longer) or zero-padded
     at the end (shorter) to `duration`, `AudioNormalize`d with `wave_norm`, then `MelSpec(cfg=cfg)` (`tfms`: these)"""
-    crop, norm, tospec = tfms or (CropPad(duration), AudioNormalize(), MelSpec(cfg=cfg))
+    crop, norm, tospec = tfms or (AudioCropPad(duration), AudioNormalize(), MelSpec(cfg=cfg))
     x = AudioTensor(torch.stack([crop(w, split_idx=1) for w in waves]), sr=cfg.sr)
     if wave_norm: x = norm(x)
     return tospec(x)
@@ -93,7 +93,7 @@ class SpecCache:
             raise ValueError(f"This AudioTensor has sr={sr} Hz but the spectrograms are made at {self.cfg.sr} Hz: "
                              f"load it with AudioTensor.create(file, sr={self.cfg.sr}), or give the file's path")
         if x.ndim != 2: raise ValueError(f"Expected one clip `[C,N]` (shape {list(x.shape)} given)")
-        if '_tfms' not in self.__dict__: self._tfms = (CropPad(self.duration), AudioNormalize(), MelSpec(cfg=self.cfg))
+        if '_tfms' not in self.__dict__: self._tfms = (AudioCropPad(self.duration), AudioNormalize(), MelSpec(cfg=self.cfg))
         return _make_specs([x], self.cfg, self.duration, self.wave_norm, self._tfms)[0]
 
     def spec(self, item)->TensorSpec:
@@ -133,7 +133,7 @@ class SpecCache:
         if dest.exists() and any(dest.iterdir()) and not (dest/'meta.json').is_file():
             raise FileExistsError(f"{dest} exists and is not a fastnorm feature cache: choose another `dest`")
         with atomic_dir(dest) as tmp:
-            tfms = (CropPad(duration), AudioNormalize(), MelSpec(cfg=cfg))
+            tfms = (AudioCropPad(duration), AudioNormalize(), MelSpec(cfg=cfg))
             n = int(round(duration*cfg.sr))
             shape = (len(files), 1, cfg.n_freq, cfg.n_frames(n))
             mm = np.lib.format.open_memmap(tmp/'data.npy', mode='w+', dtype=np.float32, shape=shape)

@@ -94,7 +94,7 @@ def _stream(batches, rec, total, progress):
 def _is_fastai_dl(dl)->bool: return hasattr(dl, 'after_batch') and hasattr(dl, 'get_idxs') and hasattr(dl, 'dataset')
 
 def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training set), or any iterable of batches
-                  kind:str|None='global', # 'global' (one value) or 'channel' (one per channel and frequency bin)
+                  kind:str|None='global', # 'global' (one value) or 'freq' (one per frequency bin; old name 'channel')
                   red_dims=None, # or: the dims to reduce, overriding `kind`
                   frac:float=1.0, # fraction of the batches to use, drawn at random with `seed`
                   n_batches:int|None=None, # at most this many batches

@@ -1,5 +1,5 @@
 """Normalize transforms for spectrogram batches (global, per channel, per item) and `add_spec_norm`, the one-line hook.
-Like fastai's `Normalize`, `GlobalSpecNorm()` / `ChannelSpecNorm()` given no statistics compute them in `setups`, from
+Like fastai's `Normalize`, `GlobalSpecNorm()` / `FreqSpecNorm()` given no statistics compute them in `setups`, from
 the training set, when the DataLoaders are built."""
 from __future__ import annotations
 import warnings
@@ -13,7 +13,7 @@ from .spec import TensorSpec
 from .stats import StatsRecorder
 from .dlstats import compute_stats
 
-__all__ = ['SpecNormalize', 'GlobalSpecNorm', 'ChannelSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm',
+__all__ = ['SpecNormalize', 'GlobalSpecNorm', 'FreqSpecNorm', 'ChannelSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm',
            'add_spec_norm']
 
 def _shape_to(v, axes, ndim=4):
@@ -182,23 +182,38 @@ class GlobalSpecNorm(SpecNormalize):
     def _from_recorder(self, stats):
         return stats if stats.dims == tuple(range(stats.ndim)) else stats.pool(range(stats.ndim))
 
-class ChannelSpecNorm(SpecNormalize):
-    "Normalize `TensorSpec` batches with one mean and std per channel and frequency bin (`axes` (0,3) of `[B,C,F,T]`)"
+class FreqSpecNorm(SpecNormalize):
+    "Normalize `TensorSpec` batches with one mean and std per frequency bin (and channel): `axes` (0,3) of `[B,C,F,T]`"
     _axes = (0,3)
     def _from_recorder(self, stats):
         if all(s == 1 for s in stats.kept_shape):
-            raise ValueError("ChannelSpecNorm needs per-channel statistics (e.g. compute_stats(dl, kind='channel')); "
-                             "these are global: use GlobalSpecNorm")
+            raise ValueError(f"{type(self).__name__} needs per-frequency-bin statistics "
+                             "(e.g. compute_stats(dl, kind='freq')); these are global: use GlobalSpecNorm")
         return stats
+
+class _AliasMeta(type(FreqSpecNorm)):
+    "`isinstance(t, ChannelSpecNorm)` stays true for every `FreqSpecNorm`, as it was before the rename"
+    def __instancecheck__(cls, obj): return isinstance(obj, FreqSpecNorm)
+
+class ChannelSpecNorm(FreqSpecNorm, metaclass=_AliasMeta):
+    "Deprecated name of `FreqSpecNorm` (it is one statistic per frequency bin, not per channel in fastai's sense)"
+    _warned = False
+    def __init__(self, *args, **kwargs):
+        if not ChannelSpecNorm._warned:
+            ChannelSpecNorm._warned = True
+            warnings.warn("`ChannelSpecNorm` is deprecated: use `FreqSpecNorm` (one statistic per frequency bin)",
+                          FutureWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)
 
 class InstanceSpecNorm(DisplayedTransform):
     "Normalize each item of a `TensorSpec` batch by its own mean and std: over the whole item, or per channel and bin"
     order = 99
-    def __init__(self, kind:str='global', # 'global': one mean/std per item; 'channel': one per item, channel and bin
+    def __init__(self, kind:str='global', # 'global': one mean/std per item; 'freq' (or 'channel'): one per item and bin
                  eps:float=1e-6, # floor of each item's std, so a silent item gives zeros
                 ):
         super().__init__()
-        if kind not in ('global', 'channel'): raise ValueError(f"`kind` must be 'global' or 'channel' ({kind!r} given)")
+        if kind not in ('global', 'freq', 'channel'):
+            raise ValueError(f"`kind` must be 'global' or 'freq' ('channel' is its old name) ({kind!r} given)")
         if eps <= 0: raise ValueError(f"`eps` must be positive ({eps} given)")
         store_attr()
     @property
@@ -248,7 +263,7 @@ class ImageNetSpecNorm(DisplayedTransform):
 _SPEC_NORMS = (SpecNormalize, InstanceSpecNorm, ImageNetSpecNorm)
 
 def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
-                  kind:str='channel', # 'channel', 'global', 'instance' (per item) or 'imagenet' ([0,1], ImageNet stats)
+                  kind:str='freq', # 'freq' (per frequency bin; old name 'channel'), 'global', 'instance' or 'imagenet'
                   frac:float=1.0, # fraction of the training batches the statistics are computed on
                   n_batches:int|None=None, # at most this many batches
                   seed:int=0, # seeds the choice of batches
@@ -259,12 +274,13 @@ def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
     """Add a normalizer to existing DataLoaders with fastai's `dls.add_tfms`, after `MelSpec` and before SpecAugment,
     replacing an earlier one; its statistics come from `dls.train` through the normalizer's `setups` (as in
     `batch_tfms`)"""
-    if kind not in ('channel', 'global', 'instance', 'imagenet'):
-        raise ValueError(f"`kind` must be 'channel', 'global', 'instance' or 'imagenet' ({kind!r} given)")
+    if kind not in ('freq', 'channel', 'global', 'instance', 'imagenet'):
+        raise ValueError(f"`kind` must be 'freq' (or its old name 'channel'), 'global', 'instance' or 'imagenet' "
+                         f"({kind!r} given)")
     if kind == 'instance': tfm = InstanceSpecNorm('global', eps=eps)
     elif kind == 'imagenet': tfm = ImageNetSpecNorm(eps=eps)
     else:
-        cls = ChannelSpecNorm if kind == 'channel' else GlobalSpecNorm
+        cls = GlobalSpecNorm if kind == 'global' else FreqSpecNorm
         kw = dict(frac=frac, n_batches=n_batches, seed=seed, progress=progress)
         tfm = cls(stats, eps=eps) if stats is not None else cls(eps=eps, **kw)
     for dl in dls.loaders:  # drop an earlier normalizer: a new list per loader (loaders made with `new` share one)

@@ -7,13 +7,14 @@ from .utils import atomic_path
 
 __all__ = ['StatsRecorder', 'STATS_KINDS', 'STATS_FORMAT']
 
-STATS_KINDS = {'global': (0,1,2,3), 'channel': (0,3)}  # for `[B,C,F,T]`: one value, or one per (channel, frequency bin)
+# for `[B,C,F,T]`: one value, or one per frequency bin (and channel); 'channel' is the old name of 'freq'
+STATS_KINDS = {'global': (0,1,2,3), 'freq': (0,3), 'channel': (0,3)}
 STATS_FORMAT = 'fastnorm.stats'  # the `format` entry of a `StatsRecorder.state_dict`
 
 def _plain(x): return x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
 def _cpu(d:dict)->dict: return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in d.items()}
 
-def _chan(na, ma, m2a, nb, mb, m2b):
+def _merge_moments(na, ma, m2a, nb, mb, m2b):
     "Chan et al.'s pairwise merge of (count, mean, sum of squared deviations), float64, empty sides allowed"
     n = na + nb
     safe = torch.where(n > 0, n, torch.ones_like(n))
@@ -223,7 +224,7 @@ class StatsRecorder:
         if self._mean is None: self._n, self._mean, self._m2 = n, mean, m2
         else:
             if n.device != self._mean.device: n, mean, m2 = n.to(self._mean.device), mean.to(self._mean.device), m2.to(self._mean.device)
-            self._n, self._mean, self._m2 = _chan(self._n, self._mean, self._m2, n, mean, m2)
+            self._n, self._mean, self._m2 = _merge_moments(self._n, self._mean, self._m2, n, mean, m2)
 
     def merge(self, other:StatsRecorder):
         "Fold in the statistics of `other` (the same `red_dims` and kept shape), as if its batches had been added here"
@@ -297,7 +298,7 @@ class StatsRecorder:
             cfg = SpecConfig(**cfg)
         self.red_dims, self.unbiased, self.time_dim = tuple(d['red_dims']), d['unbiased'], d['time_dim']
         self.n_batches = d['n_batches']
-        self.ndim, self.cfg, self.version = d['ndim'], cfg, d['version']
+        self.ndim, self.cfg = d['ndim'], cfg
         self.shape = None if d['kept_shape'] is None else tuple(d['kept_shape'])
         self._dims = None if self.ndim is None else tuple(d['red_dims'])
         self._n, self._mean, self._m2 = d['count'], d['mean'], d['m2']

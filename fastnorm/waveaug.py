@@ -16,7 +16,7 @@ import torch
 from fastai.torch_core import retain_type
 from .audio import AudioTensor
 from .augment import _check_int, span_mask
-from .randaug import BatchRandTransform
+from .batchrand import BatchRandTransform
 from .noise import NoiseClips
 
 __all__ = ['colored_noise', 'NoiseClips', 'AddNoise', 'BurstNoise', 'BandStop', 'Alias', 'Distortion']

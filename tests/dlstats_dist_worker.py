@@ -9,12 +9,12 @@ def all_stats(path):
     last batch); no DataLoader workers: started by spawn here, each would import torch and fastai again"""
     from fastnorm.data import esc50_dls
     from fastnorm.dlstats import compute_stats
-    from fastnorm.norm import ChannelSpecNorm
+    from fastnorm.norm import FreqSpecNorm
     res = {}
     for cache in (False, True):
         dls = esc50_dls(path, bs=6, sr=8000, cache=cache, progress=False, num_workers=0)
         for name, kw in CASES.items(): res[cache, name] = compute_stats(dls, progress=False, **kw)
-        t = ChannelSpecNorm()
+        t = FreqSpecNorm()
         esc50_dls(path, bs=6, sr=8000, cache=cache, batch_tfms=[t], progress=False, num_workers=0)
         res[cache, 'setups'] = t.stats
     return {k: dict(mean=r.mean, std=r.std, count=r.count, n_batches=r.n_batches) for k, r in res.items()}

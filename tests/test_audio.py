@@ -47,14 +47,14 @@ def test_audio_normalize_values_and_silence():
 
 def test_croppad_train_random_valid_centred():
     x = AudioTensor(torch.arange(100.)[None], sr=10)
-    cp = CropPad(5.)  # 50 samples
+    cp = AudioCropPad(5.)  # 50 samples
     v = cp(x, split_idx=1)
     assert v.shape == (1, 50) and v[0, 0] == 25 and v.sr == 10
     starts = {int(cp(x, split_idx=0)[0, 0]) for _ in range(50)}
     assert len(starts) > 5 and all(0 <= s <= 50 for s in starts)
     short = cp(AudioTensor(torch.ones(1, 20), sr=10), split_idx=1)
     assert short.shape == (1, 50) and short[0, :20].eq(1).all() and short[0, 20:].eq(0).all()
-    with pytest.raises(ValueError, match='duration'): CropPad(0)
+    with pytest.raises(ValueError, match='duration'): AudioCropPad(0)
 
 def test_show_waveform():
     ax = AudioTensor(torch.sin(torch.arange(800.)/5)[None], sr=8000).show(title='sine')
@@ -72,3 +72,15 @@ def test_audio_normalize_makes_spectrograms_gain_invariant():
     quiet = AudioTensor(x * 10**(-35/20), sr=8000)
     assert (ms(x) - ms(quiet)).mean() == pytest.approx(35, abs=.01)  # a 35 dB gain shifts every bin by 35 dB
     torch.testing.assert_close(ms(norm(x)), ms(norm(quiet)), atol=1e-3, rtol=0)
+
+def test_croppad_is_a_deprecated_alias():
+    import warnings, fastnorm.audio as A
+    assert 'CropPad' not in A.__all__
+    A.CropPad._warned = False
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        cp = A.CropPad(5.)
+        A.CropPad(5.)
+    assert isinstance(cp, AudioCropPad) and cp.duration == 5.
+    assert [str(x.message) for x in w if issubclass(x.category, FutureWarning)] == \
+        ["`fastnorm.audio.CropPad` is deprecated: use `AudioCropPad`"]  # once

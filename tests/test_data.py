@@ -115,11 +115,11 @@ def test_the_posts_datablock_on_the_raw_csv(tiny_esc50):
     assert len(d3.train_ds) + len(d3.valid_ds) == 30 and len(d3.vocab) == 3 and d3.one_batch()[0].shape == (4, 1, 64, 32)
 
 def test_a_missing_file_in_the_dataframe_is_named(tiny_esc50):
-    from fastnorm.norm import ChannelSpecNorm
+    from fastnorm.norm import FreqSpecNorm
     df = pd.read_csv(tiny_esc50/'meta'/'esc50.csv')
     bad = pd.concat([df, df.iloc[:1].assign(filename='gone-1.wav', fold=1)])  # fold 1: validation
     dls = esc50_dblock(tiny_esc50, sr=8000).dataloaders(bad, bs=8, num_workers=0)
     with pytest.raises(FileNotFoundError, match=r'Audio file not found: .*audio/gone-1\.wav'): list(dls.valid)
     bad = pd.concat([df, df.iloc[:1].assign(filename='gone-2.wav', fold=2)])  # training: the statistics' pass meets it at once
     with pytest.raises(FileNotFoundError, match=r'gone-2\.wav'):
-        esc50_dblock(tiny_esc50, sr=8000, batch_tfms=[ChannelSpecNorm()]).dataloaders(bad, bs=8, num_workers=0)
+        esc50_dblock(tiny_esc50, sr=8000, batch_tfms=[FreqSpecNorm()]).dataloaders(bad, bs=8, num_workers=0)

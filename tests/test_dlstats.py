@@ -5,7 +5,7 @@ import torch.multiprocessing as mp
 from fastnorm.spec import TensorSpec
 from fastnorm.stats import StatsRecorder, STATS_KINDS
 from fastnorm.dlstats import compute_stats, stats_pipeline, stats_items, dist_shard
-from fastnorm.norm import ChannelSpecNorm, add_spec_norm
+from fastnorm.norm import FreqSpecNorm, add_spec_norm
 from test_stats import batches, ref, rel
 
 # ---- compute_stats over a DataLoader ----
@@ -31,14 +31,14 @@ def test_compute_stats_skips_normalization_already_in_after_batch(dls):
     before = compute_stats(dls.train, kind='channel', progress=False)
     d2 = add_spec_norm(dls, kind='channel', stats=before)
     try:
-        assert any(isinstance(t, ChannelSpecNorm) for t in d2.train.after_batch.fs)
-        assert not any(isinstance(t, ChannelSpecNorm) for t in stats_pipeline(d2.train))
+        assert any(isinstance(t, FreqSpecNorm) for t in d2.train.after_batch.fs)
+        assert not any(isinstance(t, FreqSpecNorm) for t in stats_pipeline(d2.train))
         after = compute_stats(d2.train, kind='channel', progress=True)
         assert torch.equal(after.mean, before.mean) and torch.equal(after.std, before.std)
         x, _ = d2.train.one_batch()  # while iterating normally still normalizes
         assert float(x.abs().mean()) < 3
     finally:
-        for dl in d2.loaders: dl.after_batch.fs = dl.after_batch.fs.filter(lambda t: not isinstance(t, ChannelSpecNorm))
+        for dl in d2.loaders: dl.after_batch.fs = dl.after_batch.fs.filter(lambda t: not isinstance(t, FreqSpecNorm))
 
 def test_compute_stats_frac_and_n_batches(dls):
     full = compute_stats(dls, kind='global', progress=False)

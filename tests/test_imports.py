@@ -56,3 +56,11 @@ def test_each_module_imports_alone():
             "print('\\n'.join(bad)); sys.exit(1 if bad else 0)\n")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+def test_star_import_hides_no_fastai_name():
+    "`from fastai.vision.all import *` then `from fastnorm.all import *`: every fastai name still means fastai's object"
+    code = ("from fastai.vision.all import *\nbefore = dict(globals())\nfrom fastnorm.all import *\n"
+            "hidden = sorted(k for k, v in before.items() if not k.startswith('_') and globals()[k] is not v)\n"
+            "print(hidden); assert not hidden, hidden\n")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]

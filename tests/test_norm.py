@@ -5,7 +5,7 @@ from fasttransform import Transform
 from fastnorm.spec import TensorSpec, SPEC_PRESETS
 from fastnorm.stats import StatsRecorder
 from fastnorm.dlstats import compute_stats
-from fastnorm.norm import SpecNormalize, GlobalSpecNorm, ChannelSpecNorm, InstanceSpecNorm, add_spec_norm
+from fastnorm.norm import SpecNormalize, GlobalSpecNorm, FreqSpecNorm, InstanceSpecNorm, add_spec_norm
 
 CFG = SPEC_PRESETS['quick']
 
@@ -25,18 +25,18 @@ def test_stock_normalize_skips_tensorspec_ours_applies():
     assert isinstance(y, TensorSpec) and y.cfg is CFG
     assert torch.allclose(y, (x.as_subclass(torch.Tensor) + 60) / 20)
 
-@pytest.mark.parametrize('cls,dims', [(ChannelSpecNorm, (0,3)), (GlobalSpecNorm, (0,1,2,3))])
+@pytest.mark.parametrize('cls,dims', [(FreqSpecNorm, (0,3)), (GlobalSpecNorm, (0,1,2,3))])
 def test_normalized_training_set_has_zero_mean_unit_std(cls, dims):
     xs = [logmel(b, seed=i) for i, b in enumerate((8, 8, 5))]
     t = cls(stats(xs, (0,3)))  # GlobalSpecNorm pools per-channel statistics exactly
     ys = torch.cat([t(x).as_subclass(torch.Tensor) for x in xs]).double()
     m, s = ys.mean(dims), ys.std(dims, correction=0)
-    if cls is ChannelSpecNorm: assert m.numel() == 16
+    if cls is FreqSpecNorm: assert m.numel() == 16
     assert float(m.abs().max()) < 1e-3 and float((s - 1).abs().max()) < 1e-3
 
 def test_decodes_inverts_and_input_is_not_mutated():
     x = logmel(); x0 = x.clone()
-    t = ChannelSpecNorm(stats([x], (0,3)))
+    t = FreqSpecNorm(stats([x], (0,3)))
     y = t(x)
     assert torch.equal(x, x0) and not torch.allclose(y, x)
     z = t.decode(y)
@@ -45,41 +45,41 @@ def test_decodes_inverts_and_input_is_not_mutated():
 def test_from_mean_std_with_axes():
     x = logmel()
     m, s = torch.linspace(-90, -30, 16), torch.full((16,), 8.)
-    a = ChannelSpecNorm(m, s)  # a vector fills the kept dims (C,F) right-aligned: per mel bin
+    a = FreqSpecNorm(m, s)  # a vector fills the kept dims (C,F) right-aligned: per mel bin
     assert a.mean.shape == (1, 1, 16, 1)
     assert torch.allclose(a(x), (x.as_subclass(torch.Tensor) - m[:, None]) / 8)
     b = SpecNormalize(torch.tensor([-60.]), torch.tensor([20.]), axes=(0,2,3))  # the post's Normalize(mean, std, axes)
     assert b.mean.shape == (1, 1, 1, 1)
-    c = ChannelSpecNorm(m[None, None, :, None], s[None, None, :, None])
+    c = FreqSpecNorm(m[None, None, :, None], s[None, None, :, None])
     assert torch.equal(c.mean, a.mean)
 
 def test_channel_norm_needs_channel_stats_and_checks_args():
     g = stats([logmel()], (0,1,2,3))
-    with pytest.raises(ValueError, match='use GlobalSpecNorm'): ChannelSpecNorm(g)
-    with pytest.raises(ValueError, match='needs both `mean` and `std`, a `StatsRecorder`, or neither'): ChannelSpecNorm(torch.zeros(16))
+    with pytest.raises(ValueError, match='use GlobalSpecNorm'): FreqSpecNorm(g)
+    with pytest.raises(ValueError, match='needs both `mean` and `std`, a `StatsRecorder`, or neither'): FreqSpecNorm(torch.zeros(16))
     with pytest.raises(ValueError, match='not both'): GlobalSpecNorm(g, 1.)
     with pytest.raises(ValueError, match='`eps`'): GlobalSpecNorm(0., 1., eps=0)
-    with pytest.raises(ValueError, match='same shape'): ChannelSpecNorm(torch.zeros(16), torch.ones(8))
+    with pytest.raises(ValueError, match='same shape'): FreqSpecNorm(torch.zeros(16), torch.ones(8))
     with pytest.raises(ValueError, match='finite'): GlobalSpecNorm(float('nan'), 1.)
 
 def test_zero_std_gets_eps_and_warning_never_inf():
     x = logmel(); x[:, :, 3] = -100.  # a silent mel bin
     with pytest.warns(UserWarning, match='1 of 16 std values'):
-        t = ChannelSpecNorm(stats([x], (0,3)))
+        t = FreqSpecNorm(stats([x], (0,3)))
     y = t(x)
     assert torch.isfinite(y).all() and torch.equal(y[:, :, 3], torch.zeros_like(y[:, :, 3]))
 
 def test_shape_and_settings_mismatch_are_errors(tmp_path):
     r = stats([logmel()], (0,3))
     r.save(tmp_path/'s.pt')
-    t = ChannelSpecNorm(StatsRecorder.load(tmp_path/'s.pt'))
+    t = FreqSpecNorm(StatsRecorder.load(tmp_path/'s.pt'))
     assert t.cfg == CFG
     with pytest.raises(ValueError, match=r'kept shape \[1, 1, 16, 1\] do not fit a batch of shape \[6, 1, 8, 20\]'): t(logmel(f=8))
     other = TensorSpec(logmel(), cfg=CFG.replace(hop_length=128))
     with pytest.raises(ValueError, match="other spectrogram settings.*hop_length"): t(other)
 
 def test_parameters_move_with_dls_to():
-    t = ChannelSpecNorm(stats([logmel()], (0,3)))
+    t = FreqSpecNorm(stats([logmel()], (0,3)))
     assert list(t.parameters) == ['mean', 'std']
     dl = TfmdDL([logmel(1)[0]] * 4, bs=2, after_batch=[t], num_workers=0)
     dl.to(torch.device('meta'))  # no GPU needed to see the tensors follow the DataLoader
@@ -112,7 +112,7 @@ def test_add_spec_norm_inserts_after_melspec_before_masks(dls):
     assert out is dls
     for dl in dls.loaders:
         names = [type(t).__name__ for t in dl.after_batch.fs]
-        assert names == ['MelSpec', 'ChannelSpecNorm', '_Mask'], names
+        assert names == ['MelSpec', 'FreqSpecNorm', '_Mask'], names
     t = dls.train.after_batch.fs[1]
     assert torch.equal(t.mean, r.mean.float()) and torch.equal(t.std, r.std.float())  # training-set statistics
     add_spec_norm(dls, kind='global')  # again: replaces, never normalizes twice
@@ -146,7 +146,7 @@ def test_imagenet_norm_scales_each_item_like_an_image():
     assert torch.allclose(ImageNetSpecNorm().decodes(y)[0].flatten(), torch.linspace(0, 1, 40), atol=1e-5)
 
 # ---- statistics in `setups`, like fastai's `Normalize()` ----
-@pytest.mark.parametrize('cls,kind', [(ChannelSpecNorm, 'channel'), (GlobalSpecNorm, 'global')])
+@pytest.mark.parametrize('cls,kind', [(FreqSpecNorm, 'channel'), (GlobalSpecNorm, 'global')])
 def test_setups_stats_equal_compute_stats(tiny_esc50, cls, kind):
     from fastnorm.data import esc50_dls
     plain = esc50_dls(tiny_esc50, bs=8, sr=8000, wave_norm=True, batch_tfms=[_Mask()])
@@ -173,7 +173,7 @@ def test_setups_with_a_hand_written_datablock_frac_and_n_batches(tiny_esc50):
                          get_y=ColReader('category'), splitter=CrossValidationSplitter(1), batch_tfms=[MelSpec(sr=8000), *tfms])
     plain = dblock().dataloaders(df, bs=8, num_workers=0)
     for kw in (dict(frac=0.5, seed=3), dict(n_batches=1)):
-        t = ChannelSpecNorm(**kw)
+        t = FreqSpecNorm(**kw)
         dblock(t).dataloaders(df, bs=8, num_workers=0)
         ref = compute_stats(plain, kind='channel', progress=False, **kw)
         assert t.stats.n_batches == ref.n_batches < 4 and torch.equal(t.mean, ref.mean.float()) and torch.equal(t.std, ref.std.float())
@@ -183,7 +183,7 @@ def test_setups_on_the_cache_uses_its_item_moments(tiny_esc50, monkeypatch):
     ref = compute_stats(esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True), kind='channel', progress=False)
     def no_batches(self, *a, **k): raise AssertionError("the cached fast path read a batch")
     monkeypatch.setattr(StatsRecorder, 'update', no_batches)
-    t = ChannelSpecNorm()
+    t = FreqSpecNorm()
     esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True, batch_tfms=[t])
     assert torch.equal(t.mean, ref.mean.float()) and torch.equal(t.std, ref.std.float())
 
@@ -192,15 +192,15 @@ def test_setups_errors_reach_the_user(tiny_esc50):
     class Broken(Transform):
         order = 50
         def encodes(self, x:TensorSpec): return x.no_such_attribute  # an AttributeError, which fasttransform's `setup` swallows
-    with pytest.raises(RuntimeError, match="ChannelSpecNorm could not compute its statistics.*AttributeError.*no_such_attribute") as e:
-        esc50_dls(tiny_esc50, bs=8, sr=8000, batch_tfms=[Broken(), ChannelSpecNorm()])
+    with pytest.raises(RuntimeError, match="FreqSpecNorm could not compute its statistics.*AttributeError.*no_such_attribute") as e:
+        esc50_dls(tiny_esc50, bs=8, sr=8000, batch_tfms=[Broken(), FreqSpecNorm()])
     assert isinstance(e.value.__cause__, AttributeError)
 
 def test_without_statistics_encodes_says_how_to_get_them():
-    with pytest.raises(ValueError, match=r"ChannelSpecNorm has no statistics yet.*batch_tfms.*add_spec_norm"): ChannelSpecNorm()(logmel())
+    with pytest.raises(ValueError, match=r"FreqSpecNorm has no statistics yet.*batch_tfms.*add_spec_norm"): FreqSpecNorm()(logmel())
     with pytest.raises(ValueError, match=r'needs both `mean` and `std`'): GlobalSpecNorm(std=1.)
-    with pytest.raises(ValueError, match=r'`frac` must be in \(0, 1\] \(0 given\)'): ChannelSpecNorm(frac=0)
-    with pytest.raises(ValueError, match=r'`n_batches` must be a positive integer or None \(0 given\)'): ChannelSpecNorm(n_batches=0)
+    with pytest.raises(ValueError, match=r'`frac` must be in \(0, 1\] \(0 given\)'): FreqSpecNorm(frac=0)
+    with pytest.raises(ValueError, match=r'`n_batches` must be a positive integer or None \(0 given\)'): FreqSpecNorm(n_batches=0)
     t = GlobalSpecNorm(-60., 20.)
     t.setup(None)  # given statistics stay
     assert float(t.mean) == -60.
@@ -227,15 +227,15 @@ def test_other_float_batches_are_normalized_or_an_error():
     from fastai.torch_core import TensorImage, TensorCategory
     from fastnorm.audio import AudioTensor
     x = logmel()
-    t = ChannelSpecNorm(stats([x], (0,3)))
+    t = FreqSpecNorm(stats([x], (0,3)))
     want = t(x).as_subclass(torch.Tensor)
     for other in (x.as_subclass(torch.Tensor), TensorImage(x.as_subclass(torch.Tensor))):
         y = t(other)
         assert type(y) is type(other) and torch.equal(y.as_subclass(torch.Tensor), want)
         assert torch.allclose(t.decode(y).as_subclass(torch.Tensor), other.as_subclass(torch.Tensor), atol=1e-4)
-    with pytest.raises(ValueError, match=r"ChannelSpecNorm got a TensorImage of shape \[6, 3, 32, 32\].*TensorSpec\(x, cfg="):
+    with pytest.raises(ValueError, match=r"FreqSpecNorm got a TensorImage of shape \[6, 3, 32, 32\].*TensorSpec\(x, cfg="):
         t(TensorImage(torch.rand(6, 3, 32, 32)))
-    with pytest.raises(ValueError, match=r"ChannelSpecNorm got a Tensor of shape \[6, 16, 20\]"): t(torch.rand(6, 16, 20))
+    with pytest.raises(ValueError, match=r"FreqSpecNorm got a Tensor of shape \[6, 16, 20\]"): t(torch.rand(6, 16, 20))
     with pytest.raises(ValueError, match=r"waveform batch \(AudioTensor.*put MelSpec before it"): t(AudioTensor(torch.rand(6, 1, 800), sr=8000))
     y = TensorCategory(torch.tensor([0, 2, 1]))
     assert t(y) is y and t((x, y))[1] is y  # targets are left alone
@@ -255,3 +255,27 @@ def test_per_item_normalizers_handle_other_float_batches(cls):
         t(torch.rand(6, 16, 20))
     c = TensorCategory(torch.tensor([1]))
     assert t(c) is c
+
+def test_channel_spec_norm_is_a_deprecated_alias():
+    import warnings, fastnorm.norm as N
+    N.ChannelSpecNorm._warned = False
+    x = logmel()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        old = N.ChannelSpecNorm(stats([x], (0,3)))
+        N.ChannelSpecNorm(stats([x], (0,3)))
+    assert [str(m.message) for m in w if issubclass(m.category, FutureWarning)] == \
+        ["`ChannelSpecNorm` is deprecated: use `FreqSpecNorm` (one statistic per frequency bin)"]  # once
+    new = FreqSpecNorm(stats([x], (0,3)))
+    assert torch.equal(old(x), new(x))
+    assert isinstance(new, N.ChannelSpecNorm) and isinstance(old, FreqSpecNorm)  # old `isinstance` checks keep working
+
+def test_kind_freq_is_kind_channel(tiny_esc50):
+    "'freq' is the new name of 'channel' (kept): the same statistics and the same normalizer"
+    from fastnorm.data import esc50_dls
+    dls = esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True)
+    a, b = (compute_stats(dls.train, kind=k, progress=False) for k in ('freq', 'channel'))
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.std, b.std) and a.mean.numel() > 1
+    for k in ('freq', 'channel'):
+        add_spec_norm(dls, kind=k, stats=a)
+        assert [type(t) for t in dls.train.after_batch.fs if isinstance(t, SpecNormalize)] == [FreqSpecNorm]

@@ -6,7 +6,7 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 import fastai.callback.progress  # noqa: F401 (Learner.no_bar)
 from fastnorm.data import esc50_dls, read_esc50_csv
-from fastnorm.norm import ChannelSpecNorm
+from fastnorm.norm import FreqSpecNorm
 from test_cache import write_variants
 
 def tiny_model(n_out):
@@ -22,13 +22,13 @@ def shipped(tiny_esc50, tmp_path_factory):
     here, gone = {}, [data]
     for cache in (False, True):
         torch.manual_seed(0)
-        dls = esc50_dls(data, bs=8, sr=8000, wave_norm=True, cache=cache, batch_tfms=[ChannelSpecNorm()], num_workers=0,
+        dls = esc50_dls(data, bs=8, sr=8000, wave_norm=True, cache=cache, batch_tfms=[FreqSpecNorm()], num_workers=0,
                         progress=False)
         learn = Learner(dls, tiny_model(len(dls.vocab)), loss_func=CrossEntropyLossFlat(), path=tmp)
         with learn.no_bar(), learn.no_logging(): learn.fit(1)
         name = 'cached' if cache else 'fly'
         learn.export(f'{name}.pkl')
-        norm = next(t for t in dls.train.after_batch.fs if isinstance(t, ChannelSpecNorm))
+        norm = next(t for t in dls.train.after_batch.fs if isinstance(t, FreqSpecNorm))
         with learn.no_bar(): probs = learn.get_preds(dl=dls.test_dl(files))[0]
         here[name] = dict(probs=probs, mean=norm.mean, std=norm.std)
         if cache: gone.append(dls.train.cache.path)

@@ -14,6 +14,16 @@ def _check_frac(name, v, lo_open=False):
 class BatchRandTransform(RandTransform):
     "Base of fastnorm's batch augmentations: train-only (`split_idx=0`), per-item `p`, torch RNG (global, or `generator`/`seed`), `draw=` pins parameters"
     split_idx = 0
+    def __init__(self,
+                 p:float=1., # probability of augmenting each item
+                 generator:torch.Generator|None=None, # torch RNG to draw from (default: the global one)
+                 seed:int|None=None, # or a seed for a generator of this transform's own
+                 draw:dict|None=None, # pin parameters (the class's `draw_keys`, each broadcast per item), or a function of the batch
+                ):
+        "The shared `p`, `generator`, `seed`, `draw` of every subclass (which take them with `@delegates`)"
+        super().__init__()
+        self._setup_rng(p, generator, seed, draw)
+
     def _setup_rng(self, p, generator, seed, draw):
         self.p, self.generator, self.seed, self.draw, self._gens = _check_frac('p', p), generator, seed, draw, {}
         if draw is not None and not (callable(draw) or isinstance(draw, dict)):
