@@ -13,7 +13,7 @@ from fastai.data.transforms import DisplayedTransform
 from fastai.torch_core import retain_type
 from .spec import TensorSpec
 from .norm import GlobalSpecNorm
-from .randaug import BatchRandTransform
+from .batchrand import BatchRandTransform
 
 __all__ = ['FreqBatchNorm', 'freq_instance_norm', 'RelaxedFreqNorm', 'FreqInstanceNorm', 'CONSTANT_NORM_RECIPES',
            'ConstantSpecNorm', 'FreqMixStyle']
