@@ -17,7 +17,7 @@ from fastprogress.fastprogress import progress_bar
 from .data import read_esc50_csv, esc50_dls, esc50, fsdd_items, fsdd_dls, spec_config, check_batch_size, CrossValidationSplitter, FSDDSplitter
 from .dlstats import compute_stats
 from .norm import add_spec_norm
-from .audio import load_audio, AudioTensor, AudioNormalize, CropPad
+from .audio import load_audio, AudioTensor, AudioNormalize, AudioCropPad
 from .spec import MelSpec, TensorSpec
 from .cache import CachedSpec
 from .pcen import PCEN, PCENTransform
@@ -183,7 +183,7 @@ class ShiftedValid:
     def specs(self, shift, wave_norm:bool)->torch.Tensor:
         key = (shift.name, wave_norm)
         if key not in self._specs:
-            crop, tospec, norm, cfg = CropPad(self.duration), MelSpec(cfg=self.cfg), AudioNormalize(), self.cfg
+            crop, tospec, norm, cfg = AudioCropPad(self.duration), MelSpec(cfg=self.cfg), AudioNormalize(), self.cfg
             noise = shift.noise_tfm() if shift.kind == 'noise' else None  # one seeded stream over the chunks, in order
             out = []
             for s in range(0, len(self.files), self.bs):
