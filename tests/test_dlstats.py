@@ -149,6 +149,7 @@ def test_dist_shard_takes_whole_batches_round_robin(monkeypatch):
     monkeypatch.setattr(D, '_rank_world', lambda: (0, 2))
     assert dist_shard(range(11), 3) == [0, 1, 2, 6, 7, 8]
 
+@pytest.mark.slow
 def test_two_gloo_processes_give_the_stats_of_one(tiny_esc50, tmp_path):
     from dlstats_dist_worker import run, all_stats
     one = all_stats(tiny_esc50)  # also builds the cache the workers then reuse

@@ -104,6 +104,7 @@ def test_saved_notebook_shows_outputs_of_its_code(path):
     assert run_nbs.stale(edited, s) == ['its code or the settings changed since it was executed']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', run_nbs.notebooks(), ids=lambda p: p.name)
 def test_notebook_runs(path, tmp_path):
     "Each notebook runs top to bottom at the small scale, as tools/run_nbs.py runs it for the docs"

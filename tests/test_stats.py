@@ -88,6 +88,7 @@ def test_pool_gives_exact_global_from_channel():
     assert p.kept_shape == (1,1,1,1) and p.n == g.n
     assert rel(p.mean, g.mean) < 1e-12 and rel(p.std, g.std) < 1e-12
 
+@pytest.mark.slow
 def test_all_reduce_two_gloo_processes(tmp_path):
     from stats_dist_worker import run, make_batches
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
