@@ -106,6 +106,17 @@ def test_compute_stats_on_cache_merges_item_stats(cached_dls, kind, kw, monkeypa
     u = compute_stats(dl, kind=kind, progress=False, unbiased=True, **kw)
     assert torch.allclose(u.var, fast.var * fast.n / (fast.n - 1), rtol=1e-12, atol=0)
 
+def test_stats_items_chooses_whole_batches(cached_dls):
+    "The reference above takes its items from `stats_items`: here its choice is checked against literal expectations"
+    dl = cached_dls.train
+    n, bs = len(dl.dataset), dl.bs
+    assert (n, bs) == (32, 8) and stats_items(dl) == list(range(32))
+    assert stats_items(dl, n_batches=3) == list(range(24)) and stats_items(dl, n_batches=0) == []
+    half = stats_items(dl, frac=0.5, seed=1)  # ceil(0.5 * 4 batches) = 2 random batches of 8 distinct items
+    assert len(half) == 16 == len(set(half)) and set(half) < set(range(32)) and half != sorted(half)
+    assert stats_items(dl, frac=0.5, seed=1) == half and stats_items(dl, frac=0.5, seed=2) != half
+    assert len(stats_items(dl, frac=0.01)) == 8  # at least one batch
+
 def test_compute_stats_on_cache_streams_when_a_transform_comes_first(tiny_esc50, cached_dls):
     from fastai.data.transforms import Transform
     from fastnorm.data import esc50_dls
