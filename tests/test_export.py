@@ -162,6 +162,7 @@ def test_cli_export(tiny_fsdd, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit, match='--out DIR is required'): cli(monkeypatch, '--data', tiny_fsdd)
     with pytest.raises(SystemExit, match="Unknown scheme 'x'"): cli(monkeypatch, '--out', tmp_path/'y', '--scheme', 'x')
 
+@pytest.mark.slow
 def test_embedded_dataset_and_coloured_noise_by_default(tmp_path, monkeypatch, capsys):
     "`fastnorm export --out DIR` on a fresh install: the embedded dataset, pink noise"
     cli(monkeypatch, '--out', tmp_path/'e', '--split', 'test', '--no-progress', '--device', 'cpu')
