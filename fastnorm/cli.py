@@ -51,7 +51,9 @@ def synth(
 ):
     "Make (or find) the embedded synthetic dataset in ESC-50's layout and print its folder"
     from .synth import synth_esc50
-    print(synth_esc50(dest, seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=seconds, sr=sr))
+    try: path = synth_esc50(dest, seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=seconds, sr=sr)
+    except (ValueError, FileExistsError) as e: raise SystemExit(f"fastnorm synth: error: {e}")
+    print(path)
 
 @call_parse
 def export(

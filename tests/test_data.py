@@ -23,9 +23,14 @@ def test_wave_norm_runs_before_the_spectrogram(tiny_esc50):
     a, b = raw.valid.one_batch()[0], dls.valid.one_batch()[0]
     assert a.mean((1, 2, 3)).std() > 1.3 * b.mean((1, 2, 3)).std()
 
-def test_summary_runs(tiny_esc50, capsys):
-    esc50_dblock(tiny_esc50, fold=1, sr=8000).summary(read_esc50_csv(tiny_esc50), bs=4)
-    assert 'Final sample' in capsys.readouterr().out
+def test_dblock_summary_and_one_batch(tiny_esc50):
+    dblock, df = esc50_dblock(tiny_esc50, fold=1, sr=8000), read_esc50_csv(tiny_esc50)
+    dblock.summary(df, bs=4)  # fastai's walk through the pipeline runs without an error
+    dls = dblock.dataloaders(df, bs=4, num_workers=0)
+    x, y = dls.one_batch()
+    assert isinstance(x, TensorSpec) and x.cfg is not None and x.shape[:3] == (4, 1, x.cfg.n_mels) and torch.isfinite(x).all()
+    assert y.shape == (4,) and 0 <= int(y.min()) and int(y.max()) < len(dls.vocab) == df.category.nunique()
+    assert len(dls.valid_ds) == (df.fold == 1).sum() and len(dls.train_ds) == (df.fold != 1).sum()
 
 def test_csv_missing_column(tiny_esc50, tmp_path):
     d = copy_esc50(tiny_esc50, tmp_path/'e')

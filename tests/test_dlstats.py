@@ -106,6 +106,17 @@ def test_compute_stats_on_cache_merges_item_stats(cached_dls, kind, kw, monkeypa
     u = compute_stats(dl, kind=kind, progress=False, unbiased=True, **kw)
     assert torch.allclose(u.var, fast.var * fast.n / (fast.n - 1), rtol=1e-12, atol=0)
 
+def test_stats_items_chooses_whole_batches(cached_dls):
+    "The reference above takes its items from `stats_items`: here its choice is checked against literal expectations"
+    dl = cached_dls.train
+    n, bs = len(dl.dataset), dl.bs
+    assert (n, bs) == (32, 8) and stats_items(dl) == list(range(32))
+    assert stats_items(dl, n_batches=3) == list(range(24)) and stats_items(dl, n_batches=0) == []
+    half = stats_items(dl, frac=0.5, seed=1)  # ceil(0.5 * 4 batches) = 2 random batches of 8 distinct items
+    assert len(half) == 16 == len(set(half)) and set(half) < set(range(32)) and half != sorted(half)
+    assert stats_items(dl, frac=0.5, seed=1) == half and stats_items(dl, frac=0.5, seed=2) != half
+    assert len(stats_items(dl, frac=0.01)) == 8  # at least one batch
+
 def test_compute_stats_on_cache_streams_when_a_transform_comes_first(tiny_esc50, cached_dls):
     from fastai.data.transforms import Transform
     from fastnorm.data import esc50_dls
@@ -149,6 +160,7 @@ def test_dist_shard_takes_whole_batches_round_robin(monkeypatch):
     monkeypatch.setattr(D, '_rank_world', lambda: (0, 2))
     assert dist_shard(range(11), 3) == [0, 1, 2, 6, 7, 8]
 
+@pytest.mark.slow
 def test_two_gloo_processes_give_the_stats_of_one(tiny_esc50, tmp_path):
     from dlstats_dist_worker import run, all_stats
     one = all_stats(tiny_esc50)  # also builds the cache the workers then reuse

@@ -187,6 +187,7 @@ def test_resample_close_to_torchaudio():
     assert ref.shape == resample(x, 44100, 16000).shape
     assert rel_rms(resample(x, 44100, 16000).numpy(), ref.numpy()) < 2e-2
 
+@pytest.mark.slow
 def test_fastnorm_never_imports_torchaudio():
     "Importing every module (and the star-import) leaves torchaudio unimported, installed or not"
     import subprocess, sys

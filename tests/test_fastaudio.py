@@ -46,7 +46,6 @@ def test_getters_and_urls(tmp_path):
     assert sorted(p.name for p in get_audio_files(tmp_path)) == ['x.wav', 'y.wav']
     assert [p.name for p in AudioGetter('a', recurse=False)(tmp_path)] == ['x.wav']
     assert '.wav' in audio_extensions
-    assert URLs.ESC50.endswith('master.zip') and URLs.SPEAKERS10.endswith('.tgz') and URLs.SAMPLE_SPEAKERS10
     from fastai.data.external import URLs as FastaiURLs
     assert URLs.PETS == FastaiURLs.PETS and not hasattr(FastaiURLs, 'SPEAKERS10')  # fastai's class is left alone
 

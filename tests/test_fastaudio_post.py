@@ -3,7 +3,7 @@
 In fastaudio, `AudioSpectrogram` was a `TensorImageBase` and `Normalize` only dispatches on `TensorImage`, so
 `Normalize(mean, std, axes=...)` in `batch_tfms` passed the spectrograms through untouched."""
 import os, subprocess, sys
-import pandas as pd, torch
+import pandas as pd, pytest, torch
 from fastai.vision.all import (DataBlock, CategoryBlock, ColReader, IndexSplitter, mask2idxs, Normalize, cnn_learner,
                                 resnet18, CrossEntropyLossFlat, accuracy, RandomSplitter)
 from fastnorm.fastaudio.core.all import *
@@ -47,6 +47,7 @@ def test_stock_normalize_applies_to_audio_spectrogram_only():
     plain = TensorSpec(x.as_subclass(torch.Tensor))
     assert norm(plain) is plain  # fastnorm's own TensorSpec: stock Normalize still skips it (use SpecNormalize)
 
+@pytest.mark.slow
 def test_the_post_trains_three_ways_and_normalization_applies(tiny_esc50):
     path = tiny_esc50
     df = pd.read_csv(path/'meta'/'esc50.csv')
@@ -82,6 +83,7 @@ def test_the_post_trains_three_ways_and_normalization_applies(tiny_esc50):
     per_bin = c.mean((0, 1, 3))
     assert per_bin.abs().max() < 1e-3 and (c.std((0, 1, 3), unbiased=False) - 1).abs().max() < 1e-3
 
+@pytest.mark.slow
 def test_export_load_learner_and_predict_a_wav_in_a_new_process(tiny_esc50, tmp_path):
     "What a fastaudio user trains ships: the learner (with `Normalize()` set up from the data) predicts on one file"
     df = pd.read_csv(tiny_esc50/'meta'/'esc50.csv')

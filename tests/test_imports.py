@@ -1,5 +1,6 @@
 "fastnorm's modules import one way: no cycle, checked statically (imports inside functions too), and each alone"
 import ast, subprocess, sys
+import pytest
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1]/'fastnorm'
@@ -45,6 +46,7 @@ def test_find_cycle_finds_one():
     assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
     assert find_cycle({'a': {'b'}, 'b': set()}) is None
 
+@pytest.mark.slow
 def test_each_module_imports_alone():
     "Each module first, in a fresh interpreter: fastnorm's modules are dropped from `sys.modules` between them"
     names = sorted(m for m in modules() if not m.endswith('__main__'))

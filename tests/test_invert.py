@@ -29,6 +29,7 @@ def round_trip(x, ms, **kw):
 # Measured (quick preset, 32 + 32 iterations): chirp 1.4 dB / SC 0.07, trumpet 2.3 dB / 0.055, speech 0.44 dB / 0.063.
 # Unrelated signals (trumpet vs speech) differ by ~22 dB / SC 7, a chirp vs its reverse by 12 dB / SC 1.4: the thresholds sit
 # well inside that gap, with room for Griffin-Lim's random start.
+@pytest.mark.slow
 def test_round_trip_chirp():
     x = chirp()
     s, y, (db, sc) = round_trip(x, MelSpec.from_preset('quick'))
@@ -37,6 +38,7 @@ def test_round_trip_chirp():
     _, _, (db0, _) = round_trip(x, MelSpec.from_preset('quick'), mel_iter=0)  # the clamped pseudo-inverse alone
     assert db0 > 2 * db  # measured 8.8 dB against 1.4: why the NNLS refinement is on by default
 
+@pytest.mark.slow
 @needs(EXAMPLES)
 def test_round_trip_recording():
     x = AudioTensor.create(EXAMPLES/'sorohanro_-_solo-trumpet-06.ogg', sr=SR)[..., :2 * SR]

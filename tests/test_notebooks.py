@@ -48,6 +48,7 @@ def test_params_injected_after_params_cell_and_flagged_cells_skipped():
     assert injected(nb)[0].source.endswith('\nepochs=2\nruns=1') and injected(nb)[0].id == 'injected-parameters'
 
 
+@pytest.mark.slow
 def test_execute_records_what_ran_and_stale_sees_every_change(tmp_path):
     "One real run of a tiny notebook: outputs, stable paths, capped DPI; then each edit that must make it stale"
     nb = nbformat.v4.new_notebook(cells=[
@@ -86,6 +87,7 @@ def test_execute_records_what_ran_and_stale_sees_every_change(tmp_path):
     assert run_nbs.stale(unrecorded, s) == ['it was never executed by tools/run_nbs.py (no record in its metadata)']
 
 
+@pytest.mark.slow
 def test_failing_cell_stops_the_run(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[code('raise ValueError("broken notebook")')])
     with pytest.raises(Exception, match='broken notebook'):
@@ -104,6 +106,7 @@ def test_saved_notebook_shows_outputs_of_its_code(path):
     assert run_nbs.stale(edited, s) == ['its code or the settings changed since it was executed']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', run_nbs.notebooks(), ids=lambda p: p.name)
 def test_notebook_runs(path, tmp_path):
     "Each notebook runs top to bottom at the small scale, as tools/run_nbs.py runs it for the docs"

@@ -35,6 +35,7 @@ def shipped(tiny_esc50, tmp_path_factory):
     for d in gone: shutil.rmtree(d)
     return tmp, files, here
 
+@pytest.mark.slow
 def test_predict_after_load_learner_in_a_fresh_process(shipped):
     tmp, files, here = shipped
     assert not (tmp/'data').exists() and all(f.is_file() for f in files)

@@ -88,6 +88,7 @@ def test_pool_gives_exact_global_from_channel():
     assert p.kept_shape == (1,1,1,1) and p.n == g.n
     assert rel(p.mean, g.mean) < 1e-12 and rel(p.std, g.std) < 1e-12
 
+@pytest.mark.slow
 def test_all_reduce_two_gloo_processes(tmp_path):
     from stats_dist_worker import run, make_batches
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
@@ -159,10 +160,6 @@ def test_stats_stay_on_gpu():
     m, s = ref(xs, (0,3))
     assert r.mean.device.type == 'cuda' and rel(r.mean.cpu(), m) < 1e-7 and rel(r.std.cpu(), s) < 1e-7
 
-def test_stats_on_batch_device():
-    r = StatsRecorder().update(torch.zeros(2, 1, 3, 4))
-    assert r.mean.device == r.std.device == torch.device('cpu')
-
 def test_a_rejected_first_batch_leaves_the_recorder_new():
     r = StatsRecorder((0, 3))
     bad = torch.zeros(2, 1, 16, 20); bad[1, 0, 3, 4] = float('nan')
@@ -216,3 +213,45 @@ def test_state_dict_roundtrip_and_from_moments():
     assert torch.allclose(m.std, r.std, rtol=1e-12, atol=0) and m.kept_shape == r.kept_shape
     with pytest.raises(ValueError, match=r'size 1 in every one of `red_dims`=\(0,\)'): StatsRecorder.from_moments(*[torch.ones(2, 3)] * 3, (0,))
     with pytest.raises(ValueError, match='one shape'): StatsRecorder.from_moments(torch.ones(1, 3), torch.ones(1, 3), torch.ones(1, 2), (0,))
+
+# ---- edge cases: int dims, mask with lengths, time_dim, merging different settings ----
+def test_pool_with_a_positive_int_dim_gives_per_channel():
+    xs = batches((8, 5), c=2, dtype=torch.float64)
+    r, per_channel = StatsRecorder((0,3)), StatsRecorder((0,2,3))
+    for x in xs: r.update(x); per_channel.update(x)
+    p = r.pool(2)  # an int, like `red_dims`
+    assert p.dims == (0,2,3) and p.kept_shape == (1,2,1,1) and p.n == per_channel.n == 13 * 16 * 20
+    assert rel(p.mean, per_channel.mean) < 1e-12 and rel(p.std, per_channel.std) < 1e-12
+    assert r.kept_shape == (1,2,16,1)  # pooling makes a new recorder and leaves this one alone
+
+def test_mask_together_with_lengths_is_an_error():
+    r = StatsRecorder((0,2,3))
+    x = torch.zeros(2, 1, 4, 5)
+    with pytest.raises(ValueError, match='Give `mask` or `lengths`, not both'):
+        r.update(x, mask=torch.ones(2, 1, 1, 5, dtype=torch.bool), lengths=[5, 3])
+    assert r.n == 0 and r.kept_shape is None  # nothing was recorded
+
+def test_time_dim_zero_is_the_batch_dim_and_an_error():
+    r = StatsRecorder((0,2,3), time_dim=0)
+    with pytest.raises(ValueError, match='`time_dim` must not be the batch dim 0'): r.update(torch.zeros(2, 1, 4, 5), lengths=[5, 3])
+    assert r.n == 0
+    r.update(torch.ones(2, 1, 4, 5))  # without `lengths`, time_dim is not used
+    assert r.n == 40
+
+def test_lengths_count_along_another_time_dim():
+    x = torch.arange(24.).reshape(2, 1, 3, 4)  # lengths along dim 2 (rows): item 0 keeps 1 row, item 1 keeps 3
+    r = StatsRecorder((0,2,3), time_dim=2).update(x, lengths=[1, 3])
+    kept = torch.cat([x[0, 0, :1].flatten(), x[1, 0].flatten()]).double()
+    assert r.n == 16 and r.mean.item() == pytest.approx(kept.mean().item()) and r.std.item() == pytest.approx(kept.std(correction=0).item())
+
+def test_merging_statistics_of_other_spectrogram_settings_is_an_error():
+    a = StatsRecorder((0,3)).update(logmel(4))
+    other = TensorSpec(logmel(4).as_subclass(torch.Tensor), cfg=SPEC_PRESETS['paper'])
+    b = StatsRecorder((0,3)).update(other)
+    n = a.n
+    with pytest.raises(ValueError, match=r'Cannot merge statistics of spectrograms made with different settings'): a.merge(b)
+    assert a.n == n and a.n_batches == 1  # left as it was
+    with pytest.raises(ValueError, match=r'Cannot merge statistics with kept shape \[1, 1, 16, 1\] \(red_dims \(0, 3\)\) '
+                                         r'into kept shape \[1, 1, 1, 1\]'):
+        StatsRecorder((0,1,2,3)).update(logmel(2)).merge(a)
+    with pytest.raises(ValueError, match='`other` must be a StatsRecorder \\(dict given\\)'): a.merge(a.state_dict())
