@@ -22,5 +22,7 @@ def all_stats(path):
 def run(rank, world, port, path, out):
     import torch.distributed as dist
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
-    try: torch.save(all_stats(path), os.path.join(out, f'rank{rank}.pt'))
+    try:
+        torch.save(all_stats(path), os.path.join(out, f'rank{rank}.pt'))
+        dist.barrier()  # both ranks done before either tears gloo down (a rank leaving early can abort the other)
     finally: dist.destroy_process_group()

@@ -18,4 +18,5 @@ def run(rank, world, port, out):
             if i % world == rank: r.update(x)  # each rank reads its shard
         r.all_reduce()
         torch.save(dict(mean=r.mean, std=r.std, n=r.n, nb=r.n_batches), os.path.join(out, f'rank{rank}.pt'))
+        dist.barrier()  # both ranks done before either tears gloo down (a rank leaving early can abort the other)
     finally: dist.destroy_process_group()
