@@ -205,9 +205,20 @@ class ChannelSpecNorm(FreqSpecNorm, metaclass=_AliasMeta):
                           FutureWarning, stacklevel=2)
         super().__init__(*args, **kwargs)
 
-class InstanceSpecNorm(DisplayedTransform):
-    "Normalize each item of a `TensorSpec` batch by its own mean and std: over the whole item, or per channel and bin"
+class _ItemSpecNorm(DisplayedTransform):
+    "Base of the normalizations computed from each item alone: subclasses give `_norm(x)` for a `[B,C,F,T]` batch"
     order = 99
+    def encodes(self, x:TensorSpec):
+        "`x`: `[B,C,F,T]`, any device"
+        return TensorSpec(self._norm(x), cfg=getattr(x, 'cfg', None))
+    def encodes(self, x:torch.Tensor):
+        "Another float batch `[B,C,F,T]` (keeping its type); a float batch of other rank is an error; targets pass"
+        if not _is_batch(x): return x
+        if x.ndim != 4: raise _not_spec(self, x, "is not [B,C,F,T]")
+        return self._norm(x)
+
+class InstanceSpecNorm(_ItemSpecNorm):
+    "Normalize each item of a `TensorSpec` batch by its own mean and std: over the whole item, or per channel and bin"
     def __init__(self, kind:str='global', # 'global': one mean/std per item; 'freq' (or 'channel'): one per item and bin
                  eps:float=1e-6, # floor of each item's std, so a silent item gives zeros
                 ):
@@ -225,19 +236,10 @@ class InstanceSpecNorm(DisplayedTransform):
         xf = xp.float() if xp.dtype not in (torch.float32, torch.float64) else xp
         std, mean = torch.std_mean(xf, dims, keepdim=True, correction=0)
         return (xf - mean) / std.clamp_min(self.eps)
-    def encodes(self, x:TensorSpec):
-        "`x`: `[B,C,F,T]`, any device; each item (or item row) gets zero mean and unit (population) std"
-        return TensorSpec(self._norm(x), cfg=getattr(x, 'cfg', None))
-    def encodes(self, x:torch.Tensor):
-        "Another float batch `[B,C,F,T]` (keeping its type); a float batch of other rank is an error; targets pass"
-        if not _is_batch(x): return x
-        if x.ndim != 4: raise _not_spec(self, x, "is not [B,C,F,T]")
-        return self._norm(x)
 
-class ImageNetSpecNorm(DisplayedTransform):
+class ImageNetSpecNorm(_ItemSpecNorm):
     """The "pretrained with ImageNet statistics" path: each spectrogram min-max scaled to [0,1] like an image, then
     normalized with ImageNet's mean and std averaged over RGB, as `Normalize.from_stats(*imagenet_stats)` does"""
-    order = 99
     mean, std = 0.449, 0.226  # imagenet_stats ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) averaged over the channels
     def __init__(self, eps:float=1e-6): # floor of an item's value range, so a constant item gives (0 - mean)/std
         super().__init__()
@@ -248,14 +250,6 @@ class ImageNetSpecNorm(DisplayedTransform):
         xp = x.as_subclass(torch.Tensor).float()
         lo, hi = xp.amin((1,2,3), keepdim=True), xp.amax((1,2,3), keepdim=True)
         return ((xp - lo) / (hi - lo).clamp_min(self.eps) - self.mean) / self.std
-    def encodes(self, x:TensorSpec):
-        "`x`: `[B,C,F,T]`, any device"
-        return TensorSpec(self._norm(x), cfg=getattr(x, 'cfg', None))
-    def encodes(self, x:torch.Tensor):
-        "Another float batch `[B,C,F,T]` (keeping its type); a float batch of other rank is an error; targets pass"
-        if not _is_batch(x): return x
-        if x.ndim != 4: raise _not_spec(self, x, "is not [B,C,F,T]")
-        return self._norm(x)
     def decodes(self, x:TensorSpec):
         "Back to the [0,1] image (each item's own dB range is not kept)"
         return x * self.std + self.mean
