@@ -55,23 +55,23 @@ def _retain(t, like):
     out.__dict__.update(like.__dict__)
     return out
 
-class MaskFreq(SpectrogramTransform):
+class _MaskRows(SpectrogramTransform):
+    "fastaudio's item masks along `axis` (-2: frequency, -1: time); the subclasses name the axis"
+    axis = -2
+    def __init__(self, num_masks:int=1, size:int=20, start:int|None=None, val:float|None=None):
+        super().__init__()
+        self.num_masks, self.size, self.start, self.val = num_masks, size, start, val
+
+    def encodes(self, sg:AudioSpectrogram)->AudioSpectrogram:
+        return _mask_rows(sg, self.axis, self.num_masks, self.size, self.start, self.val)
+
+class MaskFreq(_MaskRows):
     "SpecAugment frequency masks on one `[C,F,T]`: `num_masks` bands of `size`, filled with `val` or the channel mean"
-    def __init__(self, num_masks:int=1, size:int=20, start:int|None=None, val:float|None=None):
-        super().__init__()
-        self.num_masks, self.size, self.start, self.val = num_masks, size, start, val
+    axis = -2
 
-    def encodes(self, sg:AudioSpectrogram)->AudioSpectrogram:
-        return _mask_rows(sg, -2, self.num_masks, self.size, self.start, self.val)
-
-class MaskTime(SpectrogramTransform):
+class MaskTime(_MaskRows):
     "SpecAugment time masks on one `[C,F,T]`: `num_masks` spans of `size` frames, filled with `val` or the channel mean"
-    def __init__(self, num_masks:int=1, size:int=20, start:int|None=None, val:float|None=None):
-        super().__init__()
-        self.num_masks, self.size, self.start, self.val = num_masks, size, start, val
-
-    def encodes(self, sg:AudioSpectrogram)->AudioSpectrogram:
-        return _mask_rows(sg, -1, self.num_masks, self.size, self.start, self.val)
+    axis = -1
 
 class _MaskAxisGPU(SpectrogramTransform):
     "Batch SpecAugment masks along axis 2 (frequency) or 3 (time)"
