@@ -3,8 +3,8 @@
 PCEN replaces the log of a log-mel front end: it takes the *power* mel spectrogram (`MelSpec(db=False)`, or a dB one it
 turns back into power with `from_db=True`) and comes before any other normalization. Its smoother is the first-order IIR
 filter `M[t] = (1-s) M[t-1] + s E[t]` (librosa's `lfilter([s], [1, s-1])` with the same initial state), computed
-without a loop over frames: a block linear recurrence, i.e. two small lower-triangular Toeplitz matmuls (within blocks
-of frames, then across blocks). Every term is non-negative, so float32 keeps its relative precision where the signal
+without a loop over frames: a block linear recurrence, one small lower-triangular Toeplitz matmul per block of 48 frames
+plus the state carried in from the previous block. Every term is non-negative, so float32 keeps its relative precision where the signal
 is quiet."""
 from __future__ import annotations
 import math
@@ -35,9 +35,7 @@ def _as_band_param(v, x, name):
                          f"not shape {list(v.shape)}")
     return v[:, None]
 
-def _block(T:int)->int:
-    "Frames per block: about sqrt(T), so both matmuls stay small"
-    return max(4, min(128, math.ceil(math.sqrt(T))))
+_BLOCK = 48  # frames per block: big enough for efficient matmuls, small enough that a block stays in cache
 
 def ema_filter(x:torch.Tensor, # `[..., F, T]` non-negative input (e.g. a power spectrogram), any device
                s, # smoothing coefficient in [0, 1]: a number or `[F]` tensor (one per band, may require grad)
@@ -49,31 +47,32 @@ def ema_filter(x:torch.Tensor, # `[..., F, T]` non-negative input (e.g. a power 
     if ((s < 0) | (s > 1)).any():
         raise ValueError(f"`s` must lie in [0, 1] ({s.detach().flatten()[:4].tolist()}... given)")
     T = x.shape[-1]
-    L = _block(T)
-    n = -(-T // L)
-    xp = torch.nn.functional.pad(x, (0, n * L - T)).unflatten(-1, (n, L))  # `[..., F, n, L]`
-    a = (1 - s)[..., None]  # `[F,1,1]` or `[1]`-like
+    nb = 1 if s.ndim == 0 else x.shape[-2]  # bands with their own coefficient
+    x3 = x.reshape(-1, nb, T).transpose(0, 1)  # `[nb, N, T]`, a view: one batched matmul per block serves every band
+    s3 = s.reshape(-1, 1, 1)
+    a = 1 - s3
+    L = min(T, _BLOCK)
     ar = torch.arange(L + 1, device=x.device, dtype=x.dtype)
-    pw = a ** ar  # a^0..a^L, `[F,1,L+1]` or `[L+1]`
-    d = ar[:L, None] - ar[None, :L]  # i - j
-    # K[i, j] = s a^(i-j) for i >= j: the response inside a block to its own frames, from a zero state
-    # `[F,L,L]`|`[L,L]`
-    K = torch.where(d >= 0, s[..., None] * a ** d.clamp(min=0), torch.zeros((), dtype=x.dtype, device=x.device))
-    y = torch.einsum('...fnl,fkl->...fnk', xp, K) if K.ndim == 3 else torch.matmul(xp, K.T)  # `[..., F, n, L]`
-    # the state at the end of block c: E[c] = a^L E[c-1] + y[c, L-1], E[-1] = init: a Toeplitz matmul over blocks
-    aL = pw[..., L]  # `[F,1]` or `[]`
-    cb = torch.arange(n, device=x.device, dtype=x.dtype)
-    db = cb[:, None] - cb[None, :]
-    # `[F,n,n]` or `[n,n]`
-    KB = torch.where(db >= 0, aL[..., None] ** db.clamp(min=0), torch.zeros((), dtype=x.dtype, device=x.device))
-    last = y[..., -1]  # `[..., F, n]`: the block ends from a zero state, then carried across blocks
-    ends = torch.einsum('fck,...fk->...fc', KB, last) if KB.ndim == 3 else torch.matmul(last, KB.T)
-    ends = ends + init * aL ** (cb + 1)
-    start = torch.cat([torch.full_like(ends[..., :1], init), ends[..., :-1]], -1)  # the state entering each block
-    carry = start[..., None] * pw[..., 1:]  # a^(i+1) M_in
-    grad = torch.is_grad_enabled() and (y.requires_grad or carry.requires_grad)
-    y = (y + carry if grad else y.add_(carry)).flatten(-2)
-    return y if y.shape[-1] == T else y[..., :T].contiguous()  # contiguous: the element-wise passes after it run faster
+    pw = a ** ar  # `[nb, 1, L+1]`: a^0..a^L, how the state entering a block decays over its frames
+    d = ar[None, :L] - ar[:L, None]  # d[j, i] = i - j
+    # KT[j, i] = s a^(i-j) for i >= j: frame j's share in frame i of its block, from a zero state (transposed for `x @ KT`)
+    KT = torch.where(d >= 0, s3 * a ** d.clamp(min=0), torch.zeros((), dtype=x.dtype, device=x.device))
+    state = torch.full((nb, x3.shape[1], 1), init, dtype=x.dtype, device=x.device)  # M[-1]
+    grad = torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)
+    out = None if grad else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out3, blocks = (None if grad else out.view(-1, nb, T).transpose(0, 1)), []
+    for t0 in range(0, T, L):  # T/L blocks; inside a block all frames at once
+        n = min(L, T - t0)
+        xb, kb, pb = x3[..., t0:t0 + n], KT[:, :n, :n], pw[..., 1:n + 1]
+        if grad:  # out of place, for autograd
+            y = torch.baddbmm(torch.matmul(xb, kb), state, pb)
+            blocks.append(y)
+        else:  # written straight into the output: no padding, no copies
+            y = out3[..., t0:t0 + n]
+            torch.matmul(xb, kb, out=y)
+            y.baddbmm_(state, pb)  # + a^(i+1) M_in: the state carried in from the previous block
+        state = y[..., n - 1:]
+    return torch.cat(blocks, -1).transpose(0, 1).reshape(x.shape) if grad else out
 
 def pcen(S:torch.Tensor, # `[..., F, T]` power (or magnitude) mel spectrogram, non-negative, any device
          sr:float=22050, # sample rate (Hz), for the time constant
@@ -108,6 +107,8 @@ def pcen(S:torch.Tensor, # `[..., F, T]` power (or magnitude) mel spectrogram, n
     M = M.add_(eps).log_().mul_(-gain).exp_().mul_(S)  # S * smooth
     if power.ndim == 0 and float(power) == 0: return M.log1p_()
     if bias.ndim == 0 and float(bias) == 0: return M.pow_(power)
+    if power.ndim == 0 and float(power) == .5:  # the default: (z + d)^1/2 - d^1/2 = z / (sqrt(z + d) + sqrt(d)),
+        return M.div_(torch.add(M, bias).sqrt_().add_(bias.sqrt()))  # as exact as log1p/expm1 and ~3x cheaper
     return M.div_(bias).log1p_().mul_(power).expm1_().mul_(bias ** power)
 
 def _inv_sigmoid(v): return math.log(v / (1 - v))
