@@ -1,6 +1,6 @@
 "Audio core: `AudioTensor` with its sample rate, loading through soundfile, per-clip normalization, crop/pad and `AudioBlock`."
 from __future__ import annotations
-import warnings
+import struct, warnings
 from pathlib import Path
 import numpy as np, torch, soundfile as sf
 from fastai.torch_core import TensorBase
@@ -18,6 +18,23 @@ AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.aiff', '.aif')
 class AudioLoadError(ValueError):
     "An audio file that exists but cannot be used: corrupt, empty, or holding NaN/Inf samples"
 
+def _read_pcm16_wav(path:Path):
+    """`([samples, channels] float32, rate)` of a plain 16-bit PCM WAV straight from its bytes, with soundfile's numbers
+    (x / 32768) and without its per-file setup (~10x faster on short clips such as FSDD's); None for any other file"""
+    b = path.read_bytes()
+    if len(b) < 12 or b[:4] != b'RIFF' or b[8:12] != b'WAVE': return None
+    pos, fmt = 12, None
+    while pos + 8 <= len(b):
+        cid, size, body = b[pos:pos + 4], int.from_bytes(b[pos + 4:pos + 8], 'little'), pos + 8
+        if cid == b'fmt ' and size >= 16: fmt = struct.unpack_from('<HHIIHH', b, body)  # tag, channels, rate, .., bits
+        elif cid == b'data':
+            if fmt is None or fmt[0] != 1 or fmt[5] != 16 or fmt[1] < 1 or body + size > len(b) or size % (2 * fmt[1]):
+                return None  # not PCM16, or a truncated or odd data chunk: soundfile decides
+            pcm = np.frombuffer(b, '<i2', count=size // 2, offset=body).reshape(-1, fmt[1])
+            return pcm.astype(np.float32) / np.float32(32768), fmt[2]
+        pos = body + size + (size & 1)  # chunks are padded to an even size
+    return None
+
 def load_audio(path, # WAV, FLAC, OGG or AIFF file
                sr:int|None=None, # Resample to this rate (Hz); `None` keeps the file's rate
                mono:bool=True, # Downmix to one channel
@@ -26,12 +43,13 @@ def load_audio(path, # WAV, FLAC, OGG or AIFF file
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"Audio file not found: {path}")
     if sr is not None and sr <= 0: raise ValueError(f"`sr` must be a positive sample rate in Hz ({sr} given)")
-    try: data, file_sr = sf.read(str(path), dtype='float32', always_2d=True)
+    pcm = _read_pcm16_wav(path) if path.suffix.lower() == '.wav' else None
+    try: data, file_sr = pcm if pcm is not None else sf.read(str(path), dtype='float32', always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioLoadError(f"Could not decode audio file {path}: {e}") from e
     if data.shape[0] == 0: raise AudioLoadError(f"Audio file {path} is empty: it holds 0 samples")
     x = torch.from_numpy(np.ascontiguousarray(data.T))
-    if not torch.isfinite(x).all():
+    if pcm is None and not torch.isfinite(x).all():  # integer PCM is always finite
         raise AudioLoadError(f"Audio file {path} contains {int((~torch.isfinite(x)).sum())} NaN or Inf samples")
     if mono and x.shape[0] > 1: x = x.mean(0, keepdim=True)
     if sr is not None and sr != file_sr: x, file_sr = resample(x, file_sr, sr), sr

@@ -60,7 +60,7 @@ PCEN_SCALE = 2.**31  # librosa's docs: PCEN of float audio's spectrogram scaled 
 PRESETS = {
     # the CPU default: embedded dataset, small xresnet, minutes on 2 cores
     'quick': dict(data='synth', spec='quick', arch='xresnet18_tiny', epochs=8, runs=5, bs=32, lr=3e-3,
-                  norms=('none', 'global', 'channel', 'pcen', 'rfn'), shifts=('gain:-20', 'tilt:-3', 'noise:10', 'resample:8000')),
+                  norms=('none', 'global', 'channel', 'pcen'), shifts=('gain:-20', 'tilt:-3', 'noise:10', 'resample:8000')),
     # the published post: xresnet18 from scratch, 16 kHz, 201-bin dB spectrogram, 20 epochs, 5 runs (a GPU job)
     # (the draft's variant: --arch resnet18 --epochs 10 --spec esc50)
     'paper': dict(data='esc50', spec='paper', arch='xresnet18', epochs=20, runs=5, bs=64, lr=1e-3, norms=('none', 'global', 'channel'), shifts=()),
@@ -132,7 +132,7 @@ def make_learner(dls, arch:str, pretrained:bool=False, stem:nn.Module|None=None)
     if arch == 'xresnet18_tiny' or arch.startswith('xresnet'):
         from fastai.vision.models import xresnet
         body = _xresnet_tiny(1, dls.c) if arch == 'xresnet18_tiny' else getattr(xresnet, arch)(c_in=1, n_out=dls.c)
-        return Learner(dls, body if stem is None else nn.Sequential(stem, body), metrics=accuracy)
+        return _channels_last(Learner(dls, body if stem is None else nn.Sequential(stem, body), metrics=accuracy))
     from fastai.vision.learner import vision_learner
     import torchvision.models as tvm
     try: learn = vision_learner(dls, getattr(tvm, arch), n_in=1, pretrained=pretrained, normalize=False, metrics=accuracy)
@@ -141,6 +141,12 @@ def make_learner(dls, arch:str, pretrained:bool=False, stem:nn.Module|None=None)
         raise RuntimeError(f"Could not get the ImageNet weights for {arch} ({type(e).__name__}: {e}). They are downloaded on first use: "
                            "run once with network access (torchvision caches them under ~/.cache/torch), or drop --pretrained.") from e
     if stem is not None: learn.model[0] = nn.Sequential(stem, *learn.model[0])  # inside the body, so the learner's splits still apply
+    return _channels_last(learn)
+
+def _channels_last(learn:Learner)->Learner:
+    """The model's conv weights in channels-last layout: training on the CPU runs about 1.5x faster (oneDNN's
+    channels-last convolutions and max pooling); a one-channel input batch is already channels-last"""
+    learn.model.to(memory_format=torch.channels_last)
     return learn
 
 def _spec_cache(dl):

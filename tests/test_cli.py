@@ -41,7 +41,7 @@ def test_compare_options_reach_the_comparison(tmp_path, monkeypatch):
     assert cfg.norms == ('global', 'channel') and (cfg.runs, cfg.epochs, cfg.frac, cfg.seed) == (2, 3, .5, 7)
     assert got['out'] == str(tmp_path/'o') and got['resume'] is True and got['progress'] is False
     run_cli(monkeypatch, 'compare')
-    assert got['cfg'].norms == ('none', 'global', 'channel', 'pcen', 'rfn') and got['resume'] is False  # the quick preset's
+    assert got['cfg'].norms == ('none', 'global', 'channel', 'pcen') and got['resume'] is False  # the quick preset's
     assert got['cfg'].shifts == ('gain:-20', 'tilt:-3', 'noise:10', 'resample:8000') and got['progress'] is True
     run_cli(monkeypatch, 'compare', '--shift', 'none', '--norms', 'none,channel')
     assert got['cfg'].shifts == () and got['cfg'].norms == ('none', 'channel')
