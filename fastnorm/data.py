@@ -1,6 +1,6 @@
 "Data: DataBlocks for ESC-50 and folders in its layout (cross-validation by fold), FSDD and class-per-folder datasets."
 from __future__ import annotations
-import re, socket
+import os, re, socket
 from pathlib import Path
 import pandas as pd, soundfile as sf
 from fastai.data.block import DataBlock, CategoryBlock
@@ -22,9 +22,11 @@ def read_esc50_csv(path)->pd.DataFrame:
     missing = [c for c in ESC50_COLUMNS if c not in df.columns]
     if missing: raise ValueError(f"{csv} is missing column(s) {missing}: ESC-50's csv has {ESC50_COLUMNS}")
     if len(df) == 0: raise ValueError(f"{csv} lists no clips")
-    df['path'] = [str(path/'audio'/f) for f in df['filename']]
-    absent = [f for f in df['path'] if not Path(f).is_file()]
+    audio = path/'audio'
+    present = {e.name for e in os.scandir(audio) if e.is_file()} if audio.is_dir() else set()  # one listing, not a stat per clip
+    absent = [str(audio/f) for f in df['filename'] if f not in present]
     if absent: raise FileNotFoundError(f"{len(absent)} clip(s) listed in {csv} are missing, e.g. {absent[0]}")
+    df['path'] = [str(audio/f) for f in df['filename']]
     return df
 
 def CrossValidationSplitter(fold:int=1, # the validation fold

@@ -126,9 +126,7 @@ class _Clips:
 def _padded(xs, sr, device):
     "A padded `AudioTensor` `[B,1,N]` at `sr` with `lengths`, on `device`"
     n = -(-max(len(v) for v in xs) // 128) * 128  # a multiple of 128 samples: the energy sums and frames need no copy
-    x = torch.zeros(len(xs), 1, n)
-    for i, v in enumerate(xs): x[i, 0, :len(v)] = v
-    x = x.to(device)
+    x = torch.nn.utils.rnn.pad_sequence([*xs, xs[0].new_zeros(n)], batch_first=True)[:-1, None].to(device)
     return AudioTensor(x, sr=sr, lengths=torch.tensor([len(v) for v in xs], device=device))
 
 def _batch(xs, sr, device, render, clips=None):
@@ -255,28 +253,44 @@ def export_dataset(out, # folder to write (data.npy, labels.npy, export.json, ma
         with atomic_path(part/'labels.npy') as p: np.save(p, ys)
         with atomic_path(part/'export.json') as p: p.write_text(json.dumps(head, indent=1))
     mm = np.lib.format.open_memmap(part/'data.npy', mode='r+')
-    def render(x, clips):
-        return scheme_image(x, sch, hw, clips)[0] if format == 'image' else _db_batch(x, sch, hw, clips, mels)
+    def render(sc, x, clips):
+        return scheme_image(x, sc, hw, clips)[0] if format == 'image' else _db_batch(x, sc, hw, clips, mels)
     mname = lambda s, e: part/'manifest'/f'rows-{s:08d}-{e - 1:08d}.json'
     todo = [s for s in range(0, n, bs) if not mname(s, min(s + bs, n)).is_file()]
     load = _Clips(rate)
-    with ThreadPoolExecutor(2) as pool:  # reads the next batch's clips while this one is computed
-        ahead = pool.map(load, paths[todo[0]:todo[0] + bs]) if todo else None
-        for k, s in enumerate(progress_bar(todo) if progress else todo):
-            e = min(s + bs, n)
-            xs = list(ahead)
-            if k + 1 < len(todo): ahead = pool.map(load, paths[todo[k + 1]:todo[k + 1] + bs])
-            sch.reseed(_batch_seed(seed, s))
-            clips = torch.as_tensor(perm[np.arange(s, e) % len(perm)], device=dev) if perm is not None else None
-            with torch.no_grad(): rows = _batch(xs, rate, dev, render, clips)
-            mm[s:e] = rows.cpu().numpy()
-            mm.flush()  # the rows are on disk before the manifest says they are done
-            noises = f'{color} noise' if uses_noise else None
-            if clips is not None: noises = [nc.files[i] for i in clips.tolist()]
-            man = dict(rows=[s, e], files=paths[s:e], labels=ys[s:e].tolist(), noise=noises, scheme=scheme,
-                       scheme_params=SCHEMES[scheme], seed=int(seed), batch_seed=_batch_seed(seed, s),
-                       settings=settings, device=str(dev), fastnorm=__version__)
-            with atomic_path(mname(s, e)) as p: p.write_text(json.dumps(man))
+    # on the CPU, batches are computed two at a time, one torch thread each (small ops gain little inside one op);
+    # each in-flight batch has its own `Scheme` reseeded from its first row, so the bytes do not depend on this
+    workers = 2 if dev.type == 'cpu' and torch.get_num_threads() > 1 and len(todo) > 1 else 1
+    scs = [sch] + [Scheme(scheme, rate, noise=nc, color=color, seed=seed) for _ in range(workers - 1)]
+
+    def compute(k):
+        s, sc = todo[k], scs[k % workers]  # batch k + workers starts only after batch k is written
+        xs = [load(p) for p in paths[s:min(s + bs, n)]]
+        sc.reseed(_batch_seed(seed, s))
+        clips = torch.as_tensor(perm[np.arange(s, s + len(xs)) % len(perm)], device=dev) if perm is not None else None
+        with torch.no_grad(): rows = _batch(xs, rate, dev, lambda x, c: render(sc, x, c), clips)
+        return rows.cpu().numpy(), clips
+
+    threads = torch.get_num_threads()
+    if workers > 1: torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            running = [pool.submit(compute, k) for k in range(min(workers, len(todo)))]
+            for k in (progress_bar(range(len(todo))) if progress else range(len(todo))):
+                rows, clips = running[k].result()
+                if k + workers < len(todo): running.append(pool.submit(compute, k + workers))
+                s = todo[k]
+                e = min(s + bs, n)
+                mm[s:e] = rows
+                mm.flush()  # the rows are on disk before the manifest says they are done
+                noises = f'{color} noise' if uses_noise else None
+                if clips is not None: noises = [nc.files[i] for i in clips.tolist()]
+                man = dict(rows=[s, e], files=paths[s:e], labels=ys[s:e].tolist(), noise=noises, scheme=scheme,
+                           scheme_params=SCHEMES[scheme], seed=int(seed), batch_seed=_batch_seed(seed, s),
+                           settings=settings, device=str(dev), fastnorm=__version__)
+                with atomic_path(mname(s, e)) as p: p.write_text(json.dumps(man))
+                running[k] = None  # let the rows go
+    finally: torch.set_num_threads(threads)
     del mm
     os.replace(part, out)
     return out

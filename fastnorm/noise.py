@@ -36,10 +36,10 @@ def noise_files(path, # a folder of audio files (searched recursively), or one i
             raise ValueError(f"test_folds {list(test_folds)} name fold(s) {bad} that {path} lacks (its folds: {folds})")
         test = df['fold'].isin(list(test_folds))
         if split != 'all': df = df[test if split == 'test' else ~test]
-        if per_class is not None:
-            rng = np.random.default_rng(seed)
-            df = df.groupby('category', sort=True, group_keys=False).apply(
-                lambda g: g.iloc[np.sort(rng.permutation(len(g))[:per_class])])
+        if per_class is not None:  # each category in sorted order draws its picks from one generator
+            rng, groups = np.random.default_rng(seed), df.groupby('category', sort=True).indices
+            picks = [groups[c][np.sort(rng.permutation(len(groups[c]))[:per_class])] for c in sorted(groups)]
+            df = df.iloc[np.concatenate(picks)]
         return sorted(df['path'].tolist())
     if per_class is not None:
         raise ValueError(f"`per_class` needs a folder in ESC-50's layout (meta/esc50.csv); {path} is a plain folder")
@@ -102,8 +102,12 @@ class NoiseClips:
                 f"{float(self.lengths.sum()) / self.sr:.1f} s)")
     def __getstate__(self): return {**self.__dict__, '_on': {}}
 
-    def _to(self, device):
-        if device not in self._on: self._on[device] = self.clips.to(device)
+    def _to(self, device, n:int=0):
+        "The clips on `device`, zero-padded by at least `n` samples (kept, and regrown by doubling, per device)"
+        have = self._on.get(device)
+        if have is None or have.shape[1] < self.clips.shape[1] + n:
+            extra = max(n, 2 * (have.shape[1] - self.clips.shape[1]) if have is not None else 0)
+            self._on[device] = torch.nn.functional.pad(self.clips, (0, extra)).to(device)
         return self._on[device]
 
     def take(self, idx:torch.Tensor, # `[B]` clip of each item (indices into `files`)
@@ -114,15 +118,18 @@ class NoiseClips:
         """`[B,n]` noise on `idx`'s device: item b gets `lengths[b]` samples of its clip, cropped at an offset when the
         clip is longer and looped from its start when shorter, then zeros. A crop that lands on silence inside a clip
         starts at the clip's (trimmed, so non-silent) beginning instead."""
-        ids, ms, us = idx.tolist(), torch.as_tensor(lengths).tolist(), torch.as_tensor(u).double().tolist()
-        if any(not 0 <= i < len(self) for i in ids):
-            raise ValueError(f"noise clip indices must lie in 0..{len(self) - 1} ({ids} given)")
-        clips, Ls = self._to(idx.device), self.lengths.tolist()
-        out = torch.zeros(len(ids), n, device=idx.device, dtype=clips.dtype)
-        for b, (i, m, v) in enumerate(zip(ids, ms, us)):  # slices, not an index tensor per sample: a few µs per item
-            L = Ls[i]
-            if L >= m: out[b, :m] = clips[i, min(int(v * (L - m + 1)), L - m):][:m]
-            else: out[b, :m] = clips[i, :L].repeat(-(-m // L))[:m]
-        silent = (out.abs().amax(-1) == 0).nonzero()[:, 0].tolist()
-        for b in silent: out[b, :ms[b]] = clips[ids[b], :ms[b]]  # (a crop is never longer than its clip here)
+        dev = idx.device
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
+            raise ValueError(f"noise clip indices must lie in 0..{len(self) - 1} ({idx.tolist()} given)")
+        clips, L = self._to(dev, n), self.lengths.to(dev)[idx]
+        m = torch.as_tensor(lengths, device=dev).long()
+        # a crop starts at offset u·(L - m + 1) (at most L - m); a clip shorter than the item loops from its start
+        crop = (torch.as_tensor(u, device=dev).double() * (L - m + 1)).floor().long()
+        off = torch.where(L >= m, torch.minimum(crop, L - m), 0)
+        # every item's window of n samples at its offset (the padding keeps it inside), then zeros after its m
+        out = clips.unfold(1, n, 1)[idx, off].masked_fill_(torch.arange(n, device=dev) >= m[:, None], 0.)
+        for b in (L < m).nonzero()[:, 0].tolist():  # looped
+            out[b, :int(m[b])] = clips[int(idx[b]), :int(L[b])].repeat(-(-int(m[b]) // int(L[b])))[:int(m[b])]
+        for b in (out.abs().amax(-1) == 0).nonzero()[:, 0].tolist():  # landed on silence inside the clip
+            out[b, :int(m[b])] = clips[int(idx[b]), :int(m[b])]  # (a crop is never longer than its clip here)
         return out

@@ -79,6 +79,22 @@ def test_export_round_trip(tiny_fsdd, tiny_esc50, tmp_path):
     tn = {n.split('/')[-1] for n in json.loads(next((train/'manifest').glob('*.json')).read_text())['noise']}
     assert tn and not tn & test_noise
 
+def test_two_batches_at_a_time_give_the_same_bytes(tiny_fsdd, tiny_esc50, tmp_path):
+    "With 2 torch threads the CPU computes two batches at once, each with its own Scheme: the bytes are the same"
+    kw = dict(data=tiny_fsdd, noise=tiny_esc50, split='all', scheme='burst_noise', bs=8)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run(tmp_path, 'one', **kw)
+        torch.set_num_threads(2)
+        two = run(tmp_path, 'two', **kw)
+        assert torch.get_num_threads() == 2  # restored after the export
+    finally: torch.set_num_threads(threads)
+    assert len(list((two/'manifest').glob('*.json'))) > 2
+    assert (one/'data.npy').read_bytes() == (two/'data.npy').read_bytes()
+    assert [json.loads(m.read_text())['noise'] for m in sorted((one/'manifest').glob('*.json'))] == \
+        [json.loads(m.read_text())['noise'] for m in sorted((two/'manifest').glob('*.json'))]
+
 def test_resume_gives_the_same_bytes(tiny_fsdd, tmp_path, monkeypatch):
     kw = dict(data=tiny_fsdd, split='all', scheme='extreme_noise', bs=8)
     full = run(tmp_path, 'full', **kw)
