@@ -9,11 +9,13 @@ whose pixels are the 112 x 112 image. The noise clips cycle through one clip per
 the noise to 8 kHz).
 
 fastnorm's side is the whole `export_dataset(...)` call: reading the clips, loading the noise, the batches, writing
-data.npy, labels.npy and the manifests. Both sides run on one thread (`--threads`), alternately, `--reps` times; the
-table gives the median items/s of each and their ratio.
+data.npy, labels.npy and the manifests. It runs with one torch thread, and with all of them (`--threads`, default:
+torch's default, the machine's cores; on the CPU the export then computes two batches at once); the recipe is one
+Python loop (numpy and matplotlib use one core). The sides alternate, `--reps` times; the table gives the median
+items/s of each and their ratio.
 
-Run: `python bench/export.py [--n 500] [--reps 3] [--scheme burst_noise] [--format image] [--threads 1]`"""
-import argparse, platform, shutil, statistics, tempfile, time
+Run: `python bench/export.py [--n 500] [--reps 3] [--scheme burst_noise] [--format image] [--threads N]`"""
+import argparse, os, platform, shutil, statistics, tempfile, time
 from pathlib import Path
 import numpy as np, torch
 import matplotlib
@@ -69,10 +71,9 @@ def main():
     ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--scheme', default='burst_noise')
     ap.add_argument('--format', default='image')
-    ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--threads', type=int, default=torch.get_num_threads())
     ap.add_argument('--rows', type=int, default=2000, help='rows of the longer export (the clips reused, AVMNIST-style)')
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
     if not FSDD.is_dir(): raise SystemExit(f"FSDD not found at {FSDD}")
     every = sorted(FSDD.glob('*.wav'))
     files = every[::max(1, len(every) // a.n)][:a.n]  # spread over digits, speakers and takes
@@ -89,31 +90,37 @@ def main():
     export_dataset(work/'warm', **kw)
     digits = np.array([int(f.name[0]) for f in files])
     labels = np.resize(digits, a.rows)  # each row gets the next recording of its digit: every clip used rows/n times
-    t_recipe, t_ours, t_long = [], [], []
+    threads = sorted({1, a.threads})
+    t_recipe, t_ours, t_long = [], {n: [] for n in threads}, {n: [] for n in threads}
     for r in range(a.reps):
         t = time.perf_counter()
         ref = run_recipe(files, noise, params)
         t_recipe.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        export_dataset(work/f'out{r}', **kw)
-        t_ours.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        export_dataset(work/f'long{r}', labels=labels, **kw)
-        t_long.append(time.perf_counter() - t)
-    ours = np.load(work/'out0'/'data.npy', mmap_mode='r')
-    rate_r, rate_o = len(files) / statistics.median(t_recipe), len(files) / statistics.median(t_ours)
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
+        for n in threads:
+            torch.set_num_threads(n)
+            t = time.perf_counter()
+            export_dataset(work/f'out{r}-{n}', **kw)
+            t_ours[n].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            export_dataset(work/f'long{r}-{n}', labels=labels, **kw)
+            t_long[n].append(time.perf_counter() - t)
+    ours = np.load(work/f'out0-{threads[0]}'/'data.npy', mmap_mode='r')
+    rate_r = len(files) / statistics.median(t_recipe)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"librosa {librosa.__version__}, matplotlib {matplotlib.__version__}, fastnorm {fastnorm.__version__}")
     print(f"{len(files)} FSDD clips, scheme {a.scheme}, format {a.format}, noise: {len(noise)} clips (one per "
           f"category), {a.reps} reps")
-    rate_l = a.rows / statistics.median(t_long)
-    print(f"recipe runs (s): {[round(v, 2) for v in t_recipe]}; export runs (s): {[round(v, 3) for v in t_ours]}; "
-          f"{a.rows}-row export runs (s): {[round(v, 3) for v in t_long]}")
+    print(f"recipe runs (s): {[round(v, 2) for v in t_recipe]}; export runs (s): "
+          f"{ {n: [round(v, 3) for v in t_ours[n]] for n in threads} }; {a.rows}-row export runs (s): "
+          f"{ {n: [round(v, 3) for v in t_long[n]] for n in threads} }")
     print(f"| side | items/s (median of {a.reps}) | ratio | s per 60,000 (scaled) |")
     print("|---|---:|---:|---:|")
-    sides = (('clip-by-clip recipe (librosa + numpy + matplotlib figure), the 500 clips', rate_r),
-             (f'`export_dataset`, --format {a.format}, the same 500 clips (whole call)', rate_o),
-             (f'`export_dataset`, --format {a.format}, {a.rows} rows of those clips (whole call)', rate_l))
+    sides = [('clip-by-clip recipe (librosa + numpy + matplotlib figure), the 500 clips', rate_r)]
+    for n in threads:
+        sides += [(f'`export_dataset`, --format {a.format}, the same 500 clips (whole call), {n} torch thread(s)',
+                   len(files) / statistics.median(t_ours[n])),
+                  (f'`export_dataset`, --format {a.format}, {a.rows} rows of those clips, {n} torch thread(s)',
+                   a.rows / statistics.median(t_long[n]))]
     for name, rate in sides:
         print(f"| {name} | {rate:.1f} | {rate / rate_r:.1f}x | {60000 / rate:.0f} |")
     if a.format == 'image' and a.scheme == 'clean':
