@@ -1,12 +1,12 @@
 "SpecAugment (Park et al., 2019) as vectorized batch transforms on `TensorSpec` `[B,C,F,T]`: frequency masks, time masks, time warp, the paper's policies"
 from __future__ import annotations
 import math
-from numbers import Real
 import torch
 from fastcore.basics import store_attr
 from fastcore.meta import delegates
 from fastai.torch_core import retain_type
-from .batchrand import BatchRandTransform, _check_frac
+from .batchrand import BatchRandTransform
+from .checks import check_frac, check_int, check_mask_value, check_batch4d
 from .spec import TensorSpec
 
 __all__ = ['SPECAUGMENT_POLICIES', 'span_mask', 'apply_masks', 'warp_positions', 'time_warp',
@@ -20,22 +20,7 @@ SPECAUGMENT_POLICIES = {
     'SS': dict(time_warp=40, freq_mask_param=27, n_freq_mask=2, time_mask_param=40, max_frac=0.2, n_time_mask=2),
 }
 
-# ---- argument checks: ValueErrors that name the argument, its value and the allowed range
-def _check_int(name, v, lo=0):
-    if isinstance(v, bool) or not isinstance(v, (int, Real)) or v != int(v) or v < lo:
-        raise ValueError(f"`{name}` must be an integer >= {lo} ({v!r} given)")
-    return int(v)
-
-def _check_value(v):
-    if isinstance(v, str) and v == 'mean': return v
-    if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
-        raise ValueError(f"`mask_value` must be a finite number or 'mean' ({v!r} given)")
-    return float(v)
-
-def _check_batch(x, who):
-    if x.ndim != 4:
-        raise ValueError(f"{who} expects a batch `[B,C,F,T]` but got shape {tuple(x.shape)}: use it as a batch transform "
-                         f"(`batch_tfms`), or add a batch dimension with `x[None]`")
+_BATCH_HINT = "use it as a batch transform (`batch_tfms`), or add a batch dimension with `x[None]`"
 
 # ---- pure functions: deterministic given their parameters
 def span_mask(length:int, # size of the masked axis
@@ -141,9 +126,9 @@ class FreqMask(_SpecAug):
                  mask_value:float|str=0., # a number, or 'mean' for each item's own mean
                  **kwargs):
         super().__init__(**kwargs)
-        self.F, self.n, self.mask_value = _check_int('F', F), _check_int('n', n), _check_value(mask_value)
+        self.F, self.n, self.mask_value = check_int('F', F), check_int('n', n), check_mask_value(mask_value)
     def encodes(self, x:TensorSpec):
-        _check_batch(x, 'FreqMask')
+        check_batch4d(x, 'FreqMask', _BATCH_HINT)
         return apply_masks(x, freq=self._freq(x, self.F, self.n, self._apply(x)), mask_value=self.mask_value)
 
 class TimeMask(_SpecAug):
@@ -157,10 +142,10 @@ class TimeMask(_SpecAug):
                  mask_value:float|str=0., # a number, or 'mean' for each item's own mean
                  **kwargs):
         super().__init__(**kwargs)
-        self.T, self.n, self.max_frac = _check_int('T', T), _check_int('n', n), _check_frac('max_frac', max_frac)
-        self.mask_value = _check_value(mask_value)
+        self.T, self.n, self.max_frac = check_int('T', T), check_int('n', n), check_frac('max_frac', max_frac)
+        self.mask_value = check_mask_value(mask_value)
     def encodes(self, x:TensorSpec):
-        _check_batch(x, 'TimeMask')
+        check_batch4d(x, 'TimeMask', _BATCH_HINT)
         return apply_masks(x, time=self._time(x, self.T, self.n, self.max_frac, self._apply(x)), mask_value=self.mask_value)
 
 class TimeWarp(_SpecAug):
@@ -174,9 +159,9 @@ class TimeWarp(_SpecAug):
                  **kwargs):
         super().__init__(p=p, **kwargs)
         if short not in ('error', 'skip'): raise ValueError(f"`short` must be 'error' or 'skip' ({short!r} given)")
-        self.W, self.short = _check_int('W', W), short
+        self.W, self.short = check_int('W', W), short
     def encodes(self, x:TensorSpec):
-        _check_batch(x, 'TimeWarp')
+        check_batch4d(x, 'TimeWarp', _BATCH_HINT)
         return self._warp(x, self.W, self.short, self._apply(x))
 
 class SpecAugment(_SpecAug):
@@ -209,10 +194,10 @@ class SpecAugment(_SpecAug):
         defaults = dict(freq_mask_param=0, time_mask_param=0, n_freq_mask=1, n_time_mask=1, mask_value=0., time_warp=0, max_frac=1.)
         a = {k: defaults[k] if v is None else v for k, v in args.items()}
         if short not in ('error', 'skip'): raise ValueError(f"`short` must be 'error' or 'skip' ({short!r} given)")
-        self.F, self.T = _check_int('freq_mask_param', a['freq_mask_param']), _check_int('time_mask_param', a['time_mask_param'])
-        self.mF, self.mT = _check_int('n_freq_mask', a['n_freq_mask']), _check_int('n_time_mask', a['n_time_mask'])
-        self.W, self.max_frac, self.mask_value = _check_int('time_warp', a['time_warp']), _check_frac('max_frac', a['max_frac']), _check_value(a['mask_value'])
-        self.p_m, self.p_s, self.max_time_masks = _check_frac('p_m', p_m), _check_frac('p_s', p_s), _check_int('max_time_masks', max_time_masks)
+        self.F, self.T = check_int('freq_mask_param', a['freq_mask_param']), check_int('time_mask_param', a['time_mask_param'])
+        self.mF, self.mT = check_int('n_freq_mask', a['n_freq_mask']), check_int('n_time_mask', a['n_time_mask'])
+        self.W, self.max_frac, self.mask_value = check_int('time_warp', a['time_warp']), check_frac('max_frac', a['max_frac']), check_mask_value(a['mask_value'])
+        self.p_m, self.p_s, self.max_time_masks = check_frac('p_m', p_m), check_frac('p_s', p_s), check_int('max_time_masks', max_time_masks)
         store_attr('policy,adaptive,short')
 
     def time_masks(self, n_frames:int)->tuple[int,int]:
@@ -221,7 +206,7 @@ class SpecAugment(_SpecAug):
         return self.mT, self.T
 
     def encodes(self, x:TensorSpec):
-        _check_batch(x, 'SpecAugment')
+        check_batch4d(x, 'SpecAugment', _BATCH_HINT)
         on = self._apply(x)
         y = self._warp(x, self.W, self.short, on)
         mT, T = self.time_masks(x.shape[-1])
@@ -246,7 +231,7 @@ def show_augment(spec:torch.Tensor, # one spectrogram `[C,F,T]` (or a batch, who
     from fasttransform import Transform, Pipeline
     if spec.ndim == 4: spec = spec[0]
     if spec.ndim != 3: raise ValueError(f"`spec` must be `[C,F,T]` or `[B,C,F,T]` (shape {tuple(spec.shape)} given)")
-    n = _check_int('n', n, lo=1)
+    n = check_int('n', n, lo=1)
     xb = spec[None].repeat(n, 1, 1, 1)  # `repeat` keeps the TensorSpec's `cfg` (fastai's `clone` drops it)
     if isinstance(tfm, Transform): out = tfm(xb, split_idx=0)
     elif isinstance(tfm, Pipeline):

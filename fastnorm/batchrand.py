@@ -1,15 +1,10 @@
 "The base of fastnorm's random batch transforms (SpecAugment and waveform augmentations): per-item randomness in one call."
 from __future__ import annotations
-from numbers import Real
 import torch
 from fastai.vision.augment import RandTransform
+from .checks import check_frac
 
 __all__ = ['BatchRandTransform']
-
-def _check_frac(name, v, lo_open=False):
-    if isinstance(v, bool) or not isinstance(v, Real) or not ((0 < v) if lo_open else (0 <= v)) or v > 1:
-        raise ValueError(f"`{name}` must be between 0 and 1 ({v!r} given)")
-    return float(v)
 
 class BatchRandTransform(RandTransform):
     "Base of fastnorm's batch augmentations: train-only (`split_idx=0`), per-item `p`, torch RNG (global, or `generator`/`seed`), `draw=` pins parameters"
@@ -25,7 +20,7 @@ class BatchRandTransform(RandTransform):
         self._setup_rng(p, generator, seed, draw)
 
     def _setup_rng(self, p, generator, seed, draw):
-        self.p, self.generator, self.seed, self.draw, self._gens = _check_frac('p', p), generator, seed, draw, {}
+        self.p, self.generator, self.seed, self.draw, self._gens = check_frac('p', p), generator, seed, draw, {}
         if draw is not None and not (callable(draw) or isinstance(draw, dict)):
             raise ValueError(f"`draw` must be a dict of parameters or a function of the batch returning one ({draw!r} given)")
 
