@@ -4,15 +4,14 @@ import re, socket
 from pathlib import Path
 import pandas as pd, soundfile as sf
 from fastai.data.block import DataBlock, CategoryBlock
-from fastai.data.transforms import ColReader, RandomSplitter
+from fastai.data.transforms import ColReader, RandomSplitter, ColSplitter, IndexSplitter, mask2idxs
 from .audio import AudioBlock, AudioNormalize, AUDIO_EXTS
-from .spec import SpecConfig, SPEC_PRESETS, MelSpec
+from .spec import SpecConfig, MelSpec
 from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
+from .synth import ESC50_COLUMNS
 
 __all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'read_esc50_csv', 'CrossValidationSplitter', 'spec_config', 'audio_dblock', 'check_batch_size',
            'esc50_dblock', 'esc50_dls', 'esc50', 'fsdd_items', 'FSDDSplitter', 'fsdd_dls', 'folder_items', 'folder_dls']
-
-ESC50_COLUMNS = ['filename', 'fold', 'target', 'category', 'esc10', 'src_file', 'take']
 
 def read_esc50_csv(path)->pd.DataFrame:
     "Read `path/meta/esc50.csv` of a folder in ESC-50's layout, checking its columns and files; adds a `path` column"
@@ -34,17 +33,14 @@ def CrossValidationSplitter(fold:int=1, # the validation fold
     def _inner(df):
         folds = sorted(df[col].unique().tolist())
         if fold not in folds: raise ValueError(f"fold {fold!r} does not exist: the data has folds {folds} in column {col!r}")
-        valid = (df[col] == fold).values
-        return (~valid).nonzero()[0].tolist(), valid.nonzero()[0].tolist()
+        return ColSplitter(col, on=fold)(df)
     return _inner
 
 def spec_config(spec='quick', sr:int|None=None)->SpecConfig:
     "A `SpecConfig` from a preset name, a `SpecConfig` or a `MelSpec`; `sr` overrides its sample rate"
     if isinstance(spec, MelSpec): cfg = spec.cfg
     elif isinstance(spec, SpecConfig): cfg = spec
-    elif isinstance(spec, str):
-        if spec not in SPEC_PRESETS: raise ValueError(f"Unknown spectrogram preset {spec!r}: choose from {sorted(SPEC_PRESETS)}")
-        cfg = SPEC_PRESETS[spec]
+    elif isinstance(spec, str): cfg = SpecConfig.from_preset(spec)
     else: raise TypeError(f"`spec` must be a preset name, a SpecConfig or a MelSpec ({type(spec).__name__} given)")
     return cfg if sr is None or sr == cfg.sr else cfg.replace(sr=sr)
 
@@ -168,7 +164,7 @@ def FSDDSplitter(by:str='take', # 'take': takes `test_takes` are validation (lik
             spk = test_speaker if test_speaker is not None else speakers[0]
             if spk not in speakers: raise ValueError(f"test_speaker {spk!r} does not exist: speakers are {speakers}")
             valid = (df['speaker'] == spk).values
-        return (~valid).nonzero()[0].tolist(), valid.nonzero()[0].tolist()
+        return IndexSplitter(mask2idxs(valid))(df)
     return _inner
 
 def fsdd_dls(path, bs:int=32, by:str='take', test_speaker=None, spec='quick', sr:int|None=8000, duration:float=1.0,
@@ -192,8 +188,7 @@ def folder_dls(path, bs:int=32, valid_pct:float=0.2, seed:int=42, spec='quick', 
                batch_tfms=None, cache=False, progress=True, **kwargs):
     "`DataLoaders` for class-per-folder audio: `train/` and `valid/` when present, else a random `valid_pct` split"
     df = folder_items(path)
-    splitter = ((lambda d: ((~d['is_valid']).values.nonzero()[0].tolist(), d['is_valid'].values.nonzero()[0].tolist()))
-                if df['is_valid'].any() else RandomSplitter(valid_pct, seed=seed))
+    splitter = ColSplitter('is_valid') if df['is_valid'].any() else RandomSplitter(valid_pct, seed=seed)
     dblock = audio_dblock(splitter, spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms, cache, files=df['path'],
                           progress=progress)
     return _dls(dblock, df, bs, splitter, **kwargs)
