@@ -1,9 +1,10 @@
-"""Waveform augmentations as vectorized, train-only batch transforms on `AudioTensor` `[B,C,N]`: noise at a target SNR, noise bursts,
-band-stop, aliasing, soft-clipping distortion.
+"""Waveform augmentations as vectorized, train-only batch transforms on `AudioTensor` `[B,C,N]`: noise at a target SNR,
+noise bursts, band-stop, aliasing, soft-clipping distortion.
 
-Order: after `AudioNormalize` (1), before `MelSpec` (5). Channel effects come first and noise last, so the noise itself is
-neither filtered nor distorted and the SNR you ask for is the SNR you get: `BandStop` 2, `Alias` 2.5, `Distortion` 3, `AddNoise` 4,
-`BurstNoise` 4.5. All of them are scale-invariant (SNR and peak are measured on each item), so they work on raw or normalized audio.
+Order: after `AudioNormalize` (1), before `MelSpec` (5). Channel effects come first and noise last, so the noise itself
+is neither filtered nor distorted and the SNR you ask for is the SNR you get: `BandStop` 2, `Alias` 2.5, `Distortion` 3,
+`AddNoise` 4, `BurstNoise` 4.5. All of them are scale-invariant (SNR and peak are measured on each item), so they work
+on raw or normalized audio.
 
 Padded batches of clips of different lengths: give the batch a `lengths` attribute (`AudioTensor(x, sr=sr,
 lengths=...)`, `[B]` samples that are real, the rest being padding). Then the SNR is measured on each item's own
@@ -55,7 +56,8 @@ def colored_noise(shape, # `(..., N)`
     return n / n.pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-12)
 
 class _WaveAug(BatchRandTransform):
-    "Base: train-only, per-item `p`, torch RNG (global, `generator` or `seed`), `draw=` pins parameters; `[C,N]` items go through as batches of one"
+    """Base: train-only, per-item `p`, torch RNG (global, `generator` or `seed`), `draw=` pins parameters; `[C,N]` items
+    go through as batches of one"""
     _keeps_padding = False  # True: `augment` leaves the padding of a batch with `lengths` as it is
     def _uniform(self, x, name, rng, shape=None):
         "Per-item values U(rng) `[B]` (or `shape`), unless pinned by `draw`"
@@ -69,7 +71,9 @@ class _WaveAug(BatchRandTransform):
         return n if valid is None else torch.where(valid.mask, n, 0.) / _rms(n, valid).float()
 
     def encodes(self, x:AudioTensor):
-        if x.ndim not in (2, 3): raise ValueError(f"{type(self).__name__} expects audio `[B,C,N]` (or `[C,N]`), shape {tuple(x.shape)} given")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"{type(self).__name__} expects audio `[B,C,N]` (or `[C,N]`), "
+                             f"shape {tuple(x.shape)} given")
         xt = x.as_subclass(torch.Tensor).float()
         xb = xt[None] if x.ndim == 2 else xt
         valid = _valid(xb, getattr(x, 'lengths', None)) if x.ndim == 3 else None
@@ -123,12 +127,14 @@ class AddNoise(_WaveAug):
             if valid is not None: n = torch.where(valid.mask, n, 0.)
         else: n = self._recorded(x, sr, valid)
         # float64 rms and scale: the SNR is exact up to float32 rounding (about 1e-7 dB)
-        rms_n = (_energy(n) / (x.shape[-1] * n.shape[-2] if valid is None else valid.n * n.shape[-2])).sqrt()  # 0 outside
+        n_samples = x.shape[-1] * n.shape[-2] if valid is None else valid.n * n.shape[-2]
+        rms_n = (_energy(n) / n_samples).sqrt()  # 0 outside
         scale = _rms(x, valid) * 10 ** (-snr / 20) / rms_n.clamp(min=1e-300)  # noise rms: item rms / 10^(snr/20)
         return torch.addcmul(x, n, scale.float())
 
 class BurstNoise(_WaveAug):
-    "Add `n_bursts` short noise bursts per item at random positions, each up to `max_len_s` long, at an SNR relative to the item's rms"
+    """Add `n_bursts` short noise bursts per item at random positions, each up to `max_len_s` long, at an SNR relative
+    to the item's rms"""
     order = 4.5
     draw_keys = ('start', 'width', 'snr_db', 'apply')  # `[B,n]`, `[B,n]` (samples), `[B]`, `[B]`
     @delegates(BatchRandTransform.__init__)
@@ -156,7 +162,8 @@ class BurstNoise(_WaveAug):
         return x + mask * self._noise(x, self.color) * _rms(x, valid) * 10 ** (-snr / 20)
 
 class BandStop(_WaveAug):
-    "Zero one random frequency band per item in the FFT of the whole clip: width U(`min_width_hz`, `max_width_hz`) inside [`min_hz`, `max_hz`]"
+    """Zero one random frequency band per item in the FFT of the whole clip: width U(`min_width_hz`, `max_width_hz`)
+    inside [`min_hz`, `max_hz`]"""
     order = 2
     draw_keys = ('low_hz', 'width_hz', 'apply')  # `[B]` each
     @delegates(BatchRandTransform.__init__)
@@ -166,16 +173,21 @@ class BandStop(_WaveAug):
                  min_width_hz:float=100., # narrowest band (Hz)
                  **kwargs):
         super().__init__(**kwargs)
-        if isinstance(min_hz, bool) or not isinstance(min_hz, Real) or not 0 <= min_hz < math.inf: raise ValueError(f"`min_hz` must be >= 0 ({min_hz!r} given)")
-        if max_hz is not None and check_positive('max_hz', max_hz) <= min_hz: raise ValueError(f"`max_hz` must be above min_hz={min_hz} ({max_hz!r} given)")
+        if isinstance(min_hz, bool) or not isinstance(min_hz, Real) or not 0 <= min_hz < math.inf:
+            raise ValueError(f"`min_hz` must be >= 0 ({min_hz!r} given)")
+        if max_hz is not None and check_positive('max_hz', max_hz) <= min_hz:
+            raise ValueError(f"`max_hz` must be above min_hz={min_hz} ({max_hz!r} given)")
         self.max_width_hz = check_positive('max_width_hz', max_width_hz)
-        if isinstance(min_width_hz, bool) or not isinstance(min_width_hz, Real) or not 0 <= min_width_hz <= max_width_hz:
-            raise ValueError(f"`min_width_hz` must be between 0 and max_width_hz={max_width_hz} ({min_width_hz!r} given)")
+        bad_width = isinstance(min_width_hz, bool) or not isinstance(min_width_hz, Real)
+        if bad_width or not 0 <= min_width_hz <= max_width_hz:
+            raise ValueError(f"`min_width_hz` must be between 0 and max_width_hz={max_width_hz} "
+                             f"({min_width_hz!r} given)")
         self.min_hz, self.max_hz, self.min_width_hz = float(min_hz), max_hz, float(min_width_hz)
     def band(self, x, sr):
         "`[B]` low edge and width (Hz) of each item's band"
         hi = min(self.max_hz or sr / 2, sr / 2)
-        if hi <= self.min_hz: raise ValueError(f"BandStop: min_hz={self.min_hz} is not below the band's top {hi} Hz (sr={sr})")
+        if hi <= self.min_hz:
+            raise ValueError(f"BandStop: min_hz={self.min_hz} is not below the band's top {hi} Hz (sr={sr})")
         w = self._uniform(x, 'width_hz', (self.min_width_hz, self.max_width_hz)).clamp(max=hi - self.min_hz)
         lo = self._pinned(x, 'low_hz', (x.shape[0],), torch.float32)
         if lo is None: lo = self.min_hz + self._rand(x, x.shape[0]) * (hi - self.min_hz - w)
@@ -188,7 +200,8 @@ class BandStop(_WaveAug):
         return torch.fft.irfft(torch.fft.rfft(x) * keep[:, None, :], n=x.shape[-1])
 
 class Alias(_WaveAug):
-    "Downsample each item to a rate U(`min_sr`, `max_sr`) without an anti-alias filter and hold each sample back up: content above the new Nyquist folds down"
+    """Downsample each item to a rate U(`min_sr`, `max_sr`) without an anti-alias filter and hold each sample back up:
+    content above the new Nyquist folds down"""
     order = 2.5
     draw_keys = ('sr', 'apply')  # `[B]` each; `sr` in Hz
     @delegates(BatchRandTransform.__init__)
@@ -204,16 +217,18 @@ class Alias(_WaveAug):
         B, C, N = x.shape
         r = (self._uniform(x, 'sr', (self.min_sr, self.max_sr)) / sr).double()[:, None]  # new/old rate, `[B,1]`
         n = torch.arange(N, device=x.device, dtype=torch.float64)
-        # output sample n holds the last low-rate sample k = ⌊n r⌋, taken at the original sample ⌊k / r⌋ (no interpolation, no filter)
+        # output sample n holds the last low-rate sample k = ⌊n r⌋, taken at the original sample ⌊k / r⌋
+        # (no interpolation, no filter)
         idx = (torch.floor(torch.floor(n * r + 1e-9) / r + 1e-9)).long().clamp(0, N - 1)
         return x.gather(-1, idx[:, None, :].expand(B, C, N))
 
 class Distortion(_WaveAug):
-    "Soft clipping: `tanh(g x / peak)` with a drive g = 10^(gain_db/20) drawn per item, rescaled to the item's original peak"
+    """Soft clipping: `tanh(g x / peak)` with a drive g = 10^(gain_db/20) drawn per item, rescaled to the item's
+    original peak"""
     order = 3
     draw_keys = ('gain_db', 'apply')  # `[B]` each
     @delegates(BatchRandTransform.__init__)
-    def __init__(self, gain_db=(0., 20.), # drive in dB: a number or a (low, high) range; 0 dB is tanh over [-1, 1], already mildly bent
+    def __init__(self, gain_db=(0., 20.), # drive in dB: a number or a (low, high) range; 0 dB already bends a little
                  rescale:bool=True, # back to the item's peak; False leaves `tanh(g x / peak)`, inside ±tanh(g)
                  **kwargs):
         super().__init__(**kwargs)
