@@ -1,5 +1,5 @@
 """Argument checks shared by fastnorm's modules: each raises a `ValueError` that names the argument, quotes the value
-given and says what is allowed, and returns the value in its canonical type. Internal helpers (not in `fastnorm.all`)."""
+given and says what is allowed, and returns the value in its canonical type. Internal helpers, not in `fastnorm.all`."""
 from __future__ import annotations
 import math
 from numbers import Real
