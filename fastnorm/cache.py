@@ -150,7 +150,8 @@ class SpecCache:
                 sp = _make_specs(waves, cfg, duration, wave_norm, tfms)
                 mm[s:s+len(sp)] = sp.numpy()
                 st['mean'][s:s+len(sp)], st['m2'][s:s+len(sp)] = (a.numpy() for a in time_stats(sp))
-            mm.flush(); del mm
+            mm.flush()
+            del mm
             np.savez(tmp/'stats.npz', **st)
             pd.DataFrame(dict(file=files, row=range(len(files)))).to_csv(tmp/'index.csv', index=False)
             meta = dict(key=key, cfg=cfg.to_dict(), duration=duration, wave_norm=wave_norm, shape=shape,

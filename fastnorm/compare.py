@@ -87,9 +87,19 @@ ARCHS = ('xresnet18_tiny', 'xresnet18', 'xresnet34', 'resnet18', 'resnet34')
 class CompareConfig:
     """Everything that decides a comparison's numbers; saved as `config.json`, so `--resume` only continues the same
     experiment"""
-    data:str = 'synth'; fold:int = 1; norms:tuple = ('none', 'global', 'channel'); runs:int = 3; epochs:int = 8
-    arch:str = 'xresnet18_tiny'; bs:int = 32; lr:float = 3e-3; spec:str = 'quick'; specaugment:str|None = None
-    frac:float = 1.0; seed:int = 0; pretrained:bool = False
+    data:str = 'synth'
+    fold:int = 1
+    norms:tuple = ('none', 'global', 'channel')
+    runs:int = 3
+    epochs:int = 8
+    arch:str = 'xresnet18_tiny'
+    bs:int = 32
+    lr:float = 3e-3
+    spec:str = 'quick'
+    specaugment:str|None = None
+    frac:float = 1.0
+    seed:int = 0
+    pretrained:bool = False
     speaker:str|None = None  # FSDD: validate on this speaker, train on the others (default: split by take)
     # waveform shifts the validation set is also evaluated under (not part of `key`: more may be added on resume)
     shifts:tuple = ()

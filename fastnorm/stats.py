@@ -144,7 +144,8 @@ class StatsRecorder:
                                  f"({list(lengths.shape)} given)")
             td = self.time_dim % x.ndim
             if td == 0: raise ValueError("`time_dim` must not be the batch dim 0")
-            shape = [1]*x.ndim; shape[0], shape[td] = x.shape[0], x.shape[td]
+            shape = [1]*x.ndim
+            shape[0], shape[td] = x.shape[0], x.shape[td]
             return (torch.arange(x.shape[td], device=x.device)[None] < lengths[:, None]).reshape(shape)
         if mask is None: return None
         mask = torch.as_tensor(mask, device=x.device)
@@ -368,12 +369,15 @@ class StatsRecorder:
         fig, axs = plt.subplots(1, 2, figsize=figsize)
         if mean.ndim == 0:
             for ax, v, nm in zip(axs, (mean, std), ('mean', 'std')):
-                ax.bar([0], [float(v)]); ax.set_xticks([]); ax.set_title(f"global {nm}: {float(v):.4g}")
+                ax.bar([0], [float(v)])
+                ax.set_xticks([])
+                ax.set_title(f"global {nm}: {float(v):.4g}")
         else:
             m2, s2 = mean.reshape(-1, mean.shape[-1]), std.reshape(-1, std.shape[-1])
             for ax, v, nm in zip(axs, (m2, s2), ('mean', 'std')):
                 for i, row in enumerate(v): ax.plot(row.numpy(), label=f"ch {i}" if len(v) > 1 else None)
-                ax.set_xlabel(self._axis_name()); ax.set_title(nm)
+                ax.set_xlabel(self._axis_name())
+                ax.set_title(nm)
                 if len(v) > 1: ax.legend()
             if self.cfg is not None: axs[0].set_ylabel('dB' if self.cfg.db else 'power')
         if title: fig.suptitle(title)

@@ -26,20 +26,22 @@ def _tone(rng, n, sr):
 def _chirp(rng, n, sr, up=True):
     f0, f1 = rng.uniform(200, 600), rng.uniform(.25*sr, .4*sr)
     if not up: f0, f1 = f1, f0
-    t = _t(n, sr); dur = n / sr
+    t, dur = _t(n, sr), n / sr
     k = np.log(f1/f0) / dur  # exponential sweep
     return np.sin(2*np.pi*f0*(np.exp(k*t) - 1)/k)
 
 def _harmonic(rng, n, sr):
     f0, t = rng.uniform(100, 300), _t(n, sr)
-    ks = np.arange(1, 13); ks = ks[ks*f0 < .45*sr]
+    ks = np.arange(1, 13)
+    ks = ks[ks*f0 < .45*sr]
     return (np.sin(2*np.pi*f0*ks[:,None]*t + rng.uniform(0, 2*np.pi, (len(ks),1))) / ks[:,None]).sum(0)
 
 def _noise_low(rng, n, sr):  return _band_noise(rng, n, sr, 80, rng.uniform(400, 900))
 def _noise_high(rng, n, sr): return _band_noise(rng, n, sr, rng.uniform(.25, .3)*sr, .45*sr)
 
 def _clicks(rng, n, sr):
-    x = np.zeros(n); step = int(sr / rng.uniform(6, 20))
+    x = np.zeros(n)
+    step = int(sr / rng.uniform(6, 20))
     x[rng.integers(0, step)::step] = 1.
     return np.convolve(x, np.exp(-np.arange(int(.003*sr)) / (.0005*sr)), mode='same')
 
@@ -83,7 +85,8 @@ def _device_response(rng, n, sr):
     return 10**(db/20)
 
 def _pink(rng, n):
-    spec = np.fft.rfft(rng.standard_normal(n)); spec[1:] /= np.sqrt(np.arange(1, len(spec)))
+    spec = np.fft.rfft(rng.standard_normal(n))
+    spec[1:] /= np.sqrt(np.arange(1, len(spec)))
     return np.fft.irfft(spec, n)
 
 def _rms(x): return np.sqrt(np.mean(x**2)) + 1e-12
