@@ -1,18 +1,20 @@
-"SpecAugment (Park et al., 2019) as vectorized batch transforms on `TensorSpec` `[B,C,F,T]`: frequency masks, time masks, time warp, the paper's policies"
+"""SpecAugment (Park et al., 2019) as vectorized batch transforms on `TensorSpec` `[B,C,F,T]`: frequency masks, time
+masks, time warp, the paper's policies"""
 from __future__ import annotations
 import math
-from numbers import Real
 import torch
 from fastcore.basics import store_attr
 from fastcore.meta import delegates
 from fastai.torch_core import retain_type
-from .batchrand import BatchRandTransform, _check_frac
+from .batchrand import BatchRandTransform
+from .checks import check_frac, check_int, check_mask_value, check_batch4d
 from .spec import TensorSpec
 
 __all__ = ['SPECAUGMENT_POLICIES', 'span_mask', 'apply_masks', 'warp_positions', 'time_warp',
            'FreqMask', 'TimeMask', 'TimeWarp', 'SpecAugment', 'show_augment']
 
-# Park et al. 2019, Table 1 (W, F, mF, T, p, mT); `max_frac` is the paper's p, the time mask's upper bound as a fraction of the clip
+# Park et al. 2019, Table 1 (W, F, mF, T, p, mT); `max_frac` is the paper's p, the time mask's upper bound as a fraction
+# of the clip
 SPECAUGMENT_POLICIES = {
     'LB': dict(time_warp=80, freq_mask_param=27, n_freq_mask=1, time_mask_param=100, max_frac=1.0, n_time_mask=1),
     'LD': dict(time_warp=80, freq_mask_param=27, n_freq_mask=2, time_mask_param=100, max_frac=1.0, n_time_mask=2),
@@ -20,22 +22,7 @@ SPECAUGMENT_POLICIES = {
     'SS': dict(time_warp=40, freq_mask_param=27, n_freq_mask=2, time_mask_param=40, max_frac=0.2, n_time_mask=2),
 }
 
-# ---- argument checks: ValueErrors that name the argument, its value and the allowed range
-def _check_int(name, v, lo=0):
-    if isinstance(v, bool) or not isinstance(v, (int, Real)) or v != int(v) or v < lo:
-        raise ValueError(f"`{name}` must be an integer >= {lo} ({v!r} given)")
-    return int(v)
-
-def _check_value(v):
-    if isinstance(v, str) and v == 'mean': return v
-    if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
-        raise ValueError(f"`mask_value` must be a finite number or 'mean' ({v!r} given)")
-    return float(v)
-
-def _check_batch(x, who):
-    if x.ndim != 4:
-        raise ValueError(f"{who} expects a batch `[B,C,F,T]` but got shape {tuple(x.shape)}: use it as a batch transform "
-                         f"(`batch_tfms`), or add a batch dimension with `x[None]`")
+_BATCH_HINT = "use it as a batch transform (`batch_tfms`), or add a batch dimension with `x[None]`"
 
 # ---- pure functions: deterministic given their parameters
 def span_mask(length:int, # size of the masked axis
@@ -52,7 +39,8 @@ def apply_masks(x:torch.Tensor, # `[B,C,F,T]` spectrogram batch, any device
                 mask_value:float|str=0., # a number, or 'mean' for each item's own mean
                 inplace:bool=False, # write into `x` itself (only for a batch you just made, e.g. a warp's output)
                )->torch.Tensor:
-    "A new batch with the masked rows and frames of each item set to `mask_value` (all channels alike); `x` is left as it is"
+    """A new batch with the masked rows and frames of each item set to `mask_value` (all channels alike); `x` is left as
+    it is"""
     xt = x.as_subclass(torch.Tensor)
     ks = [k for k in ((~freq).to(x.dtype)[:, None, :, None] if freq is not None else None,
                       (~time).to(x.dtype)[:, None, None, :] if time is not None else None) if k is not None]
@@ -64,7 +52,9 @@ def apply_masks(x:torch.Tensor, # `[B,C,F,T]` spectrogram batch, any device
         for k in ks[1:]: out.mul_(k)
     else:
         # a new [B,1,1,1] (or [1,1,1,1]) tensor, so it stays put while an in-place `x` is overwritten
-        v = (xt.mean((1, 2, 3), keepdim=True) if isinstance(mask_value, str) else xt.new_full((1, 1, 1, 1), mask_value)).expand_as(xt)
+        if isinstance(mask_value, str): v = xt.mean((1, 2, 3), keepdim=True)
+        else: v = xt.new_full((1, 1, 1, 1), mask_value)
+        v = v.expand_as(xt)
         out = torch.lerp(v, xt, ks[0], out=xt) if inplace else torch.lerp(v, xt, ks[0])
         for k in ks[1:]: torch.lerp(v, out, k, out=out)
     return retain_type(out, old=x)
@@ -73,7 +63,8 @@ def warp_positions(n_frames:int, # τ, frames in the clip
                    center:torch.Tensor, # `[B]` the point w0 that moves, in frames
                    shift:torch.Tensor, # `[B]` how far it moves (w), in frames
                   )->torch.Tensor:
-    "`[B,τ]` source position of every output frame: w0 lands on w0+w, frames 0 and τ-1 stay, both sides stretch linearly"
+    """`[B,τ]` source position of every output frame: w0 lands on w0+w, frames 0 and τ-1 stay, both sides stretch
+    linearly"""
     j = torch.arange(n_frames, dtype=torch.float32, device=center.device)
     c, w = center.float()[:, None], shift.float()[:, None]
     d = (c + w).clamp(1e-3, n_frames - 1 - 1e-3)  # where w0 lands; kept inside (0, τ-1) so both sides have length
@@ -108,7 +99,8 @@ class _SpecAug(BatchRandTransform):
 
     def _freq(self, x, F, n, on, prefix=''):
         nf = x.shape[-2]
-        if F > nf: raise ValueError(f"`F` (freq_mask_param) = {F} exceeds the {nf} frequency bins of the batch: use F <= {nf}")
+        if F > nf:
+            raise ValueError(f"`F` (freq_mask_param) = {F} exceeds the {nf} frequency bins of the batch: use F <= {nf}")
         if n == 0 or F == 0: return None
         return span_mask(nf, *self._spans(x, prefix, n, nf, F, on))
 
@@ -122,8 +114,8 @@ class _SpecAug(BatchRandTransform):
         if W == 0: return x
         if 2 * W >= nt - 1:
             if short == 'skip': return x
-            raise ValueError(f"`W` = {W} must be less than half the clip, (τ-1)/2 = {(nt - 1) / 2} for τ = {nt} frames: use a smaller W, "
-                             f"or short='skip' to leave clips this short unwarped")
+            raise ValueError(f"`W` = {W} must be less than half the clip, (τ-1)/2 = {(nt - 1) / 2} for τ = {nt} "
+                             "frames: use a smaller W, or short='skip' to leave clips this short unwarped")
         B = x.shape[0]
         c = self._pinned(x, 'center', (B,), torch.float32)
         if c is None: c = W + self._rand(x, B) * (nt - 1 - 2 * W)
@@ -132,7 +124,8 @@ class _SpecAug(BatchRandTransform):
         return time_warp(x, c, w * on)
 
 class FreqMask(_SpecAug):
-    "Mask `n` bands of f ~ U{0..F} consecutive frequency rows from f0 ~ U{0..v-f}, independently per item. `x`: `[B,C,F,T]`, any device"
+    """Mask `n` bands of f ~ U{0..F} consecutive frequency rows from f0 ~ U{0..v-f}, independently per item.
+    `x`: `[B,C,F,T]`, any device"""
     order = 101  # after normalization (99) and TimeWarp (100): a `mask_value` of 0 is then the dataset mean
     draw_keys = ('width', 'start', 'apply')  # `[B,n]`, `[B,n]`, `[B]`
     @delegates(BatchRandTransform.__init__)
@@ -141,13 +134,14 @@ class FreqMask(_SpecAug):
                  mask_value:float|str=0., # a number, or 'mean' for each item's own mean
                  **kwargs):
         super().__init__(**kwargs)
-        self.F, self.n, self.mask_value = _check_int('F', F), _check_int('n', n), _check_value(mask_value)
+        self.F, self.n, self.mask_value = check_int('F', F), check_int('n', n), check_mask_value(mask_value)
     def encodes(self, x:TensorSpec):
-        _check_batch(x, 'FreqMask')
+        check_batch4d(x, 'FreqMask', _BATCH_HINT)
         return apply_masks(x, freq=self._freq(x, self.F, self.n, self._apply(x)), mask_value=self.mask_value)
 
 class TimeMask(_SpecAug):
-    "Mask `n` spans of t ~ U{0..T} frames (at most `max_frac` of the clip) from t0 ~ U{0..τ-t}, independently per item. `x`: `[B,C,F,T]`"
+    """Mask `n` spans of t ~ U{0..T} frames (at most `max_frac` of the clip) from t0 ~ U{0..τ-t}, independently per
+    item. `x`: `[B,C,F,T]`"""
     order = 102
     draw_keys = ('width', 'start', 'apply')  # `[B,n]`, `[B,n]`, `[B]`
     @delegates(BatchRandTransform.__init__)
@@ -157,14 +151,16 @@ class TimeMask(_SpecAug):
                  mask_value:float|str=0., # a number, or 'mean' for each item's own mean
                  **kwargs):
         super().__init__(**kwargs)
-        self.T, self.n, self.max_frac = _check_int('T', T), _check_int('n', n), _check_frac('max_frac', max_frac)
-        self.mask_value = _check_value(mask_value)
+        self.T, self.n, self.max_frac = check_int('T', T), check_int('n', n), check_frac('max_frac', max_frac)
+        self.mask_value = check_mask_value(mask_value)
     def encodes(self, x:TensorSpec):
-        _check_batch(x, 'TimeMask')
-        return apply_masks(x, time=self._time(x, self.T, self.n, self.max_frac, self._apply(x)), mask_value=self.mask_value)
+        check_batch4d(x, 'TimeMask', _BATCH_HINT)
+        time = self._time(x, self.T, self.n, self.max_frac, self._apply(x))
+        return apply_masks(x, time=time, mask_value=self.mask_value)
 
 class TimeWarp(_SpecAug):
-    "The paper's time warp: w0 ~ U(W, τ-1-W) moves by w ~ U(-W, W), frames 0 and τ-1 fixed, linear in between. `x`: `[B,C,F,T]`"
+    """The paper's time warp: w0 ~ U(W, τ-1-W) moves by w ~ U(-W, W), frames 0 and τ-1 fixed, linear in between.
+    `x`: `[B,C,F,T]`"""
     order = 100  # first of the SpecAugment steps, after normalization
     draw_keys = ('center', 'shift', 'apply')  # frames, `[B]` each
     @delegates(BatchRandTransform.__init__)
@@ -174,13 +170,14 @@ class TimeWarp(_SpecAug):
                  **kwargs):
         super().__init__(p=p, **kwargs)
         if short not in ('error', 'skip'): raise ValueError(f"`short` must be 'error' or 'skip' ({short!r} given)")
-        self.W, self.short = _check_int('W', W), short
+        self.W, self.short = check_int('W', W), short
     def encodes(self, x:TensorSpec):
-        _check_batch(x, 'TimeWarp')
+        check_batch4d(x, 'TimeWarp', _BATCH_HINT)
         return self._warp(x, self.W, self.short, self._apply(x))
 
 class SpecAugment(_SpecAug):
-    "Time warp, then frequency and time masks in one pass, with the TF layer's argument names or a policy of the paper ('LB', 'LD', 'SM', 'SS')"
+    """Time warp, then frequency and time masks in one pass, with the TF layer's argument names or a policy of the paper
+    ('LB', 'LD', 'SM', 'SS')"""
     order = 100
     draw_keys = ('center', 'shift', 'freq_width', 'freq_start', 'time_width', 'time_start', 'apply')
     @delegates(BatchRandTransform.__init__)
@@ -188,16 +185,16 @@ class SpecAugment(_SpecAug):
                  time_mask_param:int|None=None, # T: largest time span (frames)
                  n_freq_mask:int|None=None, # mF: frequency bands per item (default 1)
                  n_time_mask:int|None=None, # mT: time spans per item (default 1)
-                 mask_value:float|str|None=None, # a number (default 0: the dataset mean after normalization), or 'mean' per item
+                 mask_value:float|str|None=None, # a number (default 0: the mean, once normalized) or 'mean' per item
                  time_warp:int|None=None, # W: largest warp displacement (frames); 0 (default) for no warp
                  p:float=1., # probability of augmenting each item
                  policy:str|None=None, # fill unset arguments from `SPECAUGMENT_POLICIES`
                  max_frac:float|None=None, # the paper's p: time spans at most this fraction of the clip (default 1)
-                 adaptive:bool=False, # Park et al. 2020: mT = min(max_time_masks, ⌊p_m τ⌋) and T = ⌊p_s τ⌋ from the clip's length τ
+                 adaptive:bool=False, # Park et al. 2020: mT = min(max_time_masks, ⌊p_m τ⌋), T = ⌊p_s τ⌋
                  p_m:float=0.04, # adaptive multiplicity: time masks per frame
                  p_s:float=0.04, # adaptive size: largest time span as a fraction of the clip
                  max_time_masks:int=20, # adaptive: at most this many time masks
-                 short:str='skip', # clips with W >= (τ-1)/2: 'skip' leaves them unwarped (still masked), 'error' raises
+                 short:str='skip', # clips with W >= (τ-1)/2: 'skip' leaves them unwarped (but masked), 'error' raises
                  **kwargs):
         super().__init__(p=p, **kwargs)
         args = dict(freq_mask_param=freq_mask_param, time_mask_param=time_mask_param, n_freq_mask=n_freq_mask,
@@ -206,13 +203,17 @@ class SpecAugment(_SpecAug):
             if policy not in SPECAUGMENT_POLICIES:
                 raise ValueError(f"`policy` must be one of {sorted(SPECAUGMENT_POLICIES)} or None ({policy!r} given)")
             args = {k: SPECAUGMENT_POLICIES[policy].get(k) if v is None else v for k, v in args.items()}
-        defaults = dict(freq_mask_param=0, time_mask_param=0, n_freq_mask=1, n_time_mask=1, mask_value=0., time_warp=0, max_frac=1.)
+        defaults = dict(freq_mask_param=0, time_mask_param=0, n_freq_mask=1, n_time_mask=1, mask_value=0., time_warp=0,
+                        max_frac=1.)
         a = {k: defaults[k] if v is None else v for k, v in args.items()}
         if short not in ('error', 'skip'): raise ValueError(f"`short` must be 'error' or 'skip' ({short!r} given)")
-        self.F, self.T = _check_int('freq_mask_param', a['freq_mask_param']), _check_int('time_mask_param', a['time_mask_param'])
-        self.mF, self.mT = _check_int('n_freq_mask', a['n_freq_mask']), _check_int('n_time_mask', a['n_time_mask'])
-        self.W, self.max_frac, self.mask_value = _check_int('time_warp', a['time_warp']), _check_frac('max_frac', a['max_frac']), _check_value(a['mask_value'])
-        self.p_m, self.p_s, self.max_time_masks = _check_frac('p_m', p_m), _check_frac('p_s', p_s), _check_int('max_time_masks', max_time_masks)
+        self.F = check_int('freq_mask_param', a['freq_mask_param'])
+        self.T = check_int('time_mask_param', a['time_mask_param'])
+        self.mF, self.mT = check_int('n_freq_mask', a['n_freq_mask']), check_int('n_time_mask', a['n_time_mask'])
+        self.W, self.max_frac = check_int('time_warp', a['time_warp']), check_frac('max_frac', a['max_frac'])
+        self.mask_value = check_mask_value(a['mask_value'])
+        self.p_m, self.p_s = check_frac('p_m', p_m), check_frac('p_s', p_s)
+        self.max_time_masks = check_int('max_time_masks', max_time_masks)
         store_attr('policy,adaptive,short')
 
     def time_masks(self, n_frames:int)->tuple[int,int]:
@@ -221,16 +222,18 @@ class SpecAugment(_SpecAug):
         return self.mT, self.T
 
     def encodes(self, x:TensorSpec):
-        _check_batch(x, 'SpecAugment')
+        check_batch4d(x, 'SpecAugment', _BATCH_HINT)
         on = self._apply(x)
         y = self._warp(x, self.W, self.short, on)
         mT, T = self.time_masks(x.shape[-1])
-        return apply_masks(y, freq=self._freq(x, self.F, self.mF, on, 'freq_'), time=self._time(x, T, mT, self.max_frac, on, 'time_'),
-                           mask_value=self.mask_value, inplace=y is not x)  # the warp's output is ours to overwrite
+        freq, time = self._freq(x, self.F, self.mF, on, 'freq_'), self._time(x, T, mT, self.max_frac, on, 'time_')
+        # the warp's output is ours to overwrite
+        return apply_masks(y, freq=freq, time=time, mask_value=self.mask_value, inplace=y is not x)
 
     def __repr__(self):
-        return (f"SpecAugment(F={self.F}, mF={self.mF}, T={self.T}, mT={self.mT}, W={self.W}, max_frac={self.max_frac}, "
-                f"mask_value={self.mask_value}, p={self.p}, policy={self.policy}, adaptive={self.adaptive})")
+        return (f"SpecAugment(F={self.F}, mF={self.mF}, T={self.T}, mT={self.mT}, W={self.W}, "
+                f"max_frac={self.max_frac}, mask_value={self.mask_value}, p={self.p}, policy={self.policy}, "
+                f"adaptive={self.adaptive})")
 
 def show_augment(spec:torch.Tensor, # one spectrogram `[C,F,T]` (or a batch, whose first item is used)
                  tfm, # a transform (or `Pipeline`, or any callable) on `[B,C,F,T]` batches
@@ -241,12 +244,13 @@ def show_augment(spec:torch.Tensor, # one spectrogram `[C,F,T]` (or a batch, who
                  titles:bool=True, # label each panel
                  title:str|None=None, # a title over the whole figure
                 ):
-    "A figure of the original spectrogram beside `n` augmented versions (the training-set behaviour), like the TF layer's README"
+    """A figure of the original spectrogram beside `n` augmented versions (the training-set behaviour), like the TF
+    layer's README"""
     import matplotlib.pyplot as plt
     from fasttransform import Transform, Pipeline
     if spec.ndim == 4: spec = spec[0]
     if spec.ndim != 3: raise ValueError(f"`spec` must be `[C,F,T]` or `[B,C,F,T]` (shape {tuple(spec.shape)} given)")
-    n = _check_int('n', n, lo=1)
+    n = check_int('n', n, lo=1)
     xb = spec[None].repeat(n, 1, 1, 1)  # `repeat` keeps the TensorSpec's `cfg` (fastai's `clone` drops it)
     if isinstance(tfm, Transform): out = tfm(xb, split_idx=0)
     elif isinstance(tfm, Pipeline):
@@ -256,11 +260,13 @@ def show_augment(spec:torch.Tensor, # one spectrogram `[C,F,T]` (or a batch, who
     else: out = tfm(xb)
     ncols = ncols or n + 1
     nrows = math.ceil((n + 1) / ncols)
-    fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (3.2 * ncols, 2.6 * nrows), squeeze=False, constrained_layout=True)
+    fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (3.2 * ncols, 2.6 * nrows), squeeze=False,
+                            constrained_layout=True)
     axs = axs.flatten()
     vmin, vmax = float(spec.min()), float(spec.max())
-    show = lambda t, ax, title: (t.show(ctx=ax, colorbar=False, title=title, vmin=vmin, vmax=vmax) if hasattr(t, 'show')
-                                 else ax.imshow(torch.as_tensor(t)[0].cpu().numpy(), origin='lower', aspect='auto', vmin=vmin, vmax=vmax))
+    def show(t, ax, title):
+        if hasattr(t, 'show'): return t.show(ctx=ax, colorbar=False, title=title, vmin=vmin, vmax=vmax)
+        return ax.imshow(torch.as_tensor(t)[0].cpu().numpy(), origin='lower', aspect='auto', vmin=vmin, vmax=vmax)
     show(spec, axs[0], 'original' if titles else None)
     for i in range(n): show(out[i], axs[i + 1], f'augmented {i + 1}' if titles else None)
     for ax in axs[n + 1:]: ax.axis('off')

@@ -1,33 +1,28 @@
-"The base of fastnorm's random batch transforms (SpecAugment and waveform augmentations): per-item randomness in one call."
+"""The base of fastnorm's random batch transforms (SpecAugment and waveform augmentations): per-item randomness in one
+call."""
 from __future__ import annotations
-from numbers import Real
 import torch
 from fastai.vision.augment import RandTransform
+from .checks import check_frac
 
 __all__ = ['BatchRandTransform']
 
-def _check_frac(name, v, lo_open=False):
-    if isinstance(v, bool) or not isinstance(v, Real) or not ((0 < v) if lo_open else (0 <= v)) or v > 1:
-        raise ValueError(f"`{name}` must be between 0 and 1 ({v!r} given)")
-    return float(v)
-
 class BatchRandTransform(RandTransform):
-    "Base of fastnorm's batch augmentations: train-only (`split_idx=0`), per-item `p`, torch RNG (global, or `generator`/`seed`), `draw=` pins parameters"
+    """Base of fastnorm's batch augmentations: train-only (`split_idx=0`), per-item `p`, torch RNG (global, or
+    `generator`/`seed`), `draw=` pins parameters"""
     split_idx = 0
     def __init__(self,
                  p:float=1., # probability of augmenting each item
                  generator:torch.Generator|None=None, # torch RNG to draw from (default: the global one)
                  seed:int|None=None, # or a seed for a generator of this transform's own
-                 draw:dict|None=None, # pin parameters (the class's `draw_keys`, each broadcast per item), or a function of the batch
+                 draw:dict|None=None, # pin parameters (`draw_keys`, broadcast per item), or a function of the batch
                 ):
         "The shared `p`, `generator`, `seed`, `draw` of every subclass (which take them with `@delegates`)"
         super().__init__()
-        self._setup_rng(p, generator, seed, draw)
-
-    def _setup_rng(self, p, generator, seed, draw):
-        self.p, self.generator, self.seed, self.draw, self._gens = _check_frac('p', p), generator, seed, draw, {}
+        self.p, self.generator, self.seed, self.draw, self._gens = check_frac('p', p), generator, seed, draw, {}
         if draw is not None and not (callable(draw) or isinstance(draw, dict)):
-            raise ValueError(f"`draw` must be a dict of parameters or a function of the batch returning one ({draw!r} given)")
+            raise ValueError("`draw` must be a dict of parameters or a function of the batch returning one "
+                             f"({draw!r} given)")
 
     def before_call(self, b, split_idx): self.do = True  # `p` is drawn per item in `encodes`, not per batch
     def __getstate__(self): return {**self.__dict__, '_gens': {}}
@@ -52,4 +47,5 @@ class BatchRandTransform(RandTransform):
         "`[B]` bool: which items are augmented (probability `p` each)"
         got = self._pinned(x, 'apply', (x.shape[0],), torch.bool)
         if got is not None: return got
-        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if self.p == 1. else self._rand(x, x.shape[0]) < self.p
+        if self.p == 1.: return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        return self._rand(x, x.shape[0]) < self.p

@@ -15,7 +15,8 @@ from . import __version__
 
 __all__ = ['SpecCache', 'CachedSpec', 'CachedSpecDL', 'SpecCacheBlock']
 
-CACHE_FORMAT = 2  # 2: per-item statistics in `stats.npz`; caches of format 1 lack them (`item_stats` is None) and are rebuilt by `build`
+# 2: per-item statistics in `stats.npz`; caches of format 1 lack them (`item_stats` is None) and are rebuilt by `build`
+CACHE_FORMAT = 2
 
 def _files_key(files)->str:
     "Hash of the file list: names, sizes and modification times, in order"
@@ -26,7 +27,8 @@ def _files_key(files)->str:
     return h.hexdigest()
 
 def time_stats(x:torch.Tensor)->tuple:
-    "Mean and M2 (sum of squared deviations) of each item of `x` `[B,C,F,T]` over time, float64 two-pass, `[B,C,F]` each"
+    """Mean and M2 (sum of squared deviations) of each item of `x` `[B,C,F,T]` over time, float64 two-pass, `[B,C,F]`
+    each"""
     x = x.as_subclass(torch.Tensor).double()
     mean = x.mean(-1)
     return mean, (x - mean[..., None]).pow_(2).sum(-1)
@@ -93,7 +95,8 @@ class SpecCache:
             raise ValueError(f"This AudioTensor has sr={sr} Hz but the spectrograms are made at {self.cfg.sr} Hz: "
                              f"load it with AudioTensor.create(file, sr={self.cfg.sr}), or give the file's path")
         if x.ndim != 2: raise ValueError(f"Expected one clip `[C,N]` (shape {list(x.shape)} given)")
-        if '_tfms' not in self.__dict__: self._tfms = (AudioCropPad(self.duration), AudioNormalize(), MelSpec(cfg=self.cfg))
+        if '_tfms' not in self.__dict__:
+            self._tfms = (AudioCropPad(self.duration), AudioNormalize(), MelSpec(cfg=self.cfg))
         return _make_specs([x], self.cfg, self.duration, self.wave_norm, self._tfms)[0]
 
     def spec(self, item)->TensorSpec:
@@ -102,7 +105,8 @@ class SpecCache:
 
     @property
     def item_stats(self)->dict|None:
-        "Each item's float64 `count`, `mean` and `m2` (sum of squared deviations) over time, `[N,C,F]` tensors by row; None in a cache without them"
+        """Each item's float64 `count`, `mean` and `m2` (sum of squared deviations) over time, `[N,C,F]` tensors by row;
+        None in a cache without them"""
         if '_item_stats' not in self.__dict__:
             p = self.path/'stats.npz'
             self._item_stats = None
@@ -112,7 +116,8 @@ class SpecCache:
 
     @staticmethod
     def key(files, cfg:SpecConfig, duration:float, wave_norm:bool)->str:
-        spec = json.dumps(dict(files=_files_key(files), cfg=cfg.to_dict(), duration=float(duration), wave_norm=bool(wave_norm), fmt=CACHE_FORMAT), sort_keys=True)
+        spec = json.dumps(dict(files=_files_key(files), cfg=cfg.to_dict(), duration=float(duration),
+                               wave_norm=bool(wave_norm), fmt=CACHE_FORMAT), sort_keys=True)
         return hashlib.sha1(spec.encode()).hexdigest()[:16]
 
     @classmethod
@@ -129,7 +134,8 @@ class SpecCache:
         if not files: raise ValueError("`files` is empty: nothing to cache")
         key = cls.key(files, cfg, duration, wave_norm)
         dest = Path(dest) if dest is not None else fastnorm_home()/'cache'/key
-        if (dest/'meta.json').is_file() and json.loads((dest/'meta.json').read_text()).get('key') == key: return cls(dest)
+        meta_file = dest/'meta.json'
+        if meta_file.is_file() and json.loads(meta_file.read_text()).get('key') == key: return cls(dest)
         if dest.exists() and any(dest.iterdir()) and not (dest/'meta.json').is_file():
             raise FileExistsError(f"{dest} exists and is not a fastnorm feature cache: choose another `dest`")
         with atomic_dir(dest) as tmp:
@@ -144,11 +150,13 @@ class SpecCache:
                 sp = _make_specs(waves, cfg, duration, wave_norm, tfms)
                 mm[s:s+len(sp)] = sp.numpy()
                 st['mean'][s:s+len(sp)], st['m2'][s:s+len(sp)] = (a.numpy() for a in time_stats(sp))
-            mm.flush(); del mm
+            mm.flush()
+            del mm
             np.savez(tmp/'stats.npz', **st)
             pd.DataFrame(dict(file=files, row=range(len(files)))).to_csv(tmp/'index.csv', index=False)
-            (tmp/'meta.json').write_text(json.dumps(dict(key=key, cfg=cfg.to_dict(), duration=duration, wave_norm=wave_norm,
-                                                         shape=shape, fmt=CACHE_FORMAT, fastnorm=__version__)))
+            meta = dict(key=key, cfg=cfg.to_dict(), duration=duration, wave_norm=wave_norm, shape=shape,
+                        fmt=CACHE_FORMAT, fastnorm=__version__)
+            (tmp/'meta.json').write_text(json.dumps(meta))
         return cls(dest)
 
 class CachedSpec(Transform):
@@ -201,5 +209,6 @@ class CachedSpecDL(TfmdDL):
         return (x, *[y[torch.from_numpy(idx)] for y in ys])
 
 def SpecCacheBlock(cache:SpecCache):
-    "A `TransformBlock` whose items are audio file paths and whose inputs are their cached `TensorSpec`s, loaded a batch at a time"
+    """A `TransformBlock` whose items are audio file paths and whose inputs are their cached `TensorSpec`s, loaded a
+    batch at a time"""
     return TransformBlock(type_tfms=CachedSpec(cache), dl_type=CachedSpecDL)

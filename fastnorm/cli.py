@@ -7,38 +7,45 @@ __all__ = ['compare', 'synth', 'export', 'main']
 
 @call_parse
 def compare(
-    data:str=None, # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or a folder in ESC-50's or FSDD's layout [preset: quick uses synth, paper esc50]
+    data:str=None, # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or an ESC-50/FSDD folder [preset]
     fold:int=1, # validation fold (ESC-50 layout); FSDD uses takes 0-4 as validation
-    norms:str=None, # comma list of: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle [preset]
-    shift:str=None, # comma list of validation shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ; 'none' for none [preset]
+    norms:str=None, # comma list of normalizations (see above) [preset]
+    shift:str=None, # comma list of validation shifts (see above), or 'none' [preset]
     speaker:str=None, # FSDD: validate on this speaker and train on the others (a speaker shift); default: split by take
     runs:int=None, # seeded runs per normalization [preset]
     epochs:int=None, # epochs per run (fit_one_cycle) [preset]
     arch:str=None, # xresnet18_tiny, xresnet18, xresnet34, resnet18, resnet34 [preset]
     bs:int=None, # batch size [preset]
     lr:float=None, # maximum learning rate [preset]
-    spec:str=None, # spectrogram preset: quick (16 kHz, 64 mels), esc50 (44.1 kHz, 128 mels), paper (16 kHz, 201 bins) [preset]
+    spec:str=None, # spectrogram: quick (16 kHz, 64 mels), esc50 (44.1 kHz, 128 mels), paper (16 kHz, 201 bins) [preset]
     specaugment:str=None, # SpecAugment policy (LB, LD, SM, SS); off by default
     frac:float=1.0, # fraction of training batches the statistics are computed on
-    preset:str='quick', # quick: minutes on a CPU; paper: the published post's setup (real ESC-50, for a GPU)
+    preset:str='quick', # quick: minutes on a CPU (embedded data); paper: the post's setup (real ESC-50, for a GPU)
     seed:int=0, # seed of the first run; run r uses seed+r
     out:str='runs/compare', # folder for results.csv, summary.md, comparison.png, curves.png, statistics plots, models/
-    resume:store_true=False, # complete an interrupted comparison in --out: trains only the missing runs, evaluates only missing shifts
-    pretrained:store_true=False, # ImageNet-pretrained torchvision resnet (needs --arch resnet18/resnet34 and the weights); pair it with --norms imagenet
+    resume:store_true=False, # complete the comparison in --out: train only the missing runs, evaluate only new shifts
+    pretrained:store_true=False, # ImageNet-pretrained resnet (--arch resnet18/34); pair it with --norms imagenet
     no_progress:store_true=False, # no progress bars
 ):
-    "Compare spectrogram normalizations on ESC-50 or a dataset in its layout, also under deployment shifts; runs under torchrun too"
+    """Compare spectrogram normalizations on ESC-50 or a dataset in its layout, also under deployment shifts; runs under
+    torchrun too. Normalizations: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle.
+    Shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ.
+    [preset]: the --preset's value unless given."""
     from .compare import CompareConfig, PRESETS, run_comparison
-    if preset not in PRESETS: raise SystemExit(f"fastnorm compare: unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
+    if preset not in PRESETS:
+        raise SystemExit(f"fastnorm compare: unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
     p = dict(PRESETS[preset])
     if data is not None: p['data'] = data
     given = dict(runs=runs, epochs=epochs, arch=arch, bs=bs, lr=lr, spec=spec)
     p.update({k: v for k, v in given.items() if v is not None})
     if norms is not None: p['norms'] = tuple(norms.replace(' ', '').split(','))
-    if shift is not None: p['shifts'] = () if shift.strip() == 'none' else tuple(s for s in shift.replace(' ', '').split(',') if s)
-    cfg = CompareConfig(fold=fold, specaugment=specaugment, frac=frac, seed=seed, pretrained=pretrained, speaker=speaker, **p)
+    if shift is not None:
+        p['shifts'] = () if shift.strip() == 'none' else tuple(s for s in shift.replace(' ', '').split(',') if s)
+    cfg = CompareConfig(fold=fold, specaugment=specaugment, frac=frac, seed=seed, pretrained=pretrained,
+                        speaker=speaker, **p)
     try: run_comparison(cfg, out=out, resume=resume, progress=not no_progress)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e: raise SystemExit(f"fastnorm compare: error: {e}")
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        raise SystemExit(f"fastnorm compare: error: {e}")
 
 @call_parse
 def synth(
@@ -51,7 +58,8 @@ def synth(
 ):
     "Make (or find) the embedded synthetic dataset in ESC-50's layout and print its folder"
     from .synth import synth_esc50
-    try: path = synth_esc50(dest, seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=seconds, sr=sr)
+    try: path = synth_esc50(dest, seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=seconds,
+                            sr=sr)
     except (ValueError, FileExistsError) as e: raise SystemExit(f"fastnorm synth: error: {e}")
     print(path)
 
@@ -81,8 +89,9 @@ def export(
     if out is None: raise SystemExit("fastnorm export: error: --out DIR is required")
     try:
         path = export_dataset(out, data=data, labels=labels, scheme=scheme, noise=noise, split=split, size=size,
-                              format=format, mels=mels, color=color, noise_per_class=noise_per_class, test_fold=test_fold,
-                              sr=sr, seed=seed, bs=bs, device=device, resume=resume, progress=not no_progress)
+                              format=format, mels=mels, color=color, noise_per_class=noise_per_class,
+                              test_fold=test_fold, sr=sr, seed=seed, bs=bs, device=device, resume=resume,
+                              progress=not no_progress)
     except (ValueError, FileNotFoundError, FileExistsError) as e: raise SystemExit(f"fastnorm export: error: {e}")
     print(path)
 
@@ -97,7 +106,9 @@ def main():
               "  compare  compare spectrogram normalizations on ESC-50 or a dataset in its layout\n"
               "  synth    make the embedded synthetic dataset in ESC-50's layout\n"
               "  export   export a dataset through an AVMNIST degradation scheme as .npy (images or dB)")
-        if args and args[0] not in ('-h', '--help'): print(f"\nfastnorm: unknown command {args[0]!r}", file=sys.stderr); sys.exit(2)
+        if args and args[0] not in ('-h', '--help'):
+            print(f"\nfastnorm: unknown command {args[0]!r}", file=sys.stderr)
+            sys.exit(2)
         return
     cmd, sys.argv = COMMANDS[args[0]], [f'fastnorm {args[0]}'] + args[1:]
     pargs, kwargs, _ = parse_cli(cmd)

@@ -4,20 +4,22 @@ import os, re, socket
 from pathlib import Path
 import pandas as pd, soundfile as sf
 from fastai.data.block import DataBlock, CategoryBlock
-from fastai.data.transforms import ColReader, RandomSplitter
+from fastai.data.transforms import ColReader, RandomSplitter, ColSplitter, IndexSplitter, mask2idxs
 from .audio import AudioBlock, AudioNormalize, AUDIO_EXTS
-from .spec import SpecConfig, SPEC_PRESETS, MelSpec
+from .spec import SpecConfig, MelSpec
 from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
+from .synth import ESC50_COLUMNS
 
-__all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'read_esc50_csv', 'CrossValidationSplitter', 'spec_config', 'audio_dblock', 'check_batch_size',
+__all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'read_esc50_csv', 'CrossValidationSplitter', 'spec_config', 'audio_dblock',
+           'check_batch_size',
            'esc50_dblock', 'esc50_dls', 'esc50', 'fsdd_items', 'FSDDSplitter', 'fsdd_dls', 'folder_items', 'folder_dls']
-
-ESC50_COLUMNS = ['filename', 'fold', 'target', 'category', 'esc10', 'src_file', 'take']
 
 def read_esc50_csv(path)->pd.DataFrame:
     "Read `path/meta/esc50.csv` of a folder in ESC-50's layout, checking its columns and files; adds a `path` column"
-    path = Path(path); csv = path/'meta'/'esc50.csv'
-    if not csv.is_file(): raise FileNotFoundError(f"{path} is not in ESC-50's layout: expected {csv} (and the clips in {path/'audio'})")
+    path = Path(path)
+    csv = path/'meta'/'esc50.csv'
+    if not csv.is_file():
+        raise FileNotFoundError(f"{path} is not in ESC-50's layout: expected {csv} (and the clips in {path/'audio'})")
     df = pd.read_csv(csv)
     missing = [c for c in ESC50_COLUMNS if c not in df.columns]
     if missing: raise ValueError(f"{csv} is missing column(s) {missing}: ESC-50's csv has {ESC50_COLUMNS}")
@@ -35,18 +37,16 @@ def CrossValidationSplitter(fold:int=1, # the validation fold
     "Split a DataFrame: items of `fold` are the validation set, all others train"
     def _inner(df):
         folds = sorted(df[col].unique().tolist())
-        if fold not in folds: raise ValueError(f"fold {fold!r} does not exist: the data has folds {folds} in column {col!r}")
-        valid = (df[col] == fold).values
-        return (~valid).nonzero()[0].tolist(), valid.nonzero()[0].tolist()
+        if fold not in folds:
+            raise ValueError(f"fold {fold!r} does not exist: the data has folds {folds} in column {col!r}")
+        return ColSplitter(col, on=fold)(df)
     return _inner
 
 def spec_config(spec='quick', sr:int|None=None)->SpecConfig:
     "A `SpecConfig` from a preset name, a `SpecConfig` or a `MelSpec`; `sr` overrides its sample rate"
     if isinstance(spec, MelSpec): cfg = spec.cfg
     elif isinstance(spec, SpecConfig): cfg = spec
-    elif isinstance(spec, str):
-        if spec not in SPEC_PRESETS: raise ValueError(f"Unknown spectrogram preset {spec!r}: choose from {sorted(SPEC_PRESETS)}")
-        cfg = SPEC_PRESETS[spec]
+    elif isinstance(spec, str): cfg = SpecConfig.from_preset(spec)
     else: raise TypeError(f"`spec` must be a preset name, a SpecConfig or a MelSpec ({type(spec).__name__} given)")
     return cfg if sr is None or sr == cfg.sr else cfg.replace(sr=sr)
 
@@ -67,8 +67,10 @@ def audio_dblock(splitter, # a fastai splitter over the items (rows of a DataFra
     tfms = list(batch_tfms or [])
     if cache is not False:
         wave = [type(t).__name__ for t in tfms if getattr(t, 'order', 0) < MelSpec.order]
-        if wave: raise ValueError(f"batch_tfms {wave} work on the waveform, before the spectrogram, but a feature cache holds spectrograms: "
-                                  "use `wave_norm=True` for AudioNormalize, or `cache=False` for waveform augmentations")
+        if wave:
+            raise ValueError(f"batch_tfms {wave} work on the waveform, before the spectrogram, but a feature cache "
+                             "holds spectrograms: use `wave_norm=True` for AudioNormalize, or `cache=False` for "
+                             "waveform augmentations")
         if cache is True: cache = SpecCache.build(files, cfg, duration, wave_norm=wave_norm, progress=progress)
         blocks = (SpecCacheBlock(cache), CategoryBlock)
     else:
@@ -80,7 +82,8 @@ def audio_dblock(splitter, # a fastai splitter over the items (rows of a DataFra
 def check_batch_size(n_train:int, bs:int, what:str='the training set'):
     "Fail before training when the training set cannot fill one batch"
     if bs < 1: raise ValueError(f"`bs` must be at least 1 ({bs} given)")
-    if n_train < bs: raise ValueError(f"bs={bs} is larger than {what} ({n_train} items): lower `bs` to at most {n_train}")
+    if n_train < bs:
+        raise ValueError(f"bs={bs} is larger than {what} ({n_train} items): lower `bs` to at most {n_train}")
 
 def _duration(df, duration):
     if duration is not None:
@@ -134,15 +137,19 @@ def _esc50_root(p:Path)->Path:
 def esc50(path=None, # a local copy of ESC-50 (the folder holding audio/ and meta/); default: fastai's download
           timeout:float=20., # seconds to wait for the network before failing
          )->Path:
-    "The real ESC-50: a local folder, or fastai's `untar_data` of `URLs.ESC50` (where fastai defines it, else `ESC50_URL`); downloads once"
+    """The real ESC-50: a local folder, or fastai's `untar_data` of `URLs.ESC50` (where fastai defines it, else
+    `ESC50_URL`); downloads once"""
     if path is not None:
-        read_esc50_csv(path); return Path(path)
+        read_esc50_csv(path)
+        return Path(path)
     from fastai.data.external import untar_data, URLs
-    old = socket.getdefaulttimeout(); socket.setdefaulttimeout(timeout)
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
     try: return _esc50_root(Path(untar_data(getattr(URLs, 'ESC50', ESC50_URL))))
     except Exception as e:
         raise RuntimeError(f"Could not get ESC-50 with untar_data: {type(e).__name__}: {e}\n"
-                           "Offline? Use a local copy: esc50('/path/to/ESC-50-master') or `fastnorm compare --data /path/to/ESC-50-master`, "
+                           "Offline? Use a local copy: esc50('/path/to/ESC-50-master') or "
+                           "`fastnorm compare --data /path/to/ESC-50-master`, "
                            "or the embedded dataset: synth_esc50() / `--data synth`.") from e
     finally: socket.setdefaulttimeout(old)
 
@@ -154,7 +161,9 @@ def fsdd_items(path)->pd.DataFrame:
     if not path.is_dir(): raise FileNotFoundError(f"FSDD folder not found: {path}")
     files = sorted(path.glob('*.wav'))
     rows = [(str(f), *m.groups()) for f in files if (m := FSDD_RE.match(f.name))]
-    if not rows: raise ValueError(f"{path} holds no FSDD recordings named {{digit}}_{{speaker}}_{{take}}.wav (e.g. 7_jackson_32.wav)")
+    if not rows:
+        raise ValueError(f"{path} holds no FSDD recordings named {{digit}}_{{speaker}}_{{take}}.wav "
+                         "(e.g. 7_jackson_32.wav)")
     df = pd.DataFrame(rows, columns=['path', 'label', 'speaker', 'take'])
     df['take'] = df['take'].astype(int)
     return df
@@ -170,14 +179,15 @@ def FSDDSplitter(by:str='take', # 'take': takes `test_takes` are validation (lik
             spk = test_speaker if test_speaker is not None else speakers[0]
             if spk not in speakers: raise ValueError(f"test_speaker {spk!r} does not exist: speakers are {speakers}")
             valid = (df['speaker'] == spk).values
-        return (~valid).nonzero()[0].tolist(), valid.nonzero()[0].tolist()
+        return IndexSplitter(mask2idxs(valid))(df)
     return _inner
 
 def fsdd_dls(path, bs:int=32, by:str='take', test_speaker=None, spec='quick', sr:int|None=8000, duration:float=1.0,
              wave_norm=False, batch_tfms=None, cache=False, progress=True, **kwargs):
     "`DataLoaders` for FSDD, split by take or speaker; clips padded/cropped to `duration` (default 8 kHz, 1 s)"
     df, splitter = fsdd_items(path), FSDDSplitter(by, test_speaker=test_speaker)
-    dblock = audio_dblock(splitter, spec_config(spec, sr), duration, wave_norm, batch_tfms, cache, files=df['path'], progress=progress)
+    dblock = audio_dblock(splitter, spec_config(spec, sr), duration, wave_norm, batch_tfms, cache, files=df['path'],
+                          progress=progress)
     return _dls(dblock, df, bs, splitter, **kwargs)
 
 def folder_items(path)->pd.DataFrame:
@@ -194,8 +204,7 @@ def folder_dls(path, bs:int=32, valid_pct:float=0.2, seed:int=42, spec='quick', 
                batch_tfms=None, cache=False, progress=True, **kwargs):
     "`DataLoaders` for class-per-folder audio: `train/` and `valid/` when present, else a random `valid_pct` split"
     df = folder_items(path)
-    splitter = ((lambda d: ((~d['is_valid']).values.nonzero()[0].tolist(), d['is_valid'].values.nonzero()[0].tolist()))
-                if df['is_valid'].any() else RandomSplitter(valid_pct, seed=seed))
-    dblock = audio_dblock(splitter, spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms, cache, files=df['path'],
-                          progress=progress)
+    splitter = ColSplitter('is_valid') if df['is_valid'].any() else RandomSplitter(valid_pct, seed=seed)
+    dblock = audio_dblock(splitter, spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms, cache,
+                          files=df['path'], progress=progress)
     return _dls(dblock, df, bs, splitter, **kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 import numpy as np, torch
+from .checks import check_choice
 
 __all__ = ['hz_to_mel', 'mel_to_hz', 'mel_filterbank', 'dct_matrix', 'stft', 'spectrogram', 'power_to_db',
            'amplitude_to_db', 'db_to_power', 'resample']
@@ -15,14 +16,11 @@ __all__ = ['hz_to_mel', 'mel_to_hz', 'mel_filterbank', 'dct_matrix', 'stft', 'sp
 MEL_SCALES = ('slaney', 'htk')
 MEL_NORMS = ('slaney', None)
 
-def _check_choice(name, v, choices):
-    if v not in choices: raise ValueError(f"`{name}` must be one of {choices} ({v!r} given)")
-
 def hz_to_mel(f, # frequencies (Hz), scalar or array
               mel_scale:str='slaney', # 'slaney' (librosa's default: linear below 1 kHz, log above) or 'htk'
              )->np.ndarray:
     "Frequencies in Hz to mels, in float64"
-    _check_choice('mel_scale', mel_scale, MEL_SCALES)
+    check_choice('mel_scale', mel_scale, MEL_SCALES)
     f = np.asarray(f, dtype=np.float64)
     if mel_scale == 'htk': return 2595. * np.log10(1. + f / 700.)
     lin, logstep, minlog = 200. / 3, math.log(6.4) / 27., 1000.
@@ -32,7 +30,7 @@ def mel_to_hz(m, # mels, scalar or array
               mel_scale:str='slaney', # 'slaney' or 'htk', as in `hz_to_mel`
              )->np.ndarray:
     "Mels to frequencies in Hz, in float64: the inverse of `hz_to_mel`"
-    _check_choice('mel_scale', mel_scale, MEL_SCALES)
+    check_choice('mel_scale', mel_scale, MEL_SCALES)
     m = np.asarray(m, dtype=np.float64)
     if mel_scale == 'htk': return 700. * (10. ** (m / 2595.) - 1.)
     lin, logstep, minlog = 200. / 3, math.log(6.4) / 27., 1000.
@@ -59,8 +57,8 @@ def mel_filterbank(n_freqs:int, # STFT bins, n_fft//2 + 1
                    device=None, # where to put it
                   )->torch.Tensor:
     "Triangular mel filterbank `[n_freqs, n_mels]` (mel = fbᵀ @ stft), as librosa's `filters.mel` transposed; cached"
-    _check_choice('norm', norm, MEL_NORMS)
-    _check_choice('mel_scale', mel_scale, MEL_SCALES)
+    check_choice('norm', norm, MEL_NORMS)
+    check_choice('mel_scale', mel_scale, MEL_SCALES)
     if n_mels <= 0 or n_freqs <= 1:
         raise ValueError(f"`n_mels` and `n_freqs` must be positive ({n_mels}, {n_freqs} given)")
     if not 0 <= f_min < f_max <= sr / 2:
@@ -87,7 +85,7 @@ def dct_matrix(n_out:int, # coefficients kept (e.g. n_mfcc)
                device=None,
               )->torch.Tensor:
     "DCT-II as a matrix `[n_in, n_out]`: `x @ D` equals `scipy.fft.dct(x, type=2, norm=norm)[..., :n_out]`"
-    _check_choice('norm', norm, ('ortho', None))
+    check_choice('norm', norm, ('ortho', None))
     if not 0 < n_out <= n_in: raise ValueError(f"Need 0 < n_out <= n_in ({n_out}, {n_in} given)")
     return _dct(int(n_out), int(n_in), norm).to(device)  # called once per transform, so not cached per device
 

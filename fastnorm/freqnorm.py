@@ -6,27 +6,18 @@
 - `ConstantSpecNorm` with `CONSTANT_NORM_RECIPES`: fixed dataset constants, e.g. AST/BEATs' `(x - μ) / (2σ)`;
 - `FreqMixStyle`: mixes per-item frequency statistics between items (Schmid et al., DCASE 2022), train only."""
 from __future__ import annotations
-import math
 import torch
 from torch import nn
+from fastcore.meta import delegates
 from fastai.data.transforms import DisplayedTransform
 from fastai.torch_core import retain_type
 from .spec import TensorSpec
 from .norm import GlobalSpecNorm
 from .batchrand import BatchRandTransform
+from .checks import check_frac, check_positive, check_batch4d
 
 __all__ = ['FreqBatchNorm', 'freq_instance_norm', 'RelaxedFreqNorm', 'FreqInstanceNorm', 'CONSTANT_NORM_RECIPES',
            'ConstantSpecNorm', 'FreqMixStyle']
-
-def _check_4d(x, who):
-    if x.ndim != 4:
-        raise ValueError(f"{who} expects a batch `[B,C,F,T]` (shape {list(x.shape)} given): "
-                         "add a batch dim with `x[None]`")
-
-def _check_lam(lam):
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam <= 1:
-        raise ValueError(f"`lam` must be between 0 and 1 ({lam!r} given)")
-    return float(lam)
 
 class FreqBatchNorm(nn.Module):
     """PANNs' `bn0`: BatchNorm with one running mean/var and one learnable scale/shift per channel and mel bin,
@@ -45,7 +36,7 @@ class FreqBatchNorm(nn.Module):
     def extra_repr(self): return f"n_bands={self.n_bands}, n_channels={self.n_channels}"
     def forward(self, x):
         "`x`: `[B,C,F,T]`, any device; returns a plain tensor of the same shape"
-        _check_4d(x, 'FreqBatchNorm')
+        check_batch4d(x, 'FreqBatchNorm')
         B, C, F, T = x.shape
         if (C, F) != (self.n_channels, self.n_bands):
             raise ValueError(f"FreqBatchNorm was made for {self.n_channels} channel(s) x {self.n_bands} bands, "
@@ -58,8 +49,8 @@ def freq_instance_norm(x:torch.Tensor, # `[B,C,F,T]`, any device
                        eps:float=1e-5, # added to the variances, as in the paper
                       )->torch.Tensor:
     "RFN: `lam * LN(x) + (1 - lam) * IFN(x)`; IFN normalizes each item and frequency bin over channels and time"
-    _check_4d(x, 'freq_instance_norm')
-    lam = _check_lam(lam)
+    check_batch4d(x, 'freq_instance_norm')
+    lam = check_frac('lam', lam)
     if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
     xt = x.as_subclass(torch.Tensor)
     if not xt.is_floating_point(): xt = xt.float()
@@ -74,7 +65,7 @@ class RelaxedFreqNorm(nn.Module):
     def __init__(self, lam:float=0.5, # λ: 0 is IFN, 1 layer norm
                  eps:float=1e-5):
         super().__init__()
-        self.lam, self.eps = _check_lam(lam), eps
+        self.lam, self.eps = check_frac('lam', lam), eps
     def extra_repr(self): return f"lam={self.lam}"
     def forward(self, x): return freq_instance_norm(x, self.lam, self.eps)
 
@@ -85,7 +76,7 @@ class FreqInstanceNorm(DisplayedTransform):
                  eps:float=1e-5):
         super().__init__()
         if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
-        self.lam, self.eps = _check_lam(lam), eps
+        self.lam, self.eps = check_frac('lam', lam), eps
     @property
     def name(self): return f"FreqInstanceNorm -- lam {self.lam}\n"
     def encodes(self, x:TensorSpec):
@@ -127,18 +118,15 @@ class FreqMixStyle(BatchRandTransform):
     """Freq-MixStyle (Schmid et al., DCASE 2022): each chosen item's per-frequency mean and std (over channels and
     time) are replaced by a mix with another item's, `lam ~ Beta(alpha, alpha)`; train only, `[B,C,F,T]`, any device"""
     order = 100  # after the normalization (99), with SpecAugment
+    draw_keys = ('lam', 'perm', 'apply')  # `[B]` each; `perm` is the partner of each item
+    @delegates(BatchRandTransform.__init__)
     def __init__(self, p:float=0.4, # probability of mixing each item (the CP-JKU recipe mixes a whole batch with p 0.4)
                  alpha:float=0.3, # Beta(alpha, alpha) of the mixing weight
                  eps:float=1e-6, # added to the variances
-                 generator:torch.Generator|None=None, seed:int|None=None, # RNG, or a seed for one of its own
-                 draw:dict|None=None, # pin: {'lam': `[B]`, 'perm': `[B]` (partner of each item), 'apply': `[B]`}
-                ):
-        super().__init__()
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
-            raise ValueError(f"`alpha` must be a positive number ({alpha!r} given)")
+                 **kwargs):
+        super().__init__(p=p, **kwargs)
         if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
-        self.alpha, self.eps = float(alpha), eps
-        self._setup_rng(p, generator, seed, draw)
+        self.alpha, self.eps = check_positive('alpha', alpha), eps
     def _beta(self, x, B):
         "`[B]` draws of Beta(alpha, alpha) from the transform's RNG: G1 / (G1 + G2) with gamma draws"
         g = self._gen(x.device)
@@ -146,7 +134,7 @@ class FreqMixStyle(BatchRandTransform):
         gam = torch._standard_gamma(conc, generator=g).to(x.device)
         return gam[0] / (gam[0] + gam[1]).clamp_min(1e-30)
     def encodes(self, x:TensorSpec):
-        _check_4d(x, 'FreqMixStyle')
+        check_batch4d(x, 'FreqMixStyle')
         B = x.shape[0]
         xt = x.as_subclass(torch.Tensor)
         if not xt.is_floating_point(): xt = xt.float()

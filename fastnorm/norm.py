@@ -12,6 +12,7 @@ from .audio import AudioTensor
 from .spec import TensorSpec
 from .stats import StatsRecorder
 from .dlstats import compute_stats
+from .checks import check_batch4d
 
 __all__ = ['SpecNormalize', 'GlobalSpecNorm', 'FreqSpecNorm', 'ChannelSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm',
            'add_spec_norm']
@@ -230,7 +231,7 @@ class InstanceSpecNorm(_ItemSpecNorm):
     @property
     def name(self): return f"InstanceSpecNorm -- {self.kind}\n"
     def _norm(self, x):
-        if x.ndim != 4: raise ValueError(f"InstanceSpecNorm expects [B,C,F,T] batches (shape {list(x.shape)} given)")
+        check_batch4d(x, 'InstanceSpecNorm')
         dims = (1,2,3) if self.kind == 'global' else (3,)
         xp = x.as_subclass(torch.Tensor)
         xf = xp.float() if xp.dtype not in (torch.float32, torch.float64) else xp
@@ -246,7 +247,7 @@ class ImageNetSpecNorm(_ItemSpecNorm):
         if eps <= 0: raise ValueError(f"`eps` must be positive ({eps} given)")
         store_attr()
     def _norm(self, x):
-        if x.ndim != 4: raise ValueError(f"ImageNetSpecNorm expects [B,C,F,T] batches (shape {list(x.shape)} given)")
+        check_batch4d(x, 'ImageNetSpecNorm')
         xp = x.as_subclass(torch.Tensor).float()
         lo, hi = xp.amin((1,2,3), keepdim=True), xp.amax((1,2,3), keepdim=True)
         return ((xp - lo) / (hi - lo).clamp_min(self.eps) - self.mean) / self.std

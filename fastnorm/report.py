@@ -5,7 +5,8 @@ import numpy as np, pandas as pd
 from scipy import stats as sps
 from .utils import atomic_path
 
-__all__ = ['summarize', 'summary_markdown', 'summarize_shifts', 'shift_markdown', 'plot_comparison', 'plot_curves', 'save_figure']
+__all__ = ['summarize', 'summary_markdown', 'summarize_shifts', 'shift_markdown', 'plot_comparison', 'plot_curves',
+           'save_figure']
 
 def _ci95(x):
     x = np.asarray(x, float)
@@ -15,55 +16,71 @@ def _ci95(x):
 def summarize(results:pd.DataFrame, # a row per run: norm, run, seed, final_acc, ...
               baseline:str='none', # the normalization the others are compared with
               metric:str='final_acc', order=None)->pd.DataFrame:
-    "Per normalization: n, mean, std, 95% CI half-width, and the paired difference to `baseline` over runs sharing a seed"
+    """Per normalization: n, mean, std, 95% CI half-width, and the paired difference to `baseline` over runs sharing a
+    seed"""
     rows = []
     base = results[results['norm'] == baseline].set_index('seed')[metric]
     for norm in (order or results['norm'].unique()):
         r = results[results['norm'] == norm]
         if not len(r): continue
         x = r[metric].to_numpy(float)
-        row = dict(norm=norm, n=len(x), mean=x.mean(), std=x.std(ddof=1) if len(x) > 1 else float('nan'), ci95=_ci95(x))
+        std = x.std(ddof=1) if len(x) > 1 else float('nan')
+        row = dict(norm=norm, n=len(x), mean=x.mean(), std=std, ci95=_ci95(x))
         if norm != baseline:
             paired = r.set_index('seed')[metric].align(base, join='inner')
             d = (paired[0] - paired[1]).to_numpy(float)
-            row.update(diff=d.mean() if len(d) else float('nan'), diff_ci95=_ci95(d), n_pairs=len(d),
-                       p_value=float(sps.ttest_rel(paired[0], paired[1]).pvalue) if len(d) > 1 and d.std() > 0 else float('nan'))
+            p = float(sps.ttest_rel(paired[0], paired[1]).pvalue) if len(d) > 1 and d.std() > 0 else float('nan')
+            row.update(diff=d.mean() if len(d) else float('nan'), diff_ci95=_ci95(d), n_pairs=len(d), p_value=p)
         rows.append(row)
     return pd.DataFrame(rows)
 
 def _f(v, fmt='{:.4f}'): return '–' if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+def _ci(r:dict)->str:
+    "A summary row's 95% CI as 'low – high'"
+    return f"{_f(r['mean'] - r['ci95'])} – {_f(r['mean'] + r['ci95'])}" if not math.isnan(r['ci95']) else '–'
+
+def _diff(r:dict, n_pairs:int)->str:
+    "A summary row's paired difference to the baseline, '±' its 95% CI, with the number of pairs"
+    return f"{_f(r.get('diff'), '{:+.4f}')} ± {_f(r.get('diff_ci95'))} (n={n_pairs})"
 
 def summary_markdown(summary:pd.DataFrame, cfg=None, n_classes:int|None=None,
                      legend:dict|None=None, # normalization -> what it does, for the note under the table
                     )->str:
     "The summary as a markdown table, with the settings that made it"
     base = summary['norm'][summary['diff'].isna()].iloc[0] if 'diff' in summary else summary['norm'].iloc[0]
-    lines = [f"| normalization | n | mean acc | std | 95% CI | diff vs {base} (paired) | p (paired t) |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| normalization | n | mean acc | std | 95% CI | diff vs {base} (paired) | p (paired t) |",
+             "|---|---|---|---|---|---|---|"]
     for r in summary.to_dict('records'):
-        ci = f"{_f(r['mean'] - r['ci95'])} – {_f(r['mean'] + r['ci95'])}" if not math.isnan(r['ci95']) else '–'
-        diff = '' if r['norm'] == base else f"{_f(r.get('diff'), '{:+.4f}')} ± {_f(r.get('diff_ci95'))} (n={int(r.get('n_pairs', 0))})"
-        lines.append(f"| {r['norm']} | {r['n']} | {_f(r['mean'])} | {_f(r['std'])} | {ci} | {diff} | {_f(r.get('p_value'), '{:.3g}') if r['norm'] != base else ''} |")
+        is_base = r['norm'] == base
+        diff = '' if is_base else _diff(r, int(r.get('n_pairs', 0)))
+        p = '' if is_base else _f(r.get('p_value'), '{:.3g}')
+        lines.append(f"| {r['norm']} | {r['n']} | {_f(r['mean'])} | {_f(r['std'])} | {_ci(r)} | {diff} | {p} |")
     head = "## Normalization comparison\n\n"
     if cfg is not None:
         where = f"speaker {cfg.speaker} held out" if getattr(cfg, 'speaker', None) else f"fold {cfg.fold}"
-        head += (f"data `{cfg.data}` {where}, arch `{cfg.arch}`, {cfg.epochs} epochs, bs {cfg.bs}, lr {cfg.lr}, spectrogram `{cfg.spec}`, "
-                 f"SpecAugment {cfg.specaugment or 'off'}, stats frac {cfg.frac}, seeds {cfg.seed}..{cfg.seed + cfg.runs - 1}"
+        head += (f"data `{cfg.data}` {where}, arch `{cfg.arch}`, {cfg.epochs} epochs, bs {cfg.bs}, lr {cfg.lr}, "
+                 f"spectrogram `{cfg.spec}`, SpecAugment {cfg.specaugment or 'off'}, stats frac {cfg.frac}, "
+                 f"seeds {cfg.seed}..{cfg.seed + cfg.runs - 1}"
                  + (f", chance {1/n_classes:.3f}" if n_classes else '') + "\n\n")
     if legend is not None:
-        return head + '\n'.join(lines) + '\n\n' + '; '.join(f"`{n}`: {legend[n]}" for n in summary['norm'] if n in legend) + (
-            ". Accuracy is the final epoch's on the validation set; the 95% CI is the t-interval of the mean over runs; the paired "
-            "difference pairs runs that share a seed.\n")
-    foot = ("\n\n`none`: raw log-mel; `wave`: per-clip waveform AudioNormalize only; `global`/`channel`: AudioNormalize, then one "
-            "statistic for the whole spectrogram / one per mel bin, computed on the training folds; `instance`: AudioNormalize, then "
-            "each spectrogram by its own mean and std; `imagenet`: each spectrogram min-max scaled to [0,1] like an image, then ImageNet's mean and std. Accuracy is the final epoch's on the validation fold; the 95% CI is the "
-            "t-interval of the mean over runs; the paired difference pairs runs that share a seed.\n")
+        notes = '; '.join(f"`{n}`: {legend[n]}" for n in summary['norm'] if n in legend)
+        return head + '\n'.join(lines) + '\n\n' + notes + (
+            ". Accuracy is the final epoch's on the validation set; the 95% CI is the t-interval of the mean over "
+            "runs; the paired difference pairs runs that share a seed.\n")
+    foot = ("\n\n`none`: raw log-mel; `wave`: per-clip waveform AudioNormalize only; `global`/`channel`: "
+            "AudioNormalize, then one statistic for the whole spectrogram / one per mel bin, computed on the training "
+            "folds; `instance`: AudioNormalize, then each spectrogram by its own mean and std; `imagenet`: each "
+            "spectrogram min-max scaled to [0,1] like an image, then ImageNet's mean and std. Accuracy is the final "
+            "epoch's on the validation fold; the 95% CI is the t-interval of the mean over runs; the paired difference "
+            "pairs runs that share a seed.\n")
     return head + '\n'.join(lines) + foot
 
 def summarize_shifts(results:pd.DataFrame, # rows with `final_acc` and an `acc@<shift>` column per shift
                      shifts, # shift names, e.g. ['gain:-20', 'noise:10']
                      baseline:str='none', order=None)->pd.DataFrame:
-    """Per shift and normalization: mean accuracy with its 95% CI, the drop from the same models' unshifted accuracy (paired
-    per run), and the paired difference to `baseline` under that shift"""
+    """Per shift and normalization: mean accuracy with its 95% CI, the drop from the same models' unshifted accuracy
+    (paired per run), and the paired difference to `baseline` under that shift"""
     out = []
     for sh in shifts:
         col = f'acc@{sh}'
@@ -78,23 +95,29 @@ def shift_markdown(shift_summary:pd.DataFrame, baseline:str='none')->str:
     "An overview (mean accuracy under each shift, and its drop) and one table per shift with CIs and paired differences"
     shifts = list(dict.fromkeys(shift_summary['shift']))
     norms = list(dict.fromkeys(shift_summary['norm']))
-    lines = ["## Under deployment shifts\n", "Mean validation accuracy under each shift (in brackets its change from the same "
-             "models' unshifted accuracy):\n", "| normalization | " + ' | '.join(shifts) + ' |', '|---|' + '---|' * len(shifts)]
+    lines = ["## Under deployment shifts\n",
+             "Mean validation accuracy under each shift (in brackets its change from the same models' unshifted "
+             "accuracy):\n",
+             "| normalization | " + ' | '.join(shifts) + ' |', '|---|' + '---|' * len(shifts)]
     by = shift_summary.set_index(['shift', 'norm'])
     for n in norms:
-        cells = [f"{_f(by.loc[(sh, n), 'mean'])} ({_f(by.loc[(sh, n), 'drop'], '{:+.4f}')})" if (sh, n) in by.index else '–' for sh in shifts]
+        cells = [f"{_f(by.loc[(sh, n), 'mean'])} ({_f(by.loc[(sh, n), 'drop'], '{:+.4f}')})" if (sh, n) in by.index
+                 else '–' for sh in shifts]
         lines.append(f"| {n} | " + ' | '.join(cells) + ' |')
     for sh in shifts:
-        lines += ['', f"### {sh}", '', f"| normalization | n | mean acc | 95% CI | change from unshifted (paired) | diff vs {baseline} (paired) | p (paired t) |",
+        lines += ['', f"### {sh}", '',
+                  "| normalization | n | mean acc | 95% CI | change from unshifted (paired) "
+                  f"| diff vs {baseline} (paired) | p (paired t) |",
                   '|---|---|---|---|---|---|---|']
         for r in shift_summary[shift_summary['shift'] == sh].to_dict('records'):
-            ci = f"{_f(r['mean'] - r['ci95'])} – {_f(r['mean'] + r['ci95'])}" if not math.isnan(r['ci95']) else '–'
             drop = f"{_f(r['drop'], '{:+.4f}')} ± {_f(r['drop_ci95'])}"
-            base = r['norm'] == baseline or 'diff' not in r or (isinstance(r.get('diff'), float) and math.isnan(r['diff']) and r['norm'] == baseline)
-            diff = '' if base else f"{_f(r.get('diff'), '{:+.4f}')} ± {_f(r.get('diff_ci95'))} (n={int(r.get('n_pairs', 0) or 0)})"
-            lines.append(f"| {r['norm']} | {r['n']} | {_f(r['mean'])} | {ci} | {drop} | {diff} | {'' if base else _f(r.get('p_value'), '{:.3g}')} |")
-    lines.append("\nEach shift is applied to the validation waveforms before the spectrogram (the noise with a fixed seed, the same "
-                 "for every model); the change pairs each model with itself unshifted; ± is the 95% t-interval.\n")
+            base = r['norm'] == baseline or 'diff' not in r
+            diff = '' if base else _diff(r, int(r.get('n_pairs', 0) or 0))
+            p = '' if base else _f(r.get('p_value'), '{:.3g}')
+            lines.append(f"| {r['norm']} | {r['n']} | {_f(r['mean'])} | {_ci(r)} | {drop} | {diff} | {p} |")
+    lines.append("\nEach shift is applied to the validation waveforms before the spectrogram (the noise with a fixed "
+                 "seed, the same for every model); the change pairs each model with itself unshifted; ± is the 95% "
+                 "t-interval.\n")
     return '\n'.join(lines)
 
 def save_figure(fig, path):
@@ -104,9 +127,10 @@ def save_figure(fig, path):
     plt.close(fig)
 
 def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str='final_acc', order=None,
-                    shift_summary:pd.DataFrame|None=None, # from `summarize_shifts`: adds the accuracy under each shift and its drop
+                    shift_summary:pd.DataFrame|None=None, # from `summarize_shifts`: adds each shift's accuracy and drop
                    ):
-    "Bars of mean accuracy with 95% CI error bars and each run's dot; with shifts, grouped bars per shift and a panel of drops"
+    """Bars of mean accuracy with 95% CI error bars and each run's dot; with shifts, grouped bars per shift and a panel
+    of drops"""
     import matplotlib.pyplot as plt
     order = [n for n in (order or summary['norm']) if n in set(summary['norm'])]
     s = summary.set_index('norm').loc[order]
@@ -121,7 +145,9 @@ def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str
             off = -.4 + w/2 + w*(k + 1)
             ax.bar(xs + off, t['mean'], w, yerr=t['ci95'].fillna(0), capsize=2, label=sh, color=f'C{k + 1}')
             ax2.bar(xs + off - w/2, t['drop'], w, yerr=t['drop_ci95'].fillna(0), capsize=2, label=sh, color=f'C{k + 1}')
-        ax.set_ylim(0, 1); ax.set_ylabel('validation accuracy'); ax.set_title('Accuracy, unshifted and under each shift')
+        ax.set_ylim(0, 1)
+        ax.set_ylabel('validation accuracy')
+        ax.set_title('Accuracy, unshifted and under each shift')
         ax2.axhline(0, color='k', lw=.8)
         ax2.set_ylabel('change from unshifted (paired)')
         ax2.set_title('Accuracy change under each shift (the same models, paired by run)')
@@ -131,14 +157,19 @@ def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str
         save_figure(fig, path)
         return
     fig, ax = plt.subplots(figsize=(1.4 + 1.3*len(order), 3.6))
-    ax.bar(xs, s['mean'], yerr=s['ci95'].fillna(0), capsize=5, color='#9ecae1', edgecolor='#3182bd', label='mean ± 95% CI')
+    ax.bar(xs, s['mean'], yerr=s['ci95'].fillna(0), capsize=5, color='#9ecae1', edgecolor='#3182bd',
+           label='mean ± 95% CI')
     rng = np.random.default_rng(0)
     for i, n in enumerate(order):
         y = results.loc[results['norm'] == n, metric].to_numpy(float)
         ax.scatter(i + rng.uniform(-.15, .15, len(y)), y, s=16, color='k', zorder=3, label='a run' if i == 0 else None)
     lo = max(0., float(results[metric].min()) - .1)
-    ax.set_ylim(lo, min(1., float(results[metric].max()) + .05)); ax.set_xticks(xs); ax.set_xticklabels(order)
-    ax.set_ylabel('validation accuracy'); ax.set_title('Spectrogram normalization'); ax.legend(loc='lower right', fontsize=8)
+    ax.set_ylim(lo, min(1., float(results[metric].max()) + .05))
+    ax.set_xticks(xs)
+    ax.set_xticklabels(order)
+    ax.set_ylabel('validation accuracy')
+    ax.set_title('Spectrogram normalization')
+    ax.legend(loc='lower right', fontsize=8)
     save_figure(fig, path)
 
 def plot_curves(curves:pd.DataFrame, path, order=None):
@@ -152,5 +183,8 @@ def plot_curves(curves:pd.DataFrame, path, order=None):
         for _, r in c.groupby('run'): ax.plot(r['epoch'], r['accuracy'], color=col, alpha=.3, lw=.8)
         m = c.groupby('epoch')['accuracy'].mean()
         ax.plot(m.index, m.values, color=col, lw=2, label=n)
-    ax.set_xlabel('epoch'); ax.set_ylabel('validation accuracy'); ax.legend(); ax.set_title('Validation accuracy per epoch')
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('validation accuracy')
+    ax.legend()
+    ax.set_title('Validation accuracy per epoch')
     save_figure(fig, path)

@@ -25,7 +25,7 @@ def _merge_moments(na, ma, m2a, nb, mb, m2b):
 
 class StatsRecorder:
     "Exact streaming mean and std of batches, reduced over `red_dims` and kept (with `keepdim`) over the other dims"
-    def __init__(self, red_dims=(0,2,3), # dims to reduce; the others are kept, e.g. (0,3) of `[B,C,F,T]`: one value per mel bin
+    def __init__(self, red_dims=(0,2,3), # dims to reduce, the others kept: (0,3) of `[B,C,F,T]` gives one per mel bin
                  unbiased:bool=False, # `std` with Bessel's correction (n-1); the default is the population std
                  time_dim:int=-1, # the axis that `lengths` in `update` counts along
                 ):
@@ -55,7 +55,8 @@ class StatsRecorder:
     @property
     def mean(self)->torch.Tensor:
         "Mean, float64, shaped for broadcasting against the batches (`keepdim`), on their device"
-        self._check_nonempty(); return self._mean.clone()
+        self._check_nonempty()
+        return self._mean.clone()
     @property
     def var(self)->torch.Tensor:
         "Variance (population unless `unbiased`), float64, shaped like `mean`"
@@ -98,22 +99,28 @@ class StatsRecorder:
         if self._mean is None: raise ValueError("This StatsRecorder has seen no data: call `update(batch)` first")
     def __repr__(self):
         if self._mean is None: return f"StatsRecorder(red_dims={self.red_dims}, empty)"
-        return f"StatsRecorder(red_dims={self.red_dims}, kept_shape={self.kept_shape}, n_batches={self.n_batches}, n={self.n if isinstance(self.n, int) else 'per-entry'})"
+        n = self.n if isinstance(self.n, int) else 'per-entry'
+        return (f"StatsRecorder(red_dims={self.red_dims}, kept_shape={self.kept_shape}, n_batches={self.n_batches}, "
+                f"n={n})")
 
     # ---- updating ----
     def _init_shape(self, x):
         nd = x.ndim
         dims = tuple(sorted(d % nd if -nd <= d < nd else d for d in self.red_dims))
         if any(not 0 <= d < nd for d in dims) or len(set(dims)) != len(dims):
-            raise ValueError(f"A batch of rank {nd} (shape {list(x.shape)}) cannot be reduced over `red_dims`={self.red_dims}")
+            raise ValueError(f"A batch of rank {nd} (shape {list(x.shape)}) cannot be reduced over "
+                             f"`red_dims`={self.red_dims}")
         self.ndim, self._dims = nd, dims
         self.shape = tuple(1 if d in dims else s for d, s in enumerate(x.shape))
 
     def _check(self, x):
-        if self.ndim is None: self._init_shape(x); return
+        if self.ndim is None:
+            self._init_shape(x)
+            return
         if x.ndim != self.ndim:
-            raise ValueError(f"Batch {self.n_batches} has rank {x.ndim} (shape {list(x.shape)}) but this recorder holds statistics "
-                             f"of rank-{self.ndim} batches (kept shape {list(self.shape)}), e.g. [B,C,F,T]")
+            raise ValueError(f"Batch {self.n_batches} has rank {x.ndim} (shape {list(x.shape)}) but this recorder "
+                             f"holds statistics of rank-{self.ndim} batches (kept shape {list(self.shape)}), "
+                             "e.g. [B,C,F,T]")
         for d, (s, k) in enumerate(zip(x.shape, self.shape)):
             if d not in self._dims and s != k:
                 raise ValueError(f"Batch {self.n_batches} has shape {list(x.shape)}: kept dim {d} has size {s}, "
@@ -125,23 +132,29 @@ class StatsRecorder:
         if self.cfg is None and self._mean is None: self.cfg = cfg
         elif self.cfg is not None and cfg != self.cfg:
             diff = {k: (v, getattr(cfg, k)) for k, v in self.cfg.to_dict().items() if getattr(cfg, k) != v}
-            raise ValueError(f"Batch {self.n_batches} was made with other spectrogram settings than these statistics: {diff} (stats, batch)")
+            raise ValueError(f"Batch {self.n_batches} was made with other spectrogram settings than these statistics: "
+                             f"{diff} (stats, batch)")
 
     def _mask(self, x, mask, lengths):
         if mask is not None and lengths is not None: raise ValueError("Give `mask` or `lengths`, not both")
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=x.device)
             if lengths.shape != (x.shape[0],):
-                raise ValueError(f"`lengths` must hold one length per item, shape [{x.shape[0]}] ({list(lengths.shape)} given)")
+                raise ValueError(f"`lengths` must hold one length per item, shape [{x.shape[0]}] "
+                                 f"({list(lengths.shape)} given)")
             td = self.time_dim % x.ndim
             if td == 0: raise ValueError("`time_dim` must not be the batch dim 0")
-            shape = [1]*x.ndim; shape[0], shape[td] = x.shape[0], x.shape[td]
+            shape = [1]*x.ndim
+            shape[0], shape[td] = x.shape[0], x.shape[td]
             return (torch.arange(x.shape[td], device=x.device)[None] < lengths[:, None]).reshape(shape)
         if mask is None: return None
         mask = torch.as_tensor(mask, device=x.device)
-        if mask.dtype != torch.bool: raise ValueError(f"`mask` must be a bool tensor, True where values count ({mask.dtype} given)")
+        if mask.dtype != torch.bool:
+            raise ValueError(f"`mask` must be a bool tensor, True where values count ({mask.dtype} given)")
         try: torch.broadcast_shapes(mask.shape, x.shape)
-        except RuntimeError: raise ValueError(f"`mask` of shape {list(mask.shape)} does not broadcast to the batch shape {list(x.shape)}") from None
+        except RuntimeError:
+            raise ValueError(f"`mask` of shape {list(mask.shape)} does not broadcast to the batch shape "
+                             f"{list(x.shape)}") from None
         if mask.ndim != x.ndim: mask = mask.reshape((1,)*(x.ndim - mask.ndim) + tuple(mask.shape))
         return mask
 
@@ -168,7 +181,8 @@ class StatsRecorder:
         return d.sum(outer, keepdim=True) if outer else d
 
     def _batch_stats(self, x, mask):
-        "Per-batch count, mean and M2 (float64): sums shifted by the mean of up to 8 of its items, so they depend on this batch only"
+        """Per-batch count, mean and M2 (float64): sums shifted by the mean of up to 8 of its items, so they depend on
+        this batch only"""
         dims = self._dims
         sub = slice(None, None, max(1, x.shape[0] // 8))
         if x.dtype not in (torch.float32, torch.float64): x = x.float()
@@ -198,11 +212,14 @@ class StatsRecorder:
                lengths=None, # or: valid length of each item along `time_dim`, shape `[B]`
               ):
         "Add a batch; padding given by `mask` or `lengths` never counts"
-        if not isinstance(batch, torch.Tensor): raise ValueError(f"`batch` must be a tensor ({type(batch).__name__} given)")
-        if not (batch.is_floating_point()): raise ValueError(f"`batch` must be a floating point tensor ({batch.dtype} given)")
+        if not isinstance(batch, torch.Tensor):
+            raise ValueError(f"`batch` must be a tensor ({type(batch).__name__} given)")
+        if not batch.is_floating_point():
+            raise ValueError(f"`batch` must be a floating point tensor ({batch.dtype} given)")
         try: return self._update(batch, mask, lengths)
         except ValueError:
-            if self._mean is None: self.ndim = self.shape = self.cfg = None  # a rejected first batch leaves the recorder as new
+            # a rejected first batch leaves the recorder as new
+            if self._mean is None: self.ndim = self.shape = self.cfg = None
             raise
 
     def _update(self, batch, mask, lengths):
@@ -214,8 +231,11 @@ class StatsRecorder:
             m = self._mask(x, mask, lengths)
             bad = ~torch.isfinite(x) if m is None else (~torch.isfinite(x) & m)
             items = bad.flatten(1).any(1).nonzero().flatten().tolist()
-            if items: raise ValueError(f"Batch {self.n_batches} holds NaN or Inf values (items {items[:10]}{'...' if len(items) > 10 else ''})")
-            raise ValueError(f"Batch {self.n_batches} overflows float32 when squared: cast it to float64 before `update`")
+            if items:
+                more = '...' if len(items) > 10 else ''
+                raise ValueError(f"Batch {self.n_batches} holds NaN or Inf values (items {items[:10]}{more})")
+            raise ValueError(f"Batch {self.n_batches} overflows float32 when squared: "
+                             "cast it to float64 before `update`")
         self._add(n, mean, m2)
         self.n_batches += 1
         return self
@@ -223,17 +243,20 @@ class StatsRecorder:
     def _add(self, n, mean, m2):
         if self._mean is None: self._n, self._mean, self._m2 = n, mean, m2
         else:
-            if n.device != self._mean.device: n, mean, m2 = n.to(self._mean.device), mean.to(self._mean.device), m2.to(self._mean.device)
+            dev = self._mean.device
+            if n.device != dev: n, mean, m2 = n.to(dev), mean.to(dev), m2.to(dev)
             self._n, self._mean, self._m2 = _merge_moments(self._n, self._mean, self._m2, n, mean, m2)
 
     def merge(self, other:StatsRecorder):
         "Fold in the statistics of `other` (the same `red_dims` and kept shape), as if its batches had been added here"
-        if not isinstance(other, StatsRecorder): raise ValueError(f"`other` must be a StatsRecorder ({type(other).__name__} given)")
+        if not isinstance(other, StatsRecorder):
+            raise ValueError(f"`other` must be a StatsRecorder ({type(other).__name__} given)")
         if other._mean is None: return self
         if self._mean is not None:
             if other.kept_shape != self.kept_shape or other._dims != self._dims:
-                raise ValueError(f"Cannot merge statistics with kept shape {list(other.kept_shape)} (red_dims {other.red_dims}) "
-                                 f"into kept shape {list(self.kept_shape)} (red_dims {self.red_dims})")
+                raise ValueError(f"Cannot merge statistics with kept shape {list(other.kept_shape)} "
+                                 f"(red_dims {other.red_dims}) into kept shape {list(self.kept_shape)} "
+                                 f"(red_dims {self.red_dims})")
             if other.cfg is not None and self.cfg is not None and other.cfg != self.cfg:
                 raise ValueError("Cannot merge statistics of spectrograms made with different settings (`cfg`)")
         else: self.ndim, self._dims, self.shape = other.ndim, other._dims, other.shape
@@ -274,7 +297,8 @@ class StatsRecorder:
 
     def to(self, device):
         "Move the statistics to `device`"
-        if self._mean is not None: self._n, self._mean, self._m2 = self._n.to(device), self._mean.to(device), self._m2.to(device)
+        if self._mean is not None:
+            self._n, self._mean, self._m2 = self._n.to(device), self._mean.to(device), self._m2.to(device)
         return self
 
     # ---- state: one pair of methods, used by `save`/`load`, pickling and `all_reduce` ----
@@ -324,14 +348,17 @@ class StatsRecorder:
     def load(cls, path, map_location='cpu')->StatsRecorder:
         "Statistics saved with `save`"
         d = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(d, dict) or d.get('format') != STATS_FORMAT: raise ValueError(f"{path} does not hold fastnorm statistics")
+        if not isinstance(d, dict) or d.get('format') != STATS_FORMAT:
+            raise ValueError(f"{path} does not hold fastnorm statistics")
         return cls.from_state_dict(d)
 
     # ---- display ----
     def _axis_name(self):
-        "What the last kept dim of `mean` is: frequency bins of a `[B,C,F,T]` batch reduced over time, else the dim's index"
+        """What the last kept dim of `mean` is: frequency bins of a `[B,C,F,T]` batch reduced over time, else the dim's
+        index"""
         kept = [d for d in range(self.ndim) if d not in self._dims and self.shape[d] > 1]
-        if self.ndim == 4 and kept and kept[-1] == 2: return 'mel bin' if self.cfg is None or self.cfg.n_mels else 'frequency bin'
+        if self.ndim == 4 and kept and kept[-1] == 2:
+            return 'mel bin' if self.cfg is None or self.cfg.n_mels else 'frequency bin'
         if self.ndim == 4 and kept and kept[-1] == 1: return 'channel'
         return f'dim {kept[-1]}' if kept else ''
 
@@ -342,12 +369,15 @@ class StatsRecorder:
         fig, axs = plt.subplots(1, 2, figsize=figsize)
         if mean.ndim == 0:
             for ax, v, nm in zip(axs, (mean, std), ('mean', 'std')):
-                ax.bar([0], [float(v)]); ax.set_xticks([]); ax.set_title(f"global {nm}: {float(v):.4g}")
+                ax.bar([0], [float(v)])
+                ax.set_xticks([])
+                ax.set_title(f"global {nm}: {float(v):.4g}")
         else:
             m2, s2 = mean.reshape(-1, mean.shape[-1]), std.reshape(-1, std.shape[-1])
             for ax, v, nm in zip(axs, (m2, s2), ('mean', 'std')):
                 for i, row in enumerate(v): ax.plot(row.numpy(), label=f"ch {i}" if len(v) > 1 else None)
-                ax.set_xlabel(self._axis_name()); ax.set_title(nm)
+                ax.set_xlabel(self._axis_name())
+                ax.set_title(nm)
                 if len(v) > 1: ax.legend()
             if self.cfg is not None: axs[0].set_ylabel('dB' if self.cfg.db else 'power')
         if title: fig.suptitle(title)

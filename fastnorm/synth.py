@@ -26,20 +26,22 @@ def _tone(rng, n, sr):
 def _chirp(rng, n, sr, up=True):
     f0, f1 = rng.uniform(200, 600), rng.uniform(.25*sr, .4*sr)
     if not up: f0, f1 = f1, f0
-    t = _t(n, sr); dur = n / sr
+    t, dur = _t(n, sr), n / sr
     k = np.log(f1/f0) / dur  # exponential sweep
     return np.sin(2*np.pi*f0*(np.exp(k*t) - 1)/k)
 
 def _harmonic(rng, n, sr):
     f0, t = rng.uniform(100, 300), _t(n, sr)
-    ks = np.arange(1, 13); ks = ks[ks*f0 < .45*sr]
+    ks = np.arange(1, 13)
+    ks = ks[ks*f0 < .45*sr]
     return (np.sin(2*np.pi*f0*ks[:,None]*t + rng.uniform(0, 2*np.pi, (len(ks),1))) / ks[:,None]).sum(0)
 
 def _noise_low(rng, n, sr):  return _band_noise(rng, n, sr, 80, rng.uniform(400, 900))
 def _noise_high(rng, n, sr): return _band_noise(rng, n, sr, rng.uniform(.25, .3)*sr, .45*sr)
 
 def _clicks(rng, n, sr):
-    x = np.zeros(n); step = int(sr / rng.uniform(6, 20))
+    x = np.zeros(n)
+    step = int(sr / rng.uniform(6, 20))
     x[rng.integers(0, step)::step] = 1.
     return np.convolve(x, np.exp(-np.arange(int(.003*sr)) / (.0005*sr)), mode='same')
 
@@ -83,20 +85,25 @@ def _device_response(rng, n, sr):
     return 10**(db/20)
 
 def _pink(rng, n):
-    spec = np.fft.rfft(rng.standard_normal(n)); spec[1:] /= np.sqrt(np.arange(1, len(spec)))
+    spec = np.fft.rfft(rng.standard_normal(n))
+    spec[1:] /= np.sqrt(np.arange(1, len(spec)))
     return np.fft.irfft(spec, n)
 
 def _rms(x): return np.sqrt(np.mean(x**2)) + 1e-12
 
 def _clip(rng, gen, n, sr, response):
-    "One clip: clean signal at unit rms + pink background at SNR_DB, coloured by the fold's device, peak gain -40..-3 dBFS"
-    x = gen(rng, n, sr); x = x / _rms(x)
-    bg = _pink(rng, n); x = x + bg / _rms(bg) * 10**(-rng.uniform(*SNR_DB)/20)
+    """One clip: clean signal at unit rms + pink background at SNR_DB, coloured by the fold's device, peak gain
+    -40..-3 dBFS"""
+    x = gen(rng, n, sr)
+    x = x / _rms(x)
+    bg = _pink(rng, n)
+    x = x + bg / _rms(bg) * 10**(-rng.uniform(*SNR_DB)/20)
     x = np.fft.irfft(np.fft.rfft(x) * response, n)
     return (x / (np.abs(x).max() + 1e-12) * 10**(rng.uniform(-40, -3)/20)).astype(np.float32)
 
 def _params(seed, n_classes, clips_per_class, seconds, sr):
-    return dict(seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=float(seconds), sr=sr, version=2)
+    return dict(seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=float(seconds), sr=sr,
+                version=2)
 
 def _complete(dest:Path, params)->bool:
     "Does `dest` hold a finished dataset made with `params`, all its files present?"
@@ -112,18 +119,23 @@ def synth_esc50(dest=None, # folder to make it in; default: $FASTNORM_HOME/data/
                 seconds:float=2.0, # clip length
                 sr:int=16000, # sample rate (Hz)
                )->Path:
-    "Make (first use) or reuse a small synthetic dataset in ESC-50's exact layout: `audio/*.wav`, `meta/esc50.csv`, 5 folds"
-    if not 1 <= n_classes <= len(SYNTH_CLASSES): raise ValueError(f"`n_classes` must be in 1..{len(SYNTH_CLASSES)} ({n_classes} given)")
-    if clips_per_class < 5: raise ValueError(f"`clips_per_class` must be at least 5, one per fold ({clips_per_class} given)")
+    """Make (first use) or reuse a small synthetic dataset in ESC-50's exact layout: `audio/*.wav`, `meta/esc50.csv`,
+    5 folds"""
+    if not 1 <= n_classes <= len(SYNTH_CLASSES):
+        raise ValueError(f"`n_classes` must be in 1..{len(SYNTH_CLASSES)} ({n_classes} given)")
+    if clips_per_class < 5:
+        raise ValueError(f"`clips_per_class` must be at least 5, one per fold ({clips_per_class} given)")
     if seconds <= 0 or sr < 4000: raise ValueError(f"`seconds` must be > 0 and `sr` >= 4000 ({seconds}, {sr} given)")
     params = _params(seed, n_classes, clips_per_class, seconds, sr)
-    if dest is None: dest = fastnorm_home()/'data'/f'synth_esc50-s{seed}-c{n_classes}-k{clips_per_class}-{seconds:g}s-{sr}'
+    if dest is None:
+        dest = fastnorm_home()/'data'/f'synth_esc50-s{seed}-c{n_classes}-k{clips_per_class}-{seconds:g}s-{sr}'
     dest = Path(dest)
     if _complete(dest, params): return dest
     if dest.exists() and any(dest.iterdir()) and not (dest/'.synth_esc50.json').exists():
         raise FileExistsError(f"{dest} exists and is not a fastnorm synthetic dataset: choose another `dest`")
     with atomic_dir(dest) as tmp:
-        (tmp/'audio').mkdir(); (tmp/'meta').mkdir()
+        (tmp/'audio').mkdir()
+        (tmp/'meta').mkdir()
         n = int(round(seconds*sr))
         responses = {f: _device_response(np.random.default_rng([seed, 1, f]), n, sr) for f in range(1, 6)}
         rows, names = [], list(SYNTH_CLASSES)[:n_classes]
@@ -133,7 +145,9 @@ def synth_esc50(dest=None, # folder to make it in; default: $FASTNORM_HOME/data/
                 rng = np.random.default_rng([seed, 2, target, i])
                 fn = f'{fold}-{src}-A-{target}.wav'
                 sf.write(tmp/'audio'/fn, _clip(rng, SYNTH_CLASSES[cat], n, sr, responses[fold]), sr, subtype='PCM_16')
-                rows.append(dict(filename=fn, fold=fold, target=target, category=cat, esc10=target < 10, src_file=src, take='A'))
-        pd.DataFrame(rows, columns=ESC50_COLUMNS).sort_values(['fold', 'target', 'src_file']).to_csv(tmp/'meta'/'esc50.csv', index=False)
+                rows.append(dict(filename=fn, fold=fold, target=target, category=cat, esc10=target < 10, src_file=src,
+                                 take='A'))
+        meta = pd.DataFrame(rows, columns=ESC50_COLUMNS).sort_values(['fold', 'target', 'src_file'])
+        meta.to_csv(tmp/'meta'/'esc50.csv', index=False)
         (tmp/'.synth_esc50.json').write_text(json.dumps(params))
     return dest

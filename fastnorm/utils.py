@@ -11,13 +11,15 @@ def fastnorm_home()->Path:
     return Path(os.environ.get('FASTNORM_HOME', '~/.fastnorm')).expanduser()
 
 def _umask()->int:
-    m = os.umask(0); os.umask(m)
+    m = os.umask(0)  # the only way to read the umask is to set it: put it back at once
+    os.umask(m)
     return m
 
 @contextmanager
 def atomic_dir(dest):
     "Yield a temporary folder beside `dest`; on success it replaces `dest` whole: readers never see a half-made folder"
-    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.tmp-'))
     try:
         yield tmp
@@ -30,7 +32,8 @@ def atomic_dir(dest):
 @contextmanager
 def atomic_path(path, suffix:str|None=None):
     "Yield a temporary path beside `path`; on success it is renamed onto `path`: readers never see a half-written file"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix if suffix is None else suffix
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix)
     os.close(fd)

@@ -1,9 +1,10 @@
-"""Waveform augmentations as vectorized, train-only batch transforms on `AudioTensor` `[B,C,N]`: noise at a target SNR, noise bursts,
-band-stop, aliasing, soft-clipping distortion.
+"""Waveform augmentations as vectorized, train-only batch transforms on `AudioTensor` `[B,C,N]`: noise at a target SNR,
+noise bursts, band-stop, aliasing, soft-clipping distortion.
 
-Order: after `AudioNormalize` (1), before `MelSpec` (5). Channel effects come first and noise last, so the noise itself is
-neither filtered nor distorted and the SNR you ask for is the SNR you get: `BandStop` 2, `Alias` 2.5, `Distortion` 3, `AddNoise` 4,
-`BurstNoise` 4.5. All of them are scale-invariant (SNR and peak are measured on each item), so they work on raw or normalized audio.
+Order: after `AudioNormalize` (1), before `MelSpec` (5). Channel effects come first and noise last, so the noise itself
+is neither filtered nor distorted and the SNR you ask for is the SNR you get: `BandStop` 2, `Alias` 2.5, `Distortion` 3,
+`AddNoise` 4, `BurstNoise` 4.5. All of them are scale-invariant (SNR and peak are measured on each item), so they work
+on raw or normalized audio.
 
 Padded batches of clips of different lengths: give the batch a `lengths` attribute (`AudioTensor(x, sr=sr,
 lengths=...)`, `[B]` samples that are real, the rest being padding). Then the SNR is measured on each item's own
@@ -15,23 +16,13 @@ from typing import NamedTuple
 import torch
 from fastai.torch_core import retain_type
 from .audio import AudioTensor
-from .augment import _check_int, span_mask
+from fastcore.meta import delegates
+from .augment import span_mask
 from .batchrand import BatchRandTransform
 from .noise import NoiseClips
+from .checks import check_int, check_positive, check_range
 
 __all__ = ['colored_noise', 'NoiseClips', 'AddNoise', 'BurstNoise', 'BandStop', 'Alias', 'Distortion']
-
-def _check_range(name, v, lo=-math.inf, hi=math.inf):
-    "A number (a fixed value) or a `(low, high)` pair inside [lo, hi]: returned as a float pair"
-    pair = (v, v) if isinstance(v, Real) and not isinstance(v, bool) else v
-    ok = (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(a, Real) and not isinstance(a, bool) for a in pair)
-          and all(math.isfinite(a) and lo <= a <= hi for a in pair) and pair[0] <= pair[1])
-    if not ok: raise ValueError(f"`{name}` must be a number or a (low, high) pair with {lo} <= low <= high <= {hi} ({v!r} given)")
-    return float(pair[0]), float(pair[1])
-
-def _check_pos(name, v):
-    if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v <= 0: raise ValueError(f"`{name}` must be a positive number ({v!r} given)")
-    return float(v)
 
 class _Valid(NamedTuple):
     "The real samples of a padded batch: `mask` `[B,1,N]` bool, `n` `[B,1,1]` float64 counts"
@@ -65,7 +56,8 @@ def colored_noise(shape, # `(..., N)`
     return n / n.pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-12)
 
 class _WaveAug(BatchRandTransform):
-    "Base: train-only, per-item `p`, torch RNG (global, `generator` or `seed`), `draw=` pins parameters; `[C,N]` items go through as batches of one"
+    """Base: train-only, per-item `p`, torch RNG (global, `generator` or `seed`), `draw=` pins parameters; `[C,N]` items
+    go through as batches of one"""
     _keeps_padding = False  # True: `augment` leaves the padding of a batch with `lengths` as it is
     def _uniform(self, x, name, rng, shape=None):
         "Per-item values U(rng) `[B]` (or `shape`), unless pinned by `draw`"
@@ -79,7 +71,9 @@ class _WaveAug(BatchRandTransform):
         return n if valid is None else torch.where(valid.mask, n, 0.) / _rms(n, valid).float()
 
     def encodes(self, x:AudioTensor):
-        if x.ndim not in (2, 3): raise ValueError(f"{type(self).__name__} expects audio `[B,C,N]` (or `[C,N]`), shape {tuple(x.shape)} given")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"{type(self).__name__} expects audio `[B,C,N]` (or `[C,N]`), "
+                             f"shape {tuple(x.shape)} given")
         xt = x.as_subclass(torch.Tensor).float()
         xb = xt[None] if x.ndim == 2 else xt
         valid = _valid(xb, getattr(x, 'lengths', None)) if x.ndim == 3 else None
@@ -103,20 +97,18 @@ class AddNoise(_WaveAug):
     silent): white or pink noise, or with `noise` a recording from a `NoiseClips` (a clip per item, cropped at a random
     offset or looped)"""
     order, _keeps_padding = 4, True  # its noise is zero outside each item's samples
+    draw_keys = ('snr_db', 'clip', 'offset', 'apply')  # `[B]` each; `offset` in [0,1) of the clip's free length
+    @delegates(BatchRandTransform.__init__)
     def __init__(self, snr_db=(5., 30.), # SNR in dB: a number, or a (low, high) range drawn uniformly per item
                  color:str='white', # 'white' or 'pink' (when `noise` is None)
                  noise:NoiseClips|None=None, # recorded noise: `NoiseClips(folder, sr=...)` at the audio's rate
-                 p:float=1., # probability of augmenting each item
-                 generator:torch.Generator|None=None, seed:int|None=None, # RNG, or a seed for one of its own
-                 draw:dict|None=None, # pin: {'snr_db', 'clip', 'offset' (in [0,1)), 'apply'}, each `[B]`, or a function
-                ):
-        super().__init__()
+                 **kwargs):
+        super().__init__(**kwargs)
         if color not in ('white', 'pink'): raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
         if noise is not None and not isinstance(noise, NoiseClips):
             raise ValueError("`noise` must be a NoiseClips (e.g. NoiseClips('path/to/ESC-50', sr=16000)) or None "
                              f"({noise!r} given)")
-        self.snr_db, self.color, self.noise = _check_range('snr_db', snr_db), color, noise
-        self._setup_rng(p, generator, seed, draw)
+        self.snr_db, self.color, self.noise = check_range('snr_db', snr_db), color, noise
     def _recorded(self, x, sr, valid):
         "`[B,1,N]` noise from the clips, unit rms over each item's samples"
         nc, (B, N) = self.noise, (x.shape[0], x.shape[-1])
@@ -135,25 +127,26 @@ class AddNoise(_WaveAug):
             if valid is not None: n = torch.where(valid.mask, n, 0.)
         else: n = self._recorded(x, sr, valid)
         # float64 rms and scale: the SNR is exact up to float32 rounding (about 1e-7 dB)
-        rms_n = (_energy(n) / (x.shape[-1] * n.shape[-2] if valid is None else valid.n * n.shape[-2])).sqrt()  # 0 outside
+        n_samples = x.shape[-1] * n.shape[-2] if valid is None else valid.n * n.shape[-2]
+        rms_n = (_energy(n) / n_samples).sqrt()  # 0 outside
         scale = _rms(x, valid) * 10 ** (-snr / 20) / rms_n.clamp(min=1e-300)  # noise rms: item rms / 10^(snr/20)
         return torch.addcmul(x, n, scale.float())
 
 class BurstNoise(_WaveAug):
-    "Add `n_bursts` short noise bursts per item at random positions, each up to `max_len_s` long, at an SNR relative to the item's rms"
+    """Add `n_bursts` short noise bursts per item at random positions, each up to `max_len_s` long, at an SNR relative
+    to the item's rms"""
     order = 4.5
+    draw_keys = ('start', 'width', 'snr_db', 'apply')  # `[B,n]`, `[B,n]` (samples), `[B]`, `[B]`
+    @delegates(BatchRandTransform.__init__)
     def __init__(self, n_bursts:int=2, # bursts per item
                  max_len_s:float=0.1, # longest burst (s); lengths are U{1..max_len} samples
                  snr_db=(0., 10.), # level of the bursts against the item's rms (dB): a number or a (low, high) range
                  color:str='white', # 'white' or 'pink'
-                 p:float=1., generator:torch.Generator|None=None, seed:int|None=None,
-                 draw:dict|None=None, # pin: {'start': `[B,n]`, 'width': `[B,n]` (samples), 'snr_db': `[B]`, 'apply': `[B]`}
-                ):
-        super().__init__()
+                 **kwargs):
+        super().__init__(**kwargs)
         if color not in ('white', 'pink'): raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
-        self.n_bursts, self.max_len_s = _check_int('n_bursts', n_bursts, lo=1), _check_pos('max_len_s', max_len_s)
-        self.snr_db, self.color = _check_range('snr_db', snr_db), color
-        self._setup_rng(p, generator, seed, draw)
+        self.n_bursts, self.max_len_s = check_int('n_bursts', n_bursts, lo=1), check_positive('max_len_s', max_len_s)
+        self.snr_db, self.color = check_range('snr_db', snr_db), color
     def augment(self, x, sr, valid=None):
         if sr is None: raise ValueError("BurstNoise needs the audio's sample rate: give it an AudioTensor with `sr`")
         B, N = x.shape[0], x.shape[-1]
@@ -169,27 +162,32 @@ class BurstNoise(_WaveAug):
         return x + mask * self._noise(x, self.color) * _rms(x, valid) * 10 ** (-snr / 20)
 
 class BandStop(_WaveAug):
-    "Zero one random frequency band per item in the FFT of the whole clip: width U(`min_width_hz`, `max_width_hz`) inside [`min_hz`, `max_hz`]"
+    """Zero one random frequency band per item in the FFT of the whole clip: width U(`min_width_hz`, `max_width_hz`)
+    inside [`min_hz`, `max_hz`]"""
     order = 2
+    draw_keys = ('low_hz', 'width_hz', 'apply')  # `[B]` each
+    @delegates(BatchRandTransform.__init__)
     def __init__(self, min_hz:float=50., # lowest frequency the band may start at (Hz)
                  max_hz:float|None=None, # highest frequency the band may reach (Hz), `None`: sr/2
                  max_width_hz:float=1000., # widest band (Hz)
                  min_width_hz:float=100., # narrowest band (Hz)
-                 p:float=1., generator:torch.Generator|None=None, seed:int|None=None,
-                 draw:dict|None=None, # pin: {'low_hz': `[B]`, 'width_hz': `[B]`, 'apply': `[B]`}
-                ):
-        super().__init__()
-        if isinstance(min_hz, bool) or not isinstance(min_hz, Real) or not 0 <= min_hz < math.inf: raise ValueError(f"`min_hz` must be >= 0 ({min_hz!r} given)")
-        if max_hz is not None and _check_pos('max_hz', max_hz) <= min_hz: raise ValueError(f"`max_hz` must be above min_hz={min_hz} ({max_hz!r} given)")
-        self.max_width_hz = _check_pos('max_width_hz', max_width_hz)
-        if isinstance(min_width_hz, bool) or not isinstance(min_width_hz, Real) or not 0 <= min_width_hz <= max_width_hz:
-            raise ValueError(f"`min_width_hz` must be between 0 and max_width_hz={max_width_hz} ({min_width_hz!r} given)")
+                 **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(min_hz, bool) or not isinstance(min_hz, Real) or not 0 <= min_hz < math.inf:
+            raise ValueError(f"`min_hz` must be >= 0 ({min_hz!r} given)")
+        if max_hz is not None and check_positive('max_hz', max_hz) <= min_hz:
+            raise ValueError(f"`max_hz` must be above min_hz={min_hz} ({max_hz!r} given)")
+        self.max_width_hz = check_positive('max_width_hz', max_width_hz)
+        bad_width = isinstance(min_width_hz, bool) or not isinstance(min_width_hz, Real)
+        if bad_width or not 0 <= min_width_hz <= max_width_hz:
+            raise ValueError(f"`min_width_hz` must be between 0 and max_width_hz={max_width_hz} "
+                             f"({min_width_hz!r} given)")
         self.min_hz, self.max_hz, self.min_width_hz = float(min_hz), max_hz, float(min_width_hz)
-        self._setup_rng(p, generator, seed, draw)
     def band(self, x, sr):
         "`[B]` low edge and width (Hz) of each item's band"
         hi = min(self.max_hz or sr / 2, sr / 2)
-        if hi <= self.min_hz: raise ValueError(f"BandStop: min_hz={self.min_hz} is not below the band's top {hi} Hz (sr={sr})")
+        if hi <= self.min_hz:
+            raise ValueError(f"BandStop: min_hz={self.min_hz} is not below the band's top {hi} Hz (sr={sr})")
         w = self._uniform(x, 'width_hz', (self.min_width_hz, self.max_width_hz)).clamp(max=hi - self.min_hz)
         lo = self._pinned(x, 'low_hz', (x.shape[0],), torch.float32)
         if lo is None: lo = self.min_hz + self._rand(x, x.shape[0]) * (hi - self.min_hz - w)
@@ -202,38 +200,39 @@ class BandStop(_WaveAug):
         return torch.fft.irfft(torch.fft.rfft(x) * keep[:, None, :], n=x.shape[-1])
 
 class Alias(_WaveAug):
-    "Downsample each item to a rate U(`min_sr`, `max_sr`) without an anti-alias filter and hold each sample back up: content above the new Nyquist folds down"
+    """Downsample each item to a rate U(`min_sr`, `max_sr`) without an anti-alias filter and hold each sample back up:
+    content above the new Nyquist folds down"""
     order = 2.5
+    draw_keys = ('sr', 'apply')  # `[B]` each; `sr` in Hz
+    @delegates(BatchRandTransform.__init__)
     def __init__(self, min_sr:float=4000., # lowest rate it is decimated to (Hz)
                  max_sr:float=8000., # highest rate (Hz); must stay below the audio's rate
-                 p:float=1., generator:torch.Generator|None=None, seed:int|None=None,
-                 draw:dict|None=None, # pin: {'sr': `[B]` (Hz), 'apply': `[B]`}
-                ):
-        super().__init__()
-        self.min_sr, self.max_sr = _check_pos('min_sr', min_sr), _check_pos('max_sr', max_sr)
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.min_sr, self.max_sr = check_positive('min_sr', min_sr), check_positive('max_sr', max_sr)
         if min_sr > max_sr: raise ValueError(f"`min_sr` must not exceed max_sr={max_sr} ({min_sr!r} given)")
-        self._setup_rng(p, generator, seed, draw)
     def augment(self, x, sr, valid=None):
         if sr is None: raise ValueError("Alias needs the audio's sample rate: give it an AudioTensor with `sr`")
         if self.max_sr > sr: raise ValueError(f"Alias: max_sr={self.max_sr} must not exceed the audio's sr={sr} Hz")
         B, C, N = x.shape
         r = (self._uniform(x, 'sr', (self.min_sr, self.max_sr)) / sr).double()[:, None]  # new/old rate, `[B,1]`
         n = torch.arange(N, device=x.device, dtype=torch.float64)
-        # output sample n holds the last low-rate sample k = ⌊n r⌋, taken at the original sample ⌊k / r⌋ (no interpolation, no filter)
+        # output sample n holds the last low-rate sample k = ⌊n r⌋, taken at the original sample ⌊k / r⌋
+        # (no interpolation, no filter)
         idx = (torch.floor(torch.floor(n * r + 1e-9) / r + 1e-9)).long().clamp(0, N - 1)
         return x.gather(-1, idx[:, None, :].expand(B, C, N))
 
 class Distortion(_WaveAug):
-    "Soft clipping: `tanh(g x / peak)` with a drive g = 10^(gain_db/20) drawn per item, rescaled to the item's original peak"
+    """Soft clipping: `tanh(g x / peak)` with a drive g = 10^(gain_db/20) drawn per item, rescaled to the item's
+    original peak"""
     order = 3
-    def __init__(self, gain_db=(0., 20.), # drive in dB: a number or a (low, high) range; 0 dB is tanh over [-1, 1], already mildly bent
+    draw_keys = ('gain_db', 'apply')  # `[B]` each
+    @delegates(BatchRandTransform.__init__)
+    def __init__(self, gain_db=(0., 20.), # drive in dB: a number or a (low, high) range; 0 dB already bends a little
                  rescale:bool=True, # back to the item's peak; False leaves `tanh(g x / peak)`, inside ±tanh(g)
-                 p:float=1., generator:torch.Generator|None=None, seed:int|None=None,
-                 draw:dict|None=None, # pin: {'gain_db': `[B]`, 'apply': `[B]`}
-                ):
-        super().__init__()
-        self.gain_db, self.rescale = _check_range('gain_db', gain_db, lo=-60., hi=60.), bool(rescale)
-        self._setup_rng(p, generator, seed, draw)
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.gain_db, self.rescale = check_range('gain_db', gain_db, lo=-60., hi=60.), bool(rescale)
     def augment(self, x, sr, valid=None):
         g = 10 ** (self._uniform(x, 'gain_db', self.gain_db)[:, None, None] / 20)
         peak = x.abs().amax((-2, -1), keepdim=True)

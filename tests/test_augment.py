@@ -200,7 +200,7 @@ def test_errors_name_the_parameter():
     with pytest.raises(ValueError, match=r"`mask_value` must be a finite number or 'mean' \('median' given\)"): FreqMask(3, mask_value='median')
     with pytest.raises(ValueError, match=r"`policy` must be one of"): SpecAugment(policy='XL')
     with pytest.raises(ValueError, match=r"`short` must be"): TimeWarp(3, short='pad')
-    with pytest.raises(ValueError, match=r"expects a batch `\[B,C,F,T\]` but got shape \(1, 16, 40\)"): FreqMask(3)(x[0], split_idx=0)
+    with pytest.raises(ValueError, match=r"FreqMask expects a batch `\[B,C,F,T\]` \(shape \[1, 16, 40\] given\): use it as a batch transform"): FreqMask(3)(x[0], split_idx=0)
 
 def test_mask_value_zero_is_not_the_mean():
     x = spec(B=2, F=8, T=10)

@@ -66,3 +66,19 @@ def test_star_import_hides_no_fastai_name():
             "print(hidden); assert not hidden, hidden\n")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+def private_imports(f:Path)->list:
+    "Names with a leading underscore that `f` imports from another fastnorm module (dunders such as `__version__` aside)"
+    found = []
+    for node in ast.walk(ast.parse(f.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or '').split('.')[0] == 'fastnorm'):
+            found += [f'{node.module}.{a.name}' for a in node.names if a.name.startswith('_') and not a.name.endswith('__')]
+    return found
+
+def test_no_private_name_imported_across_modules():
+    bad = {str(f.relative_to(PKG)): p for f in modules().values() if (p := private_imports(f))}
+    assert not bad, bad
+
+def test_private_imports_finds_one(tmp_path):
+    (tmp_path/'m.py').write_text("from .augment import span_mask, _check\nfrom . import __version__\n")
+    assert private_imports(tmp_path/'m.py') == ['augment._check']

@@ -1,0 +1,35 @@
+"fastnorm.checks: each check returns the value in its canonical type, and each error names the argument and quotes the value"
+import math
+import pytest
+import torch
+from fastnorm.checks import (check_frac, check_int, check_positive, check_range, check_choice, check_mask_value,
+                             check_batch4d)
+
+def test_values_come_back_canonical():
+    assert check_frac('p', 1) == 1. and type(check_frac('p', 1)) is float and check_frac('p', 0) == 0.
+    assert check_int('n', 3.0) == 3 and type(check_int('n', 3.0)) is int and check_int('n', 1, lo=1) == 1
+    assert check_positive('x', 2) == 2. and type(check_positive('x', 2)) is float
+    assert check_range('snr', 5) == (5., 5.) and check_range('snr', [1, 2]) == (1., 2.)
+    assert check_choice('norm', None, ('slaney', None)) is None
+    assert check_mask_value('mean') == 'mean' and check_mask_value(0) == 0. and type(check_mask_value(0)) is float
+    check_batch4d(torch.zeros(1, 1, 2, 3), 'T')
+
+@pytest.mark.parametrize('call, msg', [
+    (lambda: check_frac('p', 1.5), r"`p` must be between 0 and 1 \(1.5 given\)"),
+    (lambda: check_frac('p', True), r"`p` must be between 0 and 1 \(True given\)"),
+    (lambda: check_frac('p', 0, lo_open=True), r"`p` must be between 0 and 1 \(0 given\)"),
+    (lambda: check_frac('lam', math.nan), r"`lam` must be between 0 and 1 \(nan given\)"),
+    (lambda: check_int('n', 2.5), r"`n` must be an integer >= 0 \(2.5 given\)"),
+    (lambda: check_int('n', 0, lo=1), r"`n` must be an integer >= 1 \(0 given\)"),
+    (lambda: check_int('n', '3'), r"`n` must be an integer >= 0 \('3' given\)"),
+    (lambda: check_positive('alpha', 0), r"`alpha` must be a positive number \(0 given\)"),
+    (lambda: check_positive('alpha', math.inf), r"`alpha` must be a positive number \(inf given\)"),
+    (lambda: check_range('snr', (3, 1)), r"`snr` must be a number or a \(low, high\) pair .* \(\(3, 1\) given\)"),
+    (lambda: check_range('g', 70, hi=60), r"`g` must be a number or a \(low, high\) pair with -inf <= low <= high <= 60"),
+    (lambda: check_choice('norm', 'area', ('slaney', None)), r"`norm` must be one of \('slaney', None\) \('area' given\)"),
+    (lambda: check_mask_value(math.nan), r"`mask_value` must be a finite number or 'mean' \(nan given\)"),
+    (lambda: check_batch4d(torch.zeros(2, 3, 4), 'FreqMask', 'use batch_tfms'),
+     r"FreqMask expects a batch `\[B,C,F,T\]` \(shape \[2, 3, 4\] given\): use batch_tfms"),
+])
+def test_errors_name_the_argument_and_value(call, msg):
+    with pytest.raises(ValueError, match=msg): call()
