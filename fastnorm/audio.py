@@ -1,4 +1,5 @@
-"Audio core: `AudioTensor` with its sample rate, loading through soundfile, per-clip normalization, crop/pad and `AudioBlock`."
+"""Audio core: `AudioTensor` with its sample rate, loading through soundfile, per-clip normalization, crop/pad and
+`AudioBlock`."""
 from __future__ import annotations
 import struct, warnings
 from pathlib import Path
@@ -91,7 +92,8 @@ class AudioTensor(KeepMeta, TensorBase):
         x = self.detach().cpu().float()
         x = x.reshape(-1, x.shape[-1])
         t = np.arange(x.shape[-1]) / self.sr
-        for c in range(x.shape[0]): ctx.plot(t, x[c].numpy(), lw=0.5, label=f'ch {c}' if x.shape[0] > 1 else None, **kwargs)
+        for c in range(x.shape[0]):
+            ctx.plot(t, x[c].numpy(), lw=0.5, label=f'ch {c}' if x.shape[0] > 1 else None, **kwargs)
         ctx.set_xlim(0, t[-1] if len(t) else 1); ctx.set_xlabel('time (s)'); ctx.set_ylabel('amplitude')
         if title is not None: ctx.set_title(title)
         return ctx

@@ -25,7 +25,8 @@ def read_esc50_csv(path)->pd.DataFrame:
     if missing: raise ValueError(f"{csv} is missing column(s) {missing}: ESC-50's csv has {ESC50_COLUMNS}")
     if len(df) == 0: raise ValueError(f"{csv} lists no clips")
     audio = path/'audio'
-    present = {e.name for e in os.scandir(audio) if e.is_file()} if audio.is_dir() else set()  # one listing, not a stat per clip
+    # one listing, not a stat per clip
+    present = {e.name for e in os.scandir(audio) if e.is_file()} if audio.is_dir() else set()
     absent = [str(audio/f) for f in df['filename'] if f not in present]
     if absent: raise FileNotFoundError(f"{len(absent)} clip(s) listed in {csv} are missing, e.g. {absent[0]}")
     df['path'] = [str(audio/f) for f in df['filename']]

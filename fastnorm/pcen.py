@@ -4,8 +4,8 @@ PCEN replaces the log of a log-mel front end: it takes the *power* mel spectrogr
 turns back into power with `from_db=True`) and comes before any other normalization. Its smoother is the first-order IIR
 filter `M[t] = (1-s) M[t-1] + s E[t]` (librosa's `lfilter([s], [1, s-1])` with the same initial state), computed
 without a loop over frames: a block linear recurrence, one small lower-triangular Toeplitz matmul per block of 48 frames
-plus the state carried in from the previous block. Every term is non-negative, so float32 keeps its relative precision where the signal
-is quiet."""
+plus the state carried in from the previous block. Every term is non-negative, so float32 keeps its relative precision
+where the signal is quiet."""
 from __future__ import annotations
 import math
 import torch
@@ -55,7 +55,7 @@ def ema_filter(x:torch.Tensor, # `[..., F, T]` non-negative input (e.g. a power 
     ar = torch.arange(L + 1, device=x.device, dtype=x.dtype)
     pw = a ** ar  # `[nb, 1, L+1]`: a^0..a^L, how the state entering a block decays over its frames
     d = ar[None, :L] - ar[:L, None]  # d[j, i] = i - j
-    # KT[j, i] = s a^(i-j) for i >= j: frame j's share in frame i of its block, from a zero state (transposed for `x @ KT`)
+    # KT[j, i] = s a^(i-j) for i >= j: frame j's share in frame i of its block from a zero state (`x @ KT`)
     KT = torch.where(d >= 0, s3 * a ** d.clamp(min=0), torch.zeros((), dtype=x.dtype, device=x.device))
     state = torch.full((nb, x3.shape[1], 1), init, dtype=x.dtype, device=x.device)  # M[-1]
     grad = torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)
