@@ -103,13 +103,25 @@ def pcen(S:torch.Tensor, # `[..., F, T]` power (or magnitude) mel spectrogram, n
         if power.ndim == 0 and float(power) == 0: return torch.log1p(S * smooth)
         if bias.ndim == 0 and float(bias) == 0: return torch.exp(power * (torch.log(S) + torch.log(smooth)))
         return bias ** power * torch.expm1(power * torch.log1p(S * smooth / bias))
-    # inference: the same formulas in place on M's buffer (one allocation); (eps + M)^-gain is librosa's smoothing
-    M = M.add_(eps).log_().mul_(-gain).exp_().mul_(S)  # S * smooth
-    if power.ndim == 0 and float(power) == 0: return M.log1p_()
-    if bias.ndim == 0 and float(bias) == 0: return M.pow_(power)
-    if power.ndim == 0 and float(power) == .5:  # the default: (z + d)^1/2 - d^1/2 = z / (sqrt(z + d) + sqrt(d)),
-        return M.div_(torch.add(M, bias).sqrt_().add_(bias.sqrt()))  # as exact as log1p/expm1 and ~3x cheaper
-    return M.div_(bias).log1p_().mul_(power).expm1_().mul_(bias ** power)
+    # inference: the same formulas in place on M's buffer, a few items at a time so that a chunk's passes stay in cache
+    Mi, Si = M.view(-1, *M.shape[-2:]), S.reshape(-1, *S.shape[-2:])
+    step = max(1, _CHUNK // max(1, M.shape[-2] * M.shape[-1]))
+    tmp = torch.empty_like(Mi[:step]) if power.ndim == 0 and float(power) == .5 else None
+    for i in range(0, len(Mi), step):
+        _pcen_tail_(Mi[i:i + step], Si[i:i + step], gain, bias, power, eps, tmp)
+    return M
+
+_CHUNK = 1 << 18  # elements per chunk of the in-place passes (1 MB of float32)
+
+def _pcen_tail_(M, S, gain, bias, power, eps, tmp=None):
+    "PCEN from the smoother `M`, in place: `(S (eps + M)^-gain + bias)^power - bias^power` (librosa's formulas)"
+    M.add_(eps).log_().mul_(-gain).exp_().mul_(S)  # S * smooth
+    if power.ndim == 0 and float(power) == 0: M.log1p_()
+    elif bias.ndim == 0 and float(bias) == 0: M.pow_(power)
+    elif tmp is not None:  # power 0.5, the default: (z + d)^1/2 - d^1/2 = z / (sqrt(z + d) + sqrt(d)),
+        t = torch.add(M, bias, out=tmp[:len(M)]).sqrt_().add_(bias.sqrt())  # as exact as log1p/expm1, ~3x cheaper
+        M.div_(t)
+    else: M.div_(bias).log1p_().mul_(power).expm1_().mul_(bias ** power)
 
 def _inv_sigmoid(v): return math.log(v / (1 - v))
 
