@@ -72,7 +72,7 @@ def main():
     ap.add_argument('--scheme', default='burst_noise')
     ap.add_argument('--format', default='image')
     ap.add_argument('--threads', type=int, default=torch.get_num_threads())
-    ap.add_argument('--rows', type=int, default=2000, help='rows of the longer export (the clips reused, AVMNIST-style)')
+    ap.add_argument('--rows', type=int, default=60000, help="rows of the longer export (the clips reused, AVMNIST's 60,000)")
     a = ap.parse_args()
     if not FSDD.is_dir(): raise SystemExit(f"FSDD not found at {FSDD}")
     every = sorted(FSDD.glob('*.wav'))
