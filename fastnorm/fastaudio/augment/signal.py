@@ -133,55 +133,49 @@ class ChangeVolumeGPU(Transform):
         gains = torch.empty(shape, device=ai.device).uniform_(self.lower, self.upper)
         return ai * torch.where(F_.random_mask(shape, self.p, device=ai.device), gains, torch.ones_like(gains))
 
-class SignalCutout(RandTransform):
-    "Zero a run of U(0, `max_cut_pct`) of the signal at a random start (one draw per call)"
-    def __init__(self, p:float=0.5, max_cut_pct:float=0.15):
-        self.max_cut_pct = max_cut_pct
+class _OneDraw(RandTransform):
+    "Base of `SignalCutout` and `SignalLoss`: one fraction U(0, `max_<name>_pct`) drawn per call into `<name>_pct`"
+    def __init__(self, p:float, name:str, max_pct:float):
+        self._name = name
+        setattr(self, f'max_{name}_pct', max_pct)
         super().__init__(p=p)
 
     def before_call(self, b, split_idx):
         super().before_call(b, split_idx)
-        self.cut_pct = random.uniform(0, self.max_cut_pct)
+        setattr(self, f'{self._name}_pct', random.uniform(0, getattr(self, f'max_{self._name}_pct')))
 
+class SignalCutout(_OneDraw):
+    "Zero a run of U(0, `max_cut_pct`) of the signal at a random start (one draw per call)"
+    def __init__(self, p:float=0.5, max_cut_pct:float=0.15): super().__init__(p, 'cut', max_cut_pct)
     def encodes(self, ai:AudioTensor): return ai.cutout(self.cut_pct)
 
-class SignalCutoutGPU(Transform):
-    "Zero, with probability `p` per item, one run of U(`min_cut_pct`, `max_cut_pct`) of its samples (all channels)"
-    def __init__(self, p:float=0.5, min_cut_pct:float=0.0, max_cut_pct:float=0.15):
-        self.p, self.min_cut_pct, self.max_cut_pct = p, min_cut_pct, max_cut_pct
-        super().__init__()
-
-    @auto_batch(2)
-    def encodes(self, ai:AudioTensor):
-        n, _, s = ai.shape
-        mask = (F_.region_mask(n, s * self.min_cut_pct, s * self.max_cut_pct, s, device=ai.device)
-                & F_.random_mask([n, 1], self.p, device=ai.device))
-        return ai.masked_fill(mask.view(n, 1, s), 0.)
-
-class SignalLoss(RandTransform):
+class SignalLoss(_OneDraw):
     "Drop each sample time with probability U(0, `max_loss_pct`) (one draw per call)"
-    def __init__(self, p:float=0.5, max_loss_pct:float=0.15):
-        self.max_loss_pct = max_loss_pct
-        super().__init__(p=p)
-
-    def before_call(self, b, split_idx):
-        super().before_call(b, split_idx)
-        self.loss_pct = random.uniform(0, self.max_loss_pct)
-
+    def __init__(self, p:float=0.5, max_loss_pct:float=0.15): super().__init__(p, 'loss', max_loss_pct)
     def encodes(self, ai:AudioTensor): return ai.lose_signal(self.loss_pct)
 
-class SignalLossGPU(Transform):
-    "Zero, with probability `p` per item, a fraction U(`min_cut_pct`, `max_cut_pct`) of its samples, scattered"
+class _ZeroGPU(Transform):
+    "Base of `SignalCutoutGPU` and `SignalLossGPU`: with probability `p` per item, zero the samples `_mask` picks"
     def __init__(self, p:float=0.5, min_cut_pct:float=0.0, max_cut_pct:float=0.15):
         self.p, self.min_cut_pct, self.max_cut_pct = p, min_cut_pct, max_cut_pct
         super().__init__()
 
     @auto_batch(2)
     def encodes(self, ai:AudioTensor):
-        shape = [ai.size(0), 1, 1]
-        pcts = torch.empty(shape, device=ai.device).uniform_(self.min_cut_pct, self.max_cut_pct)
-        masks = F_.random_mask(ai.shape, pcts, device=ai.device) & F_.random_mask(shape, self.p, device=ai.device)
-        return ai.masked_fill(masks, 0.)
+        mask = self._mask(ai)  # drawn before the items' coin flips, as fastaudio draws them
+        return ai.masked_fill(mask & F_.random_mask([ai.size(0), 1, 1], self.p, device=ai.device), 0.)
+
+class SignalCutoutGPU(_ZeroGPU):
+    "Zero, with probability `p` per item, one run of U(`min_cut_pct`, `max_cut_pct`) of its samples (all channels)"
+    def _mask(self, ai):
+        n, _, s = ai.shape
+        return F_.region_mask(n, s * self.min_cut_pct, s * self.max_cut_pct, s, device=ai.device).view(n, 1, s)
+
+class SignalLossGPU(_ZeroGPU):
+    "Zero, with probability `p` per item, a fraction U(`min_cut_pct`, `max_cut_pct`) of its samples, scattered"
+    def _mask(self, ai):
+        pcts = torch.empty([ai.size(0), 1, 1], device=ai.device).uniform_(self.min_cut_pct, self.max_cut_pct)
+        return F_.random_mask(ai.shape, pcts, device=ai.device)
 
 class DownmixMono(Transform):
     "Average the channels into one (items `[C,N]` and batches `[B,C,N]`)"
