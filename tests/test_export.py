@@ -98,15 +98,15 @@ def test_two_batches_at_a_time_give_the_same_bytes(tiny_fsdd, tiny_esc50, tmp_pa
 def test_resume_gives_the_same_bytes(tiny_fsdd, tmp_path, monkeypatch):
     kw = dict(data=tiny_fsdd, split='all', scheme='extreme_noise', bs=8)
     full = run(tmp_path, 'full', **kw)
-    calls = {'n': 0}
-    real = fe.scheme_image
-    def flaky(*a, **k):
-        calls['n'] += 1
-        if calls['n'] == 4: raise KeyboardInterrupt  # while the 4th batch is computed, after 3 were written
-        return real(*a, **k)
-    monkeypatch.setattr(fe, 'scheme_image', flaky)
+    real = fe._batch_seed
+    def flaky(seed, row):
+        # while the 4th batch (rows 24-31) is computed, after 3 were written; with two batches computed at a time the
+        # 5th may be computed too, but it is not written
+        if row == 24: raise KeyboardInterrupt
+        return real(seed, row)
+    monkeypatch.setattr(fe, '_batch_seed', flaky)
     with pytest.raises(KeyboardInterrupt): run(tmp_path, 'cut', **kw)
-    monkeypatch.setattr(fe, 'scheme_image', real)
+    monkeypatch.setattr(fe, '_batch_seed', real)
     part = tmp_path/'cut.partial'
     assert not (tmp_path/'cut').exists() and part.is_dir()
     done = len(list((part/'manifest').glob('*.json')))
