@@ -59,6 +59,7 @@ def test_each_module_imports_alone():
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
 
+@pytest.mark.slow
 def test_star_import_hides_no_fastai_name():
     "`from fastai.vision.all import *` then `from fastnorm.all import *`: every fastai name still means fastai's object"
     code = ("from fastai.vision.all import *\nbefore = dict(globals())\nfrom fastnorm.all import *\n"
