@@ -93,21 +93,27 @@ class NoiseClips:
         if skipped: warnings.warn(f"NoiseClips: skipped {len(skipped)} of {len(files)} noise files, e.g. {skipped[0]}")
         self.files, self.skipped = kept, skipped
         self.lengths = torch.tensor([len(c) for c in clips])
-        self.clips = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)  # `[K, longest]`, zero-padded
+        # `[K, longest + padding]`, zero-padded: `take` grows the padding to the batch length it is asked for
+        self.clips = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
         self._on = {}
 
     def __len__(self): return len(self.files)
     def __repr__(self):
         return (f"NoiseClips({str(self.path)!r}, sr={self.sr}, split={self.split!r}: {len(self)} clips, "
                 f"{float(self.lengths.sum()) / self.sr:.1f} s)")
-    def __getstate__(self): return {**self.__dict__, '_on': {}}
+    def __getstate__(self):  # without the device copies, and without the padding `take` added
+        return {**self.__dict__, '_on': {}, 'clips': self.clips[:, :int(self.lengths.max())].clone()}
 
     def _to(self, device, n:int=0):
-        "The clips on `device`, zero-padded by at least `n` samples (kept, and regrown by doubling, per device)"
-        have = self._on.get(device)
-        if have is None or have.shape[1] < self.clips.shape[1] + n:
-            extra = max(n, 2 * (have.shape[1] - self.clips.shape[1]) if have is not None else 0)
-            self._on[device] = torch.nn.functional.pad(self.clips, (0, extra)).to(device)
+        """The clips on `device` with at least `n` samples of zeros after the longest: the padding grows (doubling) in
+        `clips` itself, so their own device holds one copy; other devices get one cached copy each"""
+        longest = int(self.lengths.max())
+        if self.clips.shape[1] < longest + n:
+            extra = max(n, 2 * (self.clips.shape[1] - longest))
+            self.clips, self._on = torch.nn.functional.pad(self.clips[:, :longest], (0, extra)), {}
+        device = torch.device(device)
+        if device == self.clips.device: return self.clips
+        if device not in self._on: self._on[device] = self.clips.to(device)
         return self._on[device]
 
     def take(self, idx:torch.Tensor, # `[B]` clip of each item (indices into `files`)

@@ -47,6 +47,7 @@ def ema_filter(x:torch.Tensor, # `[..., F, T]` non-negative input (e.g. a power 
     if ((s < 0) | (s > 1)).any():
         raise ValueError(f"`s` must lie in [0, 1] ({s.detach().flatten()[:4].tolist()}... given)")
     T = x.shape[-1]
+    if T == 0 or x.numel() == 0: return x.clone()  # nothing to smooth
     nb = 1 if s.ndim == 0 else x.shape[-2]  # bands with their own coefficient
     x3 = x.reshape(-1, nb, T).transpose(0, 1)  # `[nb, N, T]`, a view: one batched matmul per block serves every band
     s3 = s.reshape(-1, 1, 1)
@@ -104,6 +105,7 @@ def pcen(S:torch.Tensor, # `[..., F, T]` power (or magnitude) mel spectrogram, n
         if bias.ndim == 0 and float(bias) == 0: return torch.exp(power * (torch.log(S) + torch.log(smooth)))
         return bias ** power * torch.expm1(power * torch.log1p(S * smooth / bias))
     # inference: the same formulas in place on M's buffer, a few items at a time so that a chunk's passes stay in cache
+    if M.numel() == 0: return M
     Mi, Si = M.view(-1, *M.shape[-2:]), S.reshape(-1, *S.shape[-2:])
     step = max(1, _CHUNK // max(1, M.shape[-2] * M.shape[-1]))
     tmp = torch.empty_like(Mi[:step]) if power.ndim == 0 and float(power) == .5 else None

@@ -122,3 +122,16 @@ def test_distortion_without_rescale_is_tanh():
     xt = x.as_subclass(torch.Tensor)
     assert torch.allclose(y, torch.tanh(2 * xt / xt.abs().amax((1, 2), keepdim=True)), atol=1e-6)
     assert torch.allclose(y.abs().amax((1, 2)), torch.full((2,), math.tanh(2.)))
+
+def test_take_pads_the_clips_once_and_pickles_without_the_padding(plain_noise):
+    "`take` grows zero padding in `clips` itself (no second copy on their device); a pickle holds the clips as loaded"
+    import pickle
+    nc = NoiseClips(plain_noise, sr=SR)
+    loaded = nc.clips.clone()
+    out = nc.take(torch.tensor([0, 1]), torch.tensor([500, 800]), torch.tensor([.2, .7]), 20000)
+    assert out.shape == (2, 20000) and nc.clips.shape[1] >= loaded.shape[1] + 20000
+    assert torch.equal(nc.clips[:, :loaded.shape[1]], loaded) and not nc.clips[:, loaded.shape[1]:].any()
+    assert nc._to('cpu') is nc.clips and not nc._on  # the CPU copy is the clips themselves
+    back = pickle.loads(pickle.dumps(nc))
+    assert torch.equal(back.clips, loaded) and torch.equal(back.take(torch.tensor([0, 1]), torch.tensor([500, 800]),
+                                                                      torch.tensor([.2, .7]), 20000), out)

@@ -93,3 +93,9 @@ def test_pcen_transform_undoes_db_and_keeps_cfg():
     torch.testing.assert_close(out.as_subclass(torch.Tensor), pcen(10 * p, 16000, 256), rtol=1e-4, atol=1e-6)
     power = PCENTransform()(TensorSpec(p, cfg=cfg.replace(db=False)))
     torch.testing.assert_close(power.as_subclass(torch.Tensor), pcen(p, 16000, 256))
+
+def test_empty_inputs_give_empty_outputs():
+    "No frames (or no items): the shape comes back, no error"
+    for shape in [(2, 1, 8, 0), (0, 1, 8, 5)]:
+        x = torch.ones(shape)
+        assert ema_filter(x, .3).shape == shape and pcen(x).shape == shape
