@@ -121,17 +121,22 @@ class ChangeVolume(RandTransform):
 
     def encodes(self, ai:AudioTensor): return ai.apply_gain(self.gain)
 
-class ChangeVolumeGPU(Transform):
+class _PerItemGPU(Transform):
+    """Base of the batch versions: `_draw` each item's change, flip each item's coin with probability `p` (after the
+    draw, as fastaudio orders them), `_apply` the change where it came up"""
+    @auto_batch(2)
+    def encodes(self, ai:AudioTensor):
+        drawn = self._draw(ai)
+        return self._apply(ai, drawn, F_.random_mask([ai.size(0), 1, 1], self.p, device=ai.device))
+
+class ChangeVolumeGPU(_PerItemGPU):
     "Multiply each item, with probability `p`, by its own gain U(`lower`, `upper`)"
     def __init__(self, p:float=0.5, lower:float=0.5, upper:float=1.5):
         self.p, self.lower, self.upper = p, lower, upper
         super().__init__()
 
-    @auto_batch(2)
-    def encodes(self, ai:AudioTensor):
-        shape = [ai.size(0), 1, 1]
-        gains = torch.empty(shape, device=ai.device).uniform_(self.lower, self.upper)
-        return ai * torch.where(F_.random_mask(shape, self.p, device=ai.device), gains, torch.ones_like(gains))
+    def _draw(self, ai): return torch.empty([ai.size(0), 1, 1], device=ai.device).uniform_(self.lower, self.upper)
+    def _apply(self, ai, gains, on): return ai * torch.where(on, gains, torch.ones_like(gains))
 
 class _OneDraw(RandTransform):
     "Base of `SignalCutout` and `SignalLoss`: one fraction U(0, `max_<name>_pct`) drawn per call into `<name>_pct`"
@@ -154,26 +159,23 @@ class SignalLoss(_OneDraw):
     def __init__(self, p:float=0.5, max_loss_pct:float=0.15): super().__init__(p, 'loss', max_loss_pct)
     def encodes(self, ai:AudioTensor): return ai.lose_signal(self.loss_pct)
 
-class _ZeroGPU(Transform):
-    "Base of `SignalCutoutGPU` and `SignalLossGPU`: with probability `p` per item, zero the samples `_mask` picks"
+class _ZeroGPU(_PerItemGPU):
+    "Base of `SignalCutoutGPU` and `SignalLossGPU`: with probability `p` per item, zero the samples `_draw` picks"
     def __init__(self, p:float=0.5, min_cut_pct:float=0.0, max_cut_pct:float=0.15):
         self.p, self.min_cut_pct, self.max_cut_pct = p, min_cut_pct, max_cut_pct
         super().__init__()
 
-    @auto_batch(2)
-    def encodes(self, ai:AudioTensor):
-        mask = self._mask(ai)  # drawn before the items' coin flips, as fastaudio draws them
-        return ai.masked_fill(mask & F_.random_mask([ai.size(0), 1, 1], self.p, device=ai.device), 0.)
+    def _apply(self, ai, mask, on): return ai.masked_fill(mask & on, 0.)
 
 class SignalCutoutGPU(_ZeroGPU):
     "Zero, with probability `p` per item, one run of U(`min_cut_pct`, `max_cut_pct`) of its samples (all channels)"
-    def _mask(self, ai):
+    def _draw(self, ai):
         n, _, s = ai.shape
         return F_.region_mask(n, s * self.min_cut_pct, s * self.max_cut_pct, s, device=ai.device).view(n, 1, s)
 
 class SignalLossGPU(_ZeroGPU):
     "Zero, with probability `p` per item, a fraction U(`min_cut_pct`, `max_cut_pct`) of its samples, scattered"
-    def _mask(self, ai):
+    def _draw(self, ai):
         pcts = torch.empty([ai.size(0), 1, 1], device=ai.device).uniform_(self.min_cut_pct, self.max_cut_pct)
         return F_.random_mask(ai.shape, pcts, device=ai.device)
 
