@@ -21,19 +21,24 @@ class AudioLoadError(ValueError):
 
 def _read_pcm16_wav(path:Path):
     """`([samples, channels] float32, rate)` of a plain 16-bit PCM WAV straight from its bytes, with soundfile's numbers
-    (x / 32768) and without its per-file setup (~10x faster on short clips such as FSDD's); None for any other file"""
-    b = path.read_bytes()
-    if len(b) < 12 or b[:4] != b'RIFF' or b[8:12] != b'WAVE': return None
-    pos, fmt = 12, None
-    while pos + 8 <= len(b):
-        cid, size, body = b[pos:pos + 4], int.from_bytes(b[pos + 4:pos + 8], 'little'), pos + 8
-        if cid == b'fmt ' and size >= 16: fmt = struct.unpack_from('<HHIIHH', b, body)  # tag, channels, rate, .., bits
-        elif cid == b'data':
-            if fmt is None or fmt[0] != 1 or fmt[5] != 16 or fmt[1] < 1 or body + size > len(b) or size % (2 * fmt[1]):
-                return None  # not PCM16, or a truncated or odd data chunk: soundfile decides
-            pcm = np.frombuffer(b, '<i2', count=size // 2, offset=body).reshape(-1, fmt[1])
-            return pcm.astype(np.float32) / np.float32(32768), fmt[2]
-        pos = body + size + (size & 1)  # chunks are padded to an even size
+    (x / 32768) and without its per-file setup (~4x faster on short clips such as FSDD's); None for any other file,
+    known from its header, before its samples are read (soundfile then reads it once)"""
+    with open(path, 'rb') as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b'RIFF' or head[8:12] != b'WAVE': return None
+        fmt = None
+        while len(chunk := f.read(8)) == 8:
+            cid, size = chunk[:4], int.from_bytes(chunk[4:], 'little')
+            if cid == b'fmt ' and size >= 16:
+                fmt = struct.unpack('<HHIIHH', f.read(16))  # tag, channels, rate, bytes/s, block align, bits
+                f.seek(size - 16 + (size & 1), 1)
+            elif cid == b'data':
+                if fmt is None or fmt[0] != 1 or fmt[5] != 16 or fmt[1] < 1 or size % (2 * fmt[1]): return None
+                data = f.read(size)
+                if len(data) < size: return None  # truncated: soundfile decides what is readable
+                pcm = np.frombuffer(data, '<i2').reshape(-1, fmt[1])
+                return pcm.astype(np.float32) / np.float32(32768), fmt[2]
+            else: f.seek(size + (size & 1), 1)  # chunks are padded to an even size
     return None
 
 def load_audio(path, # WAV, FLAC, OGG or AIFF file
