@@ -266,10 +266,11 @@ def export_dataset(out, # folder to write (data.npy, labels.npy, export.json, ma
     def compute(k):
         s, sc = todo[k], scs[k % workers]  # batch k + workers starts only after batch k is written
         xs = [load(p) for p in paths[s:min(s + bs, n)]]
-        sc.reseed(_batch_seed(seed, s))
+        bseed = _batch_seed(seed, s)
+        sc.reseed(bseed)
         clips = torch.as_tensor(perm[np.arange(s, s + len(xs)) % len(perm)], device=dev) if perm is not None else None
         with torch.no_grad(): rows = _batch(xs, rate, dev, lambda x, c: render(sc, x, c), clips)
-        return rows.cpu().numpy(), clips
+        return rows.cpu().numpy(), clips, bseed
 
     threads = torch.get_num_threads()
     if workers > 1: torch.set_num_threads(1)
@@ -277,7 +278,7 @@ def export_dataset(out, # folder to write (data.npy, labels.npy, export.json, ma
         with ThreadPoolExecutor(workers) as pool:
             running = [pool.submit(compute, k) for k in range(min(workers, len(todo)))]
             for k in (progress_bar(range(len(todo))) if progress else range(len(todo))):
-                rows, clips = running[k].result()
+                rows, clips, bseed = running[k].result()
                 if k + workers < len(todo): running.append(pool.submit(compute, k + workers))
                 s = todo[k]
                 e = min(s + bs, n)
@@ -286,7 +287,7 @@ def export_dataset(out, # folder to write (data.npy, labels.npy, export.json, ma
                 noises = f'{color} noise' if uses_noise else None
                 if clips is not None: noises = [nc.files[i] for i in clips.tolist()]
                 man = dict(rows=[s, e], files=paths[s:e], labels=ys[s:e].tolist(), noise=noises, scheme=scheme,
-                           scheme_params=SCHEMES[scheme], seed=int(seed), batch_seed=_batch_seed(seed, s),
+                           scheme_params=SCHEMES[scheme], seed=int(seed), batch_seed=bseed,
                            settings=settings, device=str(dev), fastnorm=__version__)
                 with atomic_path(mname(s, e)) as p: p.write_text(json.dumps(man))
                 running[k] = None  # let the rows go
