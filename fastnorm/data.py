@@ -11,8 +11,8 @@ from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
 from .synth import ESC50_COLUMNS
 
 __all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'read_esc50_csv', 'CrossValidationSplitter', 'spec_config', 'audio_dblock',
-           'check_batch_size',
-           'esc50_dblock', 'esc50_dls', 'esc50', 'fsdd_items', 'FSDDSplitter', 'fsdd_dls', 'folder_items', 'folder_dls']
+           'check_batch_size', 'esc50_dblock', 'esc50_dls', 'esc50', 'fsdd_items', 'FSDDSplitter', 'fsdd_dls',
+           'folder_items', 'folder_dls']
 
 def read_esc50_csv(path)->pd.DataFrame:
     "Read `path/meta/esc50.csv` of a folder in ESC-50's layout, checking its columns and files; adds a `path` column"
