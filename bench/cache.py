@@ -14,7 +14,8 @@ import torch
 from fastcore.script import call_parse
 from fastnorm import __version__
 from fastnorm.synth import synth_esc50
-from fastnorm.data import esc50_dls, read_esc50_csv, spec_config
+from fastnorm.data import esc50_dls, read_esc50_csv
+from fastnorm.spec import spec_config
 from fastnorm.cache import SpecCache
 from fastnorm.utils import fastnorm_home
 

@@ -26,8 +26,8 @@ import librosa
 import fastnorm
 from fastnorm.synth import synth_esc50
 from fastnorm.noise import noise_files
-from fastnorm.schemes import SCHEMES
-from fastnorm.export import export_dataset
+from fastnorm.avmnist.schemes import SCHEMES
+from fastnorm.avmnist.export import export_dataset
 
 FSDD = Path(__file__).resolve().parents[1].parent/'shared'/'data'/'fsdd'/'recordings'
 

@@ -10,7 +10,7 @@ import torch
 from fastai.torch_core import set_seed
 from fastnorm.synth import synth_esc50
 from fastnorm.data import esc50_dls
-from fastnorm.compare import PRESETS, make_learner
+from fastnorm.study.compare import PRESETS, make_learner
 from fastnorm.norm import add_spec_norm
 
 def epoch_seconds(path, preset, epochs):

@@ -1,4 +1,5 @@
-"`from fastnorm.all import *` gives every user-facing name"
+"""`from fastnorm.all import *` gives the library's user-facing names. The applications are reached as packages:
+`fastnorm.study` (the normalization comparison) and `fastnorm.avmnist` (the AVMNIST export)."""
 from . import __version__  # noqa: F401 (fastnorm.all.__version__)
 from .dsp import *
 from .audio import *
@@ -11,15 +12,9 @@ from .dlstats import *
 from .norm import *
 from .augment import *
 from .show import *
-from .report import *
-from .compare import *
 from .invert import *
 from .waveaug import *
 from .batchrand import *
 from .noise import *
-from .render import *
-from .schemes import *
-from .export import *
 from .pcen import *
 from .freqnorm import *
-from .shift import *

@@ -31,7 +31,7 @@ def compare(
     torchrun too. Normalizations: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle.
     Shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ.
     [preset]: the --preset's value unless given."""
-    from .compare import CompareConfig, PRESETS, run_comparison
+    from .study import CompareConfig, PRESETS, run_comparison
     if preset not in PRESETS:
         raise SystemExit(f"fastnorm compare: unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
     p = dict(PRESETS[preset])
@@ -85,7 +85,7 @@ def export(
     no_progress:store_true=False, # no progress bar
 ):
     "Export a dataset through an AVMNIST degradation scheme as .npy (the embedded dataset, coloured noise by default)"
-    from .export import export_dataset
+    from .avmnist import export_dataset
     if out is None: raise SystemExit("fastnorm export: error: --out DIR is required")
     try:
         path = export_dataset(out, data=data, labels=labels, scheme=scheme, noise=noise, split=split, size=size,

@@ -6,13 +6,42 @@ import pandas as pd, soundfile as sf
 from fastai.data.block import DataBlock, CategoryBlock
 from fastai.data.transforms import ColReader, RandomSplitter, ColSplitter, IndexSplitter, mask2idxs
 from .audio import AudioBlock, AudioNormalize, AUDIO_EXTS
-from .spec import SpecConfig, MelSpec
+from .spec import MelSpec, spec_config
 from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
-from .synth import ESC50_COLUMNS
 
-__all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'read_esc50_csv', 'CrossValidationSplitter', 'spec_config', 'audio_dblock',
-           'check_batch_size', 'esc50_dblock', 'esc50_dls', 'esc50', 'fsdd_items', 'FSDDSplitter', 'fsdd_dls',
-           'folder_items', 'folder_dls']
+__all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'LAYOUTS', 'FSDD_TEST_TAKES', 'detect_layout', 'read_esc50_csv',
+           'CrossValidationSplitter', 'audio_dblock', 'check_batch_size', 'esc50_dblock', 'esc50_dls', 'esc50',
+           'fsdd_items', 'FSDDSplitter', 'fsdd_dls', 'folder_items', 'folder_dls']
+
+ESC50_COLUMNS = ['filename', 'fold', 'target', 'category', 'esc10', 'src_file', 'take']
+FSDD_RE = re.compile(r'^(\d)_([A-Za-z]+)_(\d+)\.wav$')
+FSDD_TEST_TAKES = range(5)  # AVMNIST's split of FSDD: takes 0-4 are the test (validation) set
+LAYOUTS = {
+    'esc50': "ESC-50's: meta/esc50.csv and the clips in audio/",
+    'fsdd': "FSDD's: {digit}_{speaker}_{take}.wav files, in the folder or in its recordings/",
+    'folders': "class folders: <label>/*.wav, or train/<label>/ and valid/<label>/",
+}
+
+def _has_fsdd(p:Path)->bool: return p.is_dir() and any(FSDD_RE.match(f.name) for f in p.glob('*.wav'))
+
+def detect_layout(path, # a dataset folder
+                  allowed=tuple(LAYOUTS), # the layouts the caller can read, in the order they are tried
+                  what:str='dataset folder', # how an error names `path` (e.g. '--data')
+                 )->tuple:
+    """(layout, root): which of `LAYOUTS` the folder `path` is in, and the folder holding its items (FSDD's may be
+    `path/recordings`). The one place fastnorm tells a dataset's layout; an unknown one is an error that lists
+    `allowed`"""
+    path = Path(path)
+    if not path.is_dir(): raise FileNotFoundError(f"{what} {path}: no such folder")
+    found = None
+    if (path/'meta'/'esc50.csv').is_file(): found = 'esc50', path
+    elif _has_fsdd(path): found = 'fsdd', path
+    elif _has_fsdd(path/'recordings'): found = 'fsdd', path/'recordings'
+    elif 'folders' in allowed and any(f.suffix.lower() in AUDIO_EXTS for f in path.rglob('*')): found = 'folders', path
+    if found is None or found[0] not in allowed:
+        expected = ' or '.join(LAYOUTS[k] for k in allowed)
+        raise ValueError(f"{what} {path} is not in a layout fastnorm reads here: expected {expected}")
+    return found
 
 def read_esc50_csv(path)->pd.DataFrame:
     "Read `path/meta/esc50.csv` of a folder in ESC-50's layout, checking its columns and files; adds a `path` column"
@@ -42,14 +71,6 @@ def CrossValidationSplitter(fold:int=1, # the validation fold
             raise ValueError(f"fold {fold!r} does not exist: the data has folds {folds} in column {col!r}")
         return ColSplitter(col, on=fold)(df)
     return _inner
-
-def spec_config(spec='quick', sr:int|None=None)->SpecConfig:
-    "A `SpecConfig` from a preset name, a `SpecConfig` or a `MelSpec`; `sr` overrides its sample rate"
-    if isinstance(spec, MelSpec): cfg = spec.cfg
-    elif isinstance(spec, SpecConfig): cfg = spec
-    elif isinstance(spec, str): cfg = SpecConfig.from_preset(spec)
-    else: raise TypeError(f"`spec` must be a preset name, a SpecConfig or a MelSpec ({type(spec).__name__} given)")
-    return cfg if sr is None or sr == cfg.sr else cfg.replace(sr=sr)
 
 def audio_dblock(splitter, # a fastai splitter over the items (rows of a DataFrame with `path` and `label`)
                  cfg:SpecConfig, # spectrogram settings (its `sr` is the rate every clip is resampled to)
@@ -154,8 +175,6 @@ def esc50(path=None, # a local copy of ESC-50 (the folder holding audio/ and met
                            "or the embedded dataset: synth_esc50() / `--data synth`.") from e
     finally: socket.setdefaulttimeout(old)
 
-FSDD_RE = re.compile(r'^(\d)_([A-Za-z]+)_(\d+)\.wav$')
-
 def fsdd_items(path)->pd.DataFrame:
     "FSDD recordings `{digit}_{speaker}_{take}.wav` in `path` as a DataFrame: path, label (digit), speaker, take"
     path = Path(path)
@@ -170,7 +189,7 @@ def fsdd_items(path)->pd.DataFrame:
     return df
 
 def FSDDSplitter(by:str='take', # 'take': takes `test_takes` are validation (like AVMNIST); 'speaker': `test_speaker` is
-                 test_takes=range(5), test_speaker:str|None=None):
+                 test_takes=FSDD_TEST_TAKES, test_speaker:str|None=None):
     "Split FSDD items by take (takes 0-4 as test, like AVMNIST) or by speaker (one held-out speaker)"
     if by not in ('take', 'speaker'): raise ValueError(f"`by` must be 'take' or 'speaker' ({by!r} given)")
     def _inner(df):

@@ -7,13 +7,11 @@ from pathlib import Path
 import numpy as np, torch
 from fastprogress.fastprogress import progress_bar
 from .audio import AUDIO_EXTS, load_audio
-from .data import read_esc50_csv
+from .data import read_esc50_csv, detect_layout
 
 __all__ = ['NOISE_SPLITS', 'noise_files', 'NoiseClips']
 
 NOISE_SPLITS = ('train', 'test', 'all')
-
-def _is_esc50(path:Path)->bool: return (path/'meta'/'esc50.csv').is_file()
 
 def noise_files(path, # a folder of audio files (searched recursively), or one in ESC-50's layout
                 split:str='all', # 'train', 'test' or 'all' (every clip)
@@ -28,7 +26,9 @@ def noise_files(path, # a folder of audio files (searched recursively), or one i
     if split not in NOISE_SPLITS: raise ValueError(f"`split` must be one of {NOISE_SPLITS} ({split!r} given)")
     if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
         raise ValueError(f"`per_class` must be a positive integer or None ({per_class!r} given)")
-    if _is_esc50(path):
+    try: layout = detect_layout(path, what='noise folder')[0]
+    except ValueError: layout = None  # no audio at all: said below
+    if layout == 'esc50':
         df = read_esc50_csv(path)
         folds = sorted(df['fold'].unique().tolist())
         bad = [f for f in test_folds if f not in folds]

@@ -8,7 +8,7 @@ from fastai.data.transforms import DisplayedTransform
 from .audio import AudioTensor, KeepMeta
 from .dsp import hz_to_mel, mel_to_hz, mel_filterbank, spectrogram, power_to_db
 
-__all__ = ['SpecConfig', 'SPEC_PRESETS', 'TensorSpec', 'MelSpec', 'mel_frequencies']
+__all__ = ['SpecConfig', 'SPEC_PRESETS', 'TensorSpec', 'MelSpec', 'mel_frequencies', 'spec_config']
 
 @dataclass(frozen=True)
 class SpecConfig:
@@ -148,3 +148,13 @@ class MelSpec(DisplayedTransform):
         s = spectrogram(xt, c.n_fft, c.hop_length, c.win_length, c.power, c.center, mel_fb=self.mel_fb(xt.device))
         if c.db: s = power_to_db(s, c.power, top_db=c.top_db)
         return TensorSpec(s, cfg=c)
+
+def spec_config(spec='quick', # a preset name (see `SPEC_PRESETS`), a `SpecConfig` or a `MelSpec`
+                sr:int|None=None, # overrides the config's sample rate
+               )->SpecConfig:
+    "A `SpecConfig` from a preset name, a `SpecConfig` or a `MelSpec`"
+    if isinstance(spec, MelSpec): cfg = spec.cfg
+    elif isinstance(spec, SpecConfig): cfg = spec
+    elif isinstance(spec, str): cfg = SpecConfig.from_preset(spec)
+    else: raise TypeError(f"`spec` must be a preset name, a SpecConfig or a MelSpec ({type(spec).__name__} given)")
+    return cfg if sr is None or sr == cfg.sr else cfg.replace(sr=sr)

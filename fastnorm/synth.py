@@ -4,10 +4,9 @@ import json
 from pathlib import Path
 import numpy as np, pandas as pd, soundfile as sf
 from .utils import fastnorm_home, atomic_dir
+from .data import ESC50_COLUMNS
 
 __all__ = ['SYNTH_CLASSES', 'synth_esc50']
-
-ESC50_COLUMNS = ['filename', 'fold', 'target', 'category', 'esc10', 'src_file', 'take']
 
 def _t(n, sr): return np.arange(n) / sr
 

@@ -2,7 +2,8 @@ import json
 from pathlib import Path
 import numpy as np, torch, pytest
 from fastnorm.cache import SpecCache
-from fastnorm.data import esc50_dls, read_esc50_csv, spec_config
+from fastnorm.data import esc50_dls, read_esc50_csv
+from fastnorm.spec import spec_config
 from fastnorm.spec import TensorSpec
 
 def test_cache_gives_the_same_batches_as_on_the_fly(tiny_esc50):

@@ -1,6 +1,6 @@
 "The `fastnorm` command's dispatch, `synth` and `compare`'s options, run in this process"
 import sys, pytest
-import fastnorm.compare as fc
+import fastnorm.study as fc
 from fastnorm.cli import main
 from fastnorm.synth import synth_esc50
 

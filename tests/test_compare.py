@@ -1,6 +1,6 @@
 import subprocess, sys, pandas as pd, pytest
-import fastnorm.compare as fc
-from fastnorm.compare import CompareConfig, run_comparison
+import fastnorm.study.compare as fc
+from fastnorm.study.compare import CompareConfig, run_comparison
 
 def tiny_cfg(path, **kw):
     return CompareConfig(**{**dict(data=str(path), norms=('none', 'global', 'channel'), runs=1, epochs=1, bs=8), **kw})

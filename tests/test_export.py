@@ -1,7 +1,7 @@
 import json, subprocess, sys
 import numpy as np, pandas as pd, pytest, soundfile as sf, torch
-import fastnorm.export as fe
-from fastnorm.export import export_dataset, dataset_items, follow_labels, parse_size
+import fastnorm.avmnist.export as fe
+from fastnorm.avmnist.export import export_dataset, dataset_items, follow_labels, parse_size
 from conftest import needs, FSDD
 
 SR = 8000

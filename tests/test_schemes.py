@@ -2,8 +2,8 @@ import math
 import numpy as np, pytest, torch
 from fastnorm.audio import AudioTensor
 from fastnorm.spec import SpecConfig, TensorSpec
-from fastnorm.schemes import SCHEMES, Scheme, KeepBands, scheme_image, show_schemes
-from fastnorm.render import specgram_db, resize_weights, resize_frames, db_to_image, frame_counts
+from fastnorm.avmnist.schemes import SCHEMES, Scheme, KeepBands, scheme_image, show_schemes
+from fastnorm.avmnist.render import specgram_db, resize_weights, resize_frames, db_to_image, frame_counts
 
 SR = 8000
 

@@ -1,5 +1,5 @@
 import math, pytest, torch
-from fastnorm.shift import parse_shift, parse_shifts, Shift
+from fastnorm.study.shift import parse_shift, parse_shifts, Shift
 
 SR = 16000
 

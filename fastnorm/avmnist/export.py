@@ -14,15 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastprogress.fastprogress import progress_bar
-from .audio import AudioTensor, load_audio
-from .spec import SpecConfig, TensorSpec, MelSpec
-from .data import read_esc50_csv, fsdd_items, folder_items, FSDD_RE
-from .synth import synth_esc50
-from .noise import NoiseClips, NOISE_SPLITS
+from ..audio import AudioTensor, load_audio
+from ..spec import SpecConfig, TensorSpec, MelSpec
+from ..data import read_esc50_csv, fsdd_items, folder_items, FSDD_RE
+from ..synth import synth_esc50
+from ..noise import NoiseClips, NOISE_SPLITS
 from .schemes import SCHEMES, Scheme, scheme_image
 from .render import frame_range, resize_frames, resize_rows
-from .utils import atomic_path
-from . import __version__
+from ..utils import atomic_path
+from .. import __version__
 
 __all__ = ['EXPORT_FORMATS', 'parse_size', 'dataset_items', 'follow_labels', 'export_dataset']
 

@@ -15,22 +15,23 @@ from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner.fit_one_cycle)
 from fastprogress.fastprogress import progress_bar
-from .data import (read_esc50_csv, esc50_dls, esc50, fsdd_items, fsdd_dls, spec_config, check_batch_size,
+from ..spec import spec_config
+from ..data import (read_esc50_csv, esc50_dls, esc50, fsdd_items, fsdd_dls, check_batch_size,
                    CrossValidationSplitter, FSDDSplitter)
-from .dlstats import compute_stats
-from .norm import add_spec_norm
-from .audio import load_audio, AudioTensor, AudioNormalize, AudioCropPad
-from .spec import MelSpec, TensorSpec
-from .cache import CachedSpec
-from .pcen import PCEN, PCENTransform
-from .freqnorm import FreqBatchNorm, FreqInstanceNorm, ConstantSpecNorm, FreqMixStyle
+from ..dlstats import compute_stats
+from ..norm import add_spec_norm
+from ..audio import load_audio, AudioTensor, AudioNormalize, AudioCropPad
+from ..spec import MelSpec, TensorSpec
+from ..cache import CachedSpec
+from ..pcen import PCEN, PCENTransform
+from ..freqnorm import FreqBatchNorm, FreqInstanceNorm, ConstantSpecNorm, FreqMixStyle
 from .shift import parse_shifts
-from .augment import SpecAugment, SPECAUGMENT_POLICIES
-from .synth import synth_esc50
+from ..augment import SpecAugment, SPECAUGMENT_POLICIES
+from ..synth import synth_esc50
 from .report import (summarize, summary_markdown, summarize_shifts, shift_markdown, plot_comparison, plot_curves,
                      save_figure)
-from .utils import atomic_path
-from . import __version__
+from ..utils import atomic_path
+from .. import __version__
 
 __all__ = ['Norm', 'NORMS', 'PCEN_SCALE', 'PRESETS', 'ARCHS', 'CompareConfig', 'resolve_data', 'make_dls',
            'make_learner', 'dist_info', 'run_comparison']

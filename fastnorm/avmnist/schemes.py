@@ -10,11 +10,11 @@ import math
 import numpy as np, torch
 from fastai.data.transforms import DisplayedTransform
 from fastai.torch_core import retain_type
-from .audio import AudioTensor
-from .spec import SpecConfig, TensorSpec, mel_frequencies
-from .augment import FreqMask, TimeMask, apply_masks
-from .noise import NoiseClips
-from .waveaug import AddNoise, Alias, Distortion
+from ..audio import AudioTensor
+from ..spec import SpecConfig, TensorSpec, mel_frequencies
+from ..augment import FreqMask, TimeMask, apply_masks
+from ..noise import NoiseClips
+from ..waveaug import AddNoise, Alias, Distortion
 from .render import specgram_db, frame_counts, frame_range, resize_frames, resize_rows, db_to_level, level_to_image
 
 __all__ = ['SCHEMES', 'KeepBands', 'Scheme', 'scheme_image', 'show_schemes']

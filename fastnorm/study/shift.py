@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 import torch
-from .audio import AudioTensor
-from .waveaug import AddNoise
-from . import dsp
+from ..audio import AudioTensor
+from ..waveaug import AddNoise
+from .. import dsp
 
 __all__ = ['SHIFT_KINDS', 'Shift', 'parse_shift', 'parse_shifts']
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import math
 import numpy as np, pandas as pd
 from scipy import stats as sps
-from .utils import atomic_path
+from ..utils import atomic_path
 
 __all__ = ['summarize', 'summary_markdown', 'summarize_shifts', 'shift_markdown', 'plot_comparison', 'plot_curves',
            'save_figure']
