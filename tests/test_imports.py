@@ -83,3 +83,16 @@ def test_no_private_name_imported_across_modules():
 def test_private_imports_finds_one(tmp_path):
     (tmp_path/'m.py').write_text("from .augment import span_mask, _check\nfrom . import __version__\n")
     assert private_imports(tmp_path/'m.py') == ['augment._check']
+
+@pytest.mark.slow
+def test_fastnorm_works_with_torchaudio_unimportable():
+    "torchaudio is optional (cross-checks only): with `import torchaudio` failing, fastnorm imports and makes features"
+    code = ("import sys\nsys.modules['torchaudio'] = None  # `import torchaudio` now raises ImportError\n"
+            "import torch\nfrom fastnorm.all import *\n"
+            "x = AudioTensor(torch.randn(2, 1, 16000), sr=16000)\n"
+            "s = MelSpec(cfg=SpecConfig.from_preset('quick'))(x)\n"
+            "r = StatsRecorder(red_dims=(0, 1, 3))\nr.update(s)\n"
+            "assert s.shape[:3] == (2, 1, 64) and r.mean.numel() == 64 and bool(torch.isfinite(r.std).all())\n"
+            "assert sys.modules['torchaudio'] is None\nprint('ok', tuple(s.shape))\n")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.startswith('ok (2, 1, 64,'), r.stdout[-3000:] + r.stderr[-2000:]
