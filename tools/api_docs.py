@@ -1,28 +1,33 @@
-"""fastnorm's API reference, generated: one markdown page per module that `fastnorm.all` star-imports, and on it a
-section for every name in that module's `__all__` with its signature, docstring and docments (the trailing comment of
-each parameter, read by `fastcore.docments`). The module list is read from `fastnorm/all.py`, so a module added there
-gets its page without any change here. Used by the docs build (tools/mkdocs_hooks.py) and by tests/test_docs.py."""
+"""fastnorm's API reference, generated: one markdown page per module that `fastnorm.all` star-imports, and one per
+application package (`fastnorm.study`, `fastnorm.avmnist`, which `fastnorm.all` leaves out); on each page a section for
+every name in that module's `__all__` with its signature, docstring and docments (the trailing comment of each
+parameter, read by `fastcore.docments`). The module list is read from `fastnorm/all.py`, so a module added there gets
+its page without any change here. Used by the docs build (tools/mkdocs_hooks.py) and by tests/test_docs.py."""
 import ast
 import importlib
 import inspect
 import pprint
 import re
 
-__all__ = ['ALL_MODULE', 'modules', 'exported_names', 'page_name', 'module_page', 'index_page', 'pages',
+__all__ = ['ALL_MODULE', 'APPS', 'modules', 'exported_names', 'page_name', 'module_page', 'index_page', 'pages',
            'documented_names']
 
 ALL_MODULE = 'fastnorm.all'
+APPS = ('fastnorm.study', 'fastnorm.avmnist')   # the applications: documented by what their package exports
 MAX_VALUE_LINES = 12               # a constant's value is shown up to this many lines
 
 
-def modules(all_module=ALL_MODULE):
-    "The modules that `all_module` star-imports, in the order it imports them (read from its source)"
+def modules(all_module=ALL_MODULE, apps=None):
+    """The modules that `all_module` star-imports, in the order it imports them (read from its source), then the
+    application packages `apps` (default: `APPS` for fastnorm's own `all`, none for another package)"""
     mod = importlib.import_module(all_module)
     names = []
     for node in ast.parse(inspect.getsource(mod)).body:
         if isinstance(node, ast.ImportFrom) and any(a.name == '*' for a in node.names):
             names.append(importlib.util.resolve_name('.' * node.level + (node.module or ''), mod.__package__))
-    return [importlib.import_module(n) for n in names]
+    if apps is None:
+        apps = APPS if all_module == ALL_MODULE else ()
+    return [importlib.import_module(n) for n in names + list(apps)]
 
 
 def exported_names(all_module=ALL_MODULE):
@@ -203,22 +208,32 @@ def module_page(mod, link=None):
     return '\n'.join(o for o in out if o)
 
 
-def index_page(mods):
-    "The API reference's first page: each module, what it is, and its names"
+def _index_rows(mods):
     rows = []
     for mod in mods:
         page = page_name(mod).split('/')[-1]
         summary = (inspect.getdoc(mod) or '').split('\n\n')[0].replace('\n', ' ')
         names = ', '.join(f'[`{n}`]({page}#{n})' for n in getattr(mod, '__all__', []))
         rows.append(f'| [{mod.__name__}]({page}) | {_cell(summary)} | {names} |')
-    return ('# API reference\n\nEvery name that `from fastnorm.all import *` gives, by the module that defines it. '
-            'The parameter descriptions are the comments beside each parameter in the source (fastai\'s docments).\n\n'
-            '| module | what | names |\n|---|---|---|\n' + '\n'.join(rows) + '\n')
+    return '| module | what | names |\n|---|---|---|\n' + '\n'.join(rows) + '\n'
 
 
-def pages(all_module=ALL_MODULE):
-    "{site path: markdown} for the API reference: `api/index.md` and one page per module"
-    mods = modules(all_module)
+def index_page(mods):
+    "The API reference's first page: each module, what it is, and its names; the application packages last"
+    lib = [m for m in mods if m.__name__ not in APPS]
+    apps = [m for m in mods if m.__name__ in APPS]
+    out = ('# API reference\n\nEvery name that `from fastnorm.all import *` gives, by the module that defines it. '
+           'The parameter descriptions are the comments beside each parameter in the source (fastai\'s docments).\n\n'
+           + _index_rows(lib))
+    if apps:
+        out += ('\n## Applications\n\nThe commands `fastnorm compare` and `fastnorm export`, as packages of their own '
+                '(`import fastnorm.study`); `fastnorm.all` does not export them.\n\n' + _index_rows(apps))
+    return out
+
+
+def pages(all_module=ALL_MODULE, apps=None):
+    "{site path: markdown} for the API reference: `api/index.md` and one page per module (see `modules`)"
+    mods = modules(all_module, apps)
     targets = {n: (page_name(m), n) for m in mods for n in getattr(m, '__all__', [])}
     link = _Linker(targets)
     out = {'api/index.md': index_page(mods)}
