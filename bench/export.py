@@ -27,7 +27,7 @@ import fastnorm
 from fastnorm.synth import synth_esc50
 from fastnorm.noise import noise_files
 from fastnorm.avmnist.schemes import SCHEMES
-from fastnorm.avmnist.export import export_dataset
+from fastnorm.avmnist import export_dataset
 
 FSDD = Path(__file__).resolve().parents[1].parent/'shared'/'data'/'fsdd'/'recordings'
 
@@ -72,7 +72,8 @@ def main():
     ap.add_argument('--scheme', default='burst_noise')
     ap.add_argument('--format', default='image')
     ap.add_argument('--threads', type=int, default=torch.get_num_threads())
-    ap.add_argument('--rows', type=int, default=60000, help="rows of the longer export (the clips reused, AVMNIST's 60,000)")
+    ap.add_argument('--rows', type=int, default=60000,
+                    help="rows of the longer export (the clips reused, AVMNIST's 60,000)")
     a = ap.parse_args()
     if not FSDD.is_dir(): raise SystemExit(f"FSDD not found at {FSDD}")
     every = sorted(FSDD.glob('*.wav'))

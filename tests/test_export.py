@@ -1,7 +1,9 @@
 import json, subprocess, sys
 import numpy as np, pandas as pd, pytest, soundfile as sf, torch
-import fastnorm.avmnist.export as fe
-from fastnorm.avmnist.export import export_dataset, dataset_items, follow_labels, parse_size
+from fastnorm.avmnist import export_dataset
+from fastnorm.avmnist.export import parse_size
+from fastnorm.avmnist.items import dataset_items, follow_labels
+from fastnorm.data import FSDD_TEST_TAKES
 from conftest import needs, FSDD
 
 SR = 8000
@@ -26,15 +28,21 @@ def run(tmp_path, name='out', **kw):
     kw.setdefault('device', 'cpu')
     return export_dataset(tmp_path/name, **kw)
 
-def test_dataset_items_layouts(tiny_fsdd, tiny_esc50):
-    items, classes, kind = dataset_items(tiny_fsdd, 'test')
-    assert kind == 'fsdd' and classes == [str(i) for i in range(10)] and len(items) == 4 * 2 * 5
-    assert all(int(p.split('/')[-1].split('_')[2][:-4]) < 5 for p in items['path'])  # takes 0-4: AVMNIST's test split
+def test_dataset_items_layouts(tiny_fsdd, tiny_esc50, tmp_path):
+    items, classes, layout = dataset_items(tiny_fsdd, 'test')
+    assert layout == 'fsdd' and classes == [str(i) for i in range(10)] and len(items) == 4 * 2 * 5
+    takes = {int(p.split('/')[-1].split('_')[2][:-4]) for p in items['path']}
+    assert takes == set(FSDD_TEST_TAKES) == {0, 1, 2, 3, 4}  # AVMNIST's test split
     assert (items['label'] == [int(p.split('/')[-1][0]) for p in items['path']]).all()
     assert len(dataset_items(tiny_fsdd.parent, 'train')[0]) == 4 * 2 * 2  # the folder holding recordings/ works too
-    items, classes, kind = dataset_items(tiny_esc50, 'train', test_fold=5)
-    assert kind == 'esc50' and len(items) == 32 and len(classes) == 4
+    items, classes, layout = dataset_items(tiny_esc50, 'train', test_fold=5)
+    assert layout == 'esc50' and len(items) == 32 and len(classes) == 4
     with pytest.raises(ValueError, match='test_fold 7'): dataset_items(tiny_esc50, 'test', test_fold=7)
+    with pytest.raises(ValueError, match='`split` must be one of'): dataset_items(tiny_esc50, 'valid')
+    with pytest.raises(FileNotFoundError, match='dataset folder .*: no such folder'): dataset_items(tmp_path/'none')
+    (tmp_path/'notes').mkdir()
+    (tmp_path/'notes'/'a.txt').write_text('no audio')
+    with pytest.raises(ValueError, match='not in a layout fastnorm reads here'): dataset_items(tmp_path/'notes')
 
 def test_follow_labels_cycles():
     items = pd.DataFrame(dict(path=['a0', 'a1', 'b0', 'c0', 'c1', 'c2'], label=[0, 0, 1, 2, 2, 2]))
@@ -95,30 +103,42 @@ def test_two_batches_at_a_time_give_the_same_bytes(tiny_fsdd, tiny_esc50, tmp_pa
     assert [json.loads(m.read_text())['noise'] for m in sorted((one/'manifest').glob('*.json'))] == \
         [json.loads(m.read_text())['noise'] for m in sorted((two/'manifest').glob('*.json'))]
 
-def test_resume_gives_the_same_bytes(tiny_fsdd, tmp_path, monkeypatch):
+def test_resume_gives_the_same_bytes(tiny_fsdd, tmp_path):
     kw = dict(data=tiny_fsdd, split='all', scheme='extreme_noise', bs=8)
-    full = run(tmp_path, 'full', **kw)
-    real = fe._batch_seed
-    def flaky(seed, row):
-        # while the 4th batch (rows 24-31) is computed, after 3 were written; with two batches computed at a time the
-        # 5th may be computed too, but it is not written
-        if row == 24: raise KeyboardInterrupt
-        return real(seed, row)
-    monkeypatch.setattr(fe, '_batch_seed', flaky)
-    with pytest.raises(KeyboardInterrupt): run(tmp_path, 'cut', **kw)
-    monkeypatch.setattr(fe, '_batch_seed', real)
+    written = []
+    full = run(tmp_path, 'full', on_batch=lambda first, end: written.append((first, end)), **kw)
+    assert written == [(s, s + 8) for s in range(0, 56, 8)]  # 56 rows, in order
+    def stop(first, end):
+        # after the 3rd batch is written; with two batches computed at a time the 4th may be computed too, unwritten
+        if end == 24: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt): run(tmp_path, 'cut', on_batch=stop, **kw)
     part = tmp_path/'cut.partial'
     assert not (tmp_path/'cut').exists() and part.is_dir()
-    done = len(list((part/'manifest').glob('*.json')))
-    assert done == 3
+    assert sorted(m.name for m in (part/'manifest').glob('*.json')) == [
+        f'rows-{s:08d}-{s + 7:08d}.json' for s in (0, 8, 16)]
     with pytest.raises(FileExistsError, match='continue it with --resume'): run(tmp_path, 'cut', **kw)
     with pytest.raises(ValueError, match='other settings.*scheme'):
         run(tmp_path, 'cut', resume=True, **{**kw, 'scheme': 'burst_noise'})
-    out = run(tmp_path, 'cut', resume=True, **kw)
+    written.clear()
+    out = run(tmp_path, 'cut', resume=True, on_batch=lambda first, end: written.append((first, end)), **kw)
+    assert written == [(s, s + 8) for s in range(24, 56, 8)]  # only the missing batches
     assert (out/'data.npy').read_bytes() == (full/'data.npy').read_bytes() and not part.exists()
     assert (out/'labels.npy').read_bytes() == (full/'labels.npy').read_bytes()
     assert run(tmp_path, 'cut', resume=True, **kw) == out  # complete: nothing to do
     with pytest.raises(FileExistsError, match='exists: use --resume'): run(tmp_path, 'cut', **kw)
+
+def test_resume_reads_the_layout_key_of_earlier_exports(tiny_fsdd, tmp_path):
+    "An export.json whose settings name the layout 'kind' (an earlier fastnorm) resumes as one naming it 'layout'"
+    kw = dict(data=tiny_fsdd, split='test', scheme='clean', bs=16, size='16x16')
+    def stop(first, end): raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt): run(tmp_path, 'old', on_batch=stop, **kw)
+    head_file = tmp_path/'old.partial'/'export.json'
+    head = json.loads(head_file.read_text())
+    assert head['settings']['layout'] == 'fsdd' and 'kind' not in head['settings']
+    head['settings'] = {('kind' if k == 'layout' else k): v for k, v in head['settings'].items()}
+    head_file.write_text(json.dumps(head))
+    out = run(tmp_path, 'old', resume=True, **kw)
+    assert (out/'data.npy').read_bytes() == (run(tmp_path, 'new', **kw)/'data.npy').read_bytes()
 
 def test_follow_a_labels_file(tiny_fsdd, tmp_path):
     np.save(tmp_path/'train_labels.npy', np.array([3, 0, 3, 3, 1, 3, 3], dtype=np.uint8))
@@ -136,8 +156,13 @@ def test_errors_before_any_work(tiny_fsdd, tmp_path):
     (junk/'a.wav').write_bytes(b'RIFF nonsense')
     cases = [(dict(labels=tmp_path/'labels.npy'), ValueError, r'asks for label 7 .*no items of it'),
              (dict(noise=junk, scheme='burst_noise'), ValueError, 'no readable, non-silent audio'),
-             (dict(scheme='loud'), ValueError, "Unknown scheme 'loud'"),
+             (dict(scheme='loud'), ValueError, r"`scheme` must be one of \(.*'burst_noise'.*\) \('loud' given\)"),
              (dict(format='png'), ValueError, '`format`'),
+             (dict(color='blue'), ValueError, '`color`'),
+             (dict(bs=0), ValueError, '`bs` must be an integer >= 1'),
+             (dict(sr=float('nan')), ValueError, '(?i)nan'),
+             (dict(sr=0), ValueError, '`sr` must be an integer >= 1'),
+             (dict(split='valid'), ValueError, '`split`'),
              (dict(size='big'), ValueError, 'HEIGHTxWIDTH'),
              (dict(labels=tmp_path/'none.npy'), FileNotFoundError, 'Labels file not found')]
     for kw, err, match in cases:
@@ -169,14 +194,16 @@ def cli(monkeypatch, *args):
     main()
 
 def test_cli_export(tiny_fsdd, tmp_path, monkeypatch, capsys):
-    cli(monkeypatch, '--out', tmp_path/'cli', '--data', tiny_fsdd, '--split', 'test', '--scheme', 'aliased', '--size', '28x28',
-        '--no-progress', '--device', 'cpu')
-    assert capsys.readouterr().out.strip() == str(tmp_path/'cli') and np.load(tmp_path/'cli'/'data.npy').shape == (40, 28, 28)
+    cli(monkeypatch, '--out', tmp_path/'cli', '--data', tiny_fsdd, '--split', 'test', '--scheme', 'aliased',
+        '--size', '28x28', '--no-progress', '--device', 'cpu')
+    assert capsys.readouterr().out.strip() == str(tmp_path/'cli')
+    assert np.load(tmp_path/'cli'/'data.npy').shape == (40, 28, 28)
     assert json.loads((tmp_path/'cli'/'export.json').read_text())['settings']['scheme'] == 'aliased'
     with pytest.raises(SystemExit, match='fastnorm export: error: .* exists: use --resume'):
         cli(monkeypatch, '--out', tmp_path/'cli', '--data', tiny_fsdd)
     with pytest.raises(SystemExit, match='--out DIR is required'): cli(monkeypatch, '--data', tiny_fsdd)
-    with pytest.raises(SystemExit, match="Unknown scheme 'x'"): cli(monkeypatch, '--out', tmp_path/'y', '--scheme', 'x')
+    with pytest.raises(SystemExit, match=r"`scheme` must be one of .*\('x' given\)"):
+        cli(monkeypatch, '--out', tmp_path/'y', '--scheme', 'x')
 
 @pytest.mark.slow
 def test_embedded_dataset_and_coloured_noise_by_default(tmp_path, monkeypatch, capsys):
@@ -204,8 +231,8 @@ def test_class_folders_resampled(tmp_path):
     for label in ('cat', 'dog'):
         (tmp_path/'pets'/label).mkdir(parents=True)
         for i in range(5): sf.write(tmp_path/'pets'/label/f'{i}.wav', 0.1 * rng.standard_normal(3000), SR)
-    items, classes, kind = dataset_items(tmp_path/'pets')
-    assert kind == 'folders' and classes == ['cat', 'dog'] and items['label'].tolist() == [0] * 5 + [1] * 5
+    items, classes, layout = dataset_items(tmp_path/'pets')
+    assert layout == 'folders' and classes == ['cat', 'dog'] and items['label'].tolist() == [0] * 5 + [1] * 5
     assert len(dataset_items(tmp_path/'pets', 'test')[0]) == 2 and len(dataset_items(tmp_path/'pets', 'train')[0]) == 8
     out = run(tmp_path, data=tmp_path/'pets', split='train', scheme='distorted', sr=4000, size='16x24')
     j = json.loads((out/'export.json').read_text())

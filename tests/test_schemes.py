@@ -29,7 +29,8 @@ def spec_batch(b=3, f=129, w=112, seed=0):
 
 def test_scheme_table():
     assert list(SCHEMES) == ['clean', 'extreme_noise', 'multi_band', 'burst_noise', 'aliased', 'distorted']
-    with pytest.raises(ValueError, match="Unknown scheme 'loud'.*burst_noise"): Scheme('loud', SR)
+    with pytest.raises(ValueError, match=r"`scheme` must be one of \(.*'burst_noise'.*\) \('loud' given\)"):
+        Scheme('loud', SR)
     with pytest.raises(ValueError, match='`color`'): Scheme('clean', SR, color='blue')
 
 @pytest.mark.parametrize('name,snr', [('extreme_noise', 0.), ('burst_noise', 3.)])

@@ -7,24 +7,28 @@ each row's source file, label and noise clip, with the scheme, the seeds and the
 `<out>.partial/`; a batch counts as done once its manifest is written (after its rows are flushed), and the folder
 takes its final name only when every batch is done, so a reader never sees half an export and `resume=True` redoes
 only the missing batches. Each batch draws from its own seed (from `seed` and its first row), so a resumed export is
-byte for byte the uninterrupted one (on the same device)."""
+byte for byte the uninterrupted one (on the same device).
+
+`export_dataset` reads top-down: check the arguments, resolve the rows and the noise, compare the settings with an
+export to resume, set up `<out>.partial/`, write the missing batches, rename."""
 from __future__ import annotations
 import hashlib, json, os, re, shutil, warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastprogress.fastprogress import progress_bar
 from ..audio import AudioTensor, load_audio
+from ..checks import check_choice, check_int
 from ..spec import SpecConfig, TensorSpec, MelSpec
-from ..data import read_esc50_csv, fsdd_items, folder_items, FSDD_RE
-from ..synth import synth_esc50
 from ..noise import NoiseClips, NOISE_SPLITS
-from .schemes import SCHEMES, Scheme, scheme_image
-from .render import frame_range, resize_frames, resize_rows
 from ..utils import atomic_path
 from .. import __version__
+from .items import dataset_items, follow_labels
+from .schemes import SCHEMES, NOISE_COLORS, Scheme, scheme_image
+from .render import frame_range, resize_frames, resize_rows
 
-__all__ = ['EXPORT_FORMATS', 'parse_size', 'dataset_items', 'follow_labels', 'export_dataset']
+__all__ = ['EXPORT_FORMATS', 'parse_size', 'export_dataset']
 
 EXPORT_FORMATS = ('image', 'db')
 N_FFT, HOP = 256, 128  # the recipe's NFFT and NFFT - noverlap (50% overlap)
@@ -34,75 +38,17 @@ PIXELS = ("round(255 * (max - dB) / (max - min)) per item, clipped to 0..255, wi
 
 def parse_size(size)->tuple:
     "(height, width) from 'HxW', an int (square) or a pair"
+    hw = None
     if isinstance(size, str):
         m = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', size)
         hw = (int(m[1]), int(m[2])) if m else None
-    elif isinstance(size, int) and not isinstance(size, bool): hw = (size, size)
-    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size): hw = tuple(size)
-    else: hw = None
+    elif isinstance(size, int) and not isinstance(size, bool):
+        hw = (size, size)
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        hw = tuple(size)
     if hw is None or min(hw) < 1:
         raise ValueError(f"`size` must be HEIGHTxWIDTH with positive integers, e.g. '112x112' ({size!r} given)")
     return hw
-
-def _is_fsdd(p:Path)->bool: return any(FSDD_RE.match(f.name) for f in p.glob('*.wav'))
-
-def dataset_items(data=None, # a folder in FSDD's, ESC-50's or class folders' layout; None: the embedded dataset
-                  split:str='all', # 'train', 'test' or 'all'
-                  test_fold:int=5, # ESC-50 layout: the test fold
-                  seed:int=0, # class folders without train/valid: the seed of the 20% test partition
-                 )->tuple:
-    """(items, classes, kind): a DataFrame of `path` and integer `label` (sorted by path) for `split`, the class names,
-    and 'fsdd', 'esc50' or 'folders'. FSDD: the label is the digit, takes 0-4 are test (AVMNIST's split); ESC-50:
-    `target`, fold `test_fold` is test; class folders: sorted folder names, `valid/` (or a seeded 20%) is test."""
-    if split not in NOISE_SPLITS: raise ValueError(f"`split` must be one of {NOISE_SPLITS} ({split!r} given)")
-    p = synth_esc50() if data is None else Path(data)
-    if not p.is_dir(): raise FileNotFoundError(f"Dataset folder not found: {p}")
-    if (p/'meta'/'esc50.csv').is_file():
-        df = read_esc50_csv(p)
-        folds = sorted(df['fold'].unique().tolist())
-        if test_fold not in folds: raise ValueError(f"test_fold {test_fold!r} does not exist: {p} has folds {folds}")
-        names = df.drop_duplicates('target').set_index('target')['category']
-        classes = [str(names.get(i, i)) for i in range(int(df['target'].max()) + 1)]
-        df = pd.DataFrame(dict(path=df['path'], label=df['target'].astype(int), test=df['fold'] == test_fold))
-        kind = 'esc50'
-    elif _is_fsdd(p) or (p/'recordings').is_dir() and _is_fsdd(p/'recordings'):
-        f = fsdd_items(p if _is_fsdd(p) else p/'recordings')
-        df = pd.DataFrame(dict(path=f['path'], label=f['label'].astype(int), test=f['take'] < 5))
-        classes, kind = [str(i) for i in range(10)], 'fsdd'
-    else:
-        f = folder_items(p)
-        classes = sorted(f['label'].unique())
-        test = f['is_valid'].values
-        if not test.any():
-            test = np.zeros(len(f), dtype=bool)
-            test[np.random.default_rng(seed).permutation(len(f))[:max(1, round(.2 * len(f)))]] = True
-        df = pd.DataFrame(dict(path=f['path'], label=f['label'].map(classes.index).astype(int), test=test))
-        kind = 'folders'
-    if split != 'all': df = df[df['test'] == (split == 'test')]
-    if len(df) == 0: raise ValueError(f"{p} has no items in split {split!r}")
-    return df.sort_values('path')[['path', 'label']].reset_index(drop=True), classes, kind
-
-def follow_labels(labels:np.ndarray, # `[N]` integer labels to follow (e.g. AVMNIST's train_labels.npy)
-                  items:pd.DataFrame, # `path`, `label`
-                  classes=None, # class names, for messages
-                  name:str='labels', # where the labels came from, for messages
-                 )->pd.DataFrame:
-    "One item per label, cycling through each label's items in order (the AVMNIST recipe): the k-th use of a label, mod"
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or len(labels) == 0 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must be a non-empty 1-D array of integer labels "
-                         f"(shape {labels.shape}, dtype {labels.dtype} given)")
-    groups = {int(k): g['path'].tolist() for k, g in items.groupby('label')}
-    missing = sorted(set(np.unique(labels).tolist()) - set(groups))
-    if missing:
-        first = int(np.nonzero(labels == missing[0])[0][0])
-        what = f" ({classes[missing[0]]!r})" if classes is not None and 0 <= missing[0] < len(classes) else ''
-        also = f"; all missing: {missing}" if len(missing) > 1 else ''
-        raise ValueError(f"{name} asks for label {missing[0]}{what} (first at row {first}) but the data has no "
-                         f"items of it: labels present are {sorted(groups)}{also}")
-    use = pd.Series(labels).groupby(labels).cumcount().values  # k-th use of its label
-    paths = [groups[int(l)][k % len(groups[int(l)])] for l, k in zip(labels, use)]
-    return pd.DataFrame(dict(path=paths, label=labels.astype(np.int64)))
 
 def _sha1(strings)->str: return hashlib.sha1('\n'.join(strings).encode()).hexdigest()
 
@@ -115,12 +61,14 @@ CACHE_SAMPLES = 1 << 26  # decoded clips kept for reuse (256 MB of float32): AVM
 
 class _Clips:
     "Decoded mono clips at `sr` by path, kept (up to `CACHE_SAMPLES` samples in all) for the rows that reuse them"
-    def __init__(self, sr:int): self.sr, self.kept, self.n = sr, {}, 0
+    def __init__(self, sr:int):
+        self.sr, self.kept, self.n = sr, {}, 0
     def __call__(self, path):
         x = self.kept.get(path)
         if x is None:
             x = load_audio(path, sr=self.sr)[0][0]
-            if self.n + len(x) <= CACHE_SAMPLES: self.kept[path], self.n = x, self.n + len(x)
+            if self.n + len(x) <= CACHE_SAMPLES:
+                self.kept[path], self.n = x, self.n + len(x)
         return x
 
 def _padded(xs, sr, device):
@@ -150,26 +98,20 @@ def _db_batch(x, scheme, size, clips, mels):
     s = scheme.spec(TensorSpec(resize_frames(s, nf, size[1]), cfg=cfg), floor=lo)
     return (s if mels else resize_rows(s, size[0])).as_subclass(torch.Tensor)[:, 0]
 
-def _check_out(out:Path, part:Path, resume:bool, settings:dict):
-    "Refuse an output that exists without `resume`, or one made with other settings; True when `out` is complete"
-    def same(folder):
-        old = json.loads((folder/'export.json').read_text())['settings'] if (folder/'export.json').is_file() else None
-        if old is None: raise FileExistsError(f"{folder} exists and is not a fastnorm export: choose another `out`")
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if diff:
-            what = ', '.join(f'{k}: {old.get(k)!r} there, {settings.get(k)!r} now' for k in diff[:4])
-            raise ValueError(f"{folder} was made with other settings ({what}): use the same arguments to resume, "
-                             "or another `out`")
-    _check_free(out, part, resume)
-    if out.exists():
-        same(out)
-        return True
-    if part.exists():
-        ours = {p.name for p in part.iterdir() if not p.name.startswith('.')} <= {'data.npy', 'labels.npy', 'manifest'}
-        if (part/'export.json').is_file(): same(part)
-        elif ours and not any((part/'manifest').glob('*.json')): shutil.rmtree(part)  # stopped while being set up
-        else: raise FileExistsError(f"{part} exists and is not a fastnorm export: choose another `out`")
-    return False
+
+def _mixes_noise(scheme:str)->bool: return 'snr_db' in SCHEMES[scheme]
+
+# ---- the phases of `export_dataset`, in the order it runs them
+
+def _check_args(scheme, format, mels, color, split, size, sr, seed, bs)->tuple:
+    "(height, width), `sr`, `seed` and `bs`, checked: a bad argument fails here, before any file is read"
+    check_choice('scheme', scheme, tuple(SCHEMES))
+    check_choice('format', format, EXPORT_FORMATS)
+    if mels and format != 'db': raise ValueError("`mels` applies to format='db' only")
+    check_choice('color', color, NOISE_COLORS)
+    check_choice('split', split, NOISE_SPLITS)
+    sr = None if sr is None else check_int('sr', sr, lo=1)
+    return parse_size(size), sr, check_int('seed', seed), check_int('bs', bs, lo=1)
 
 def _check_free(out:Path, part:Path, resume:bool):
     "Without `resume`, neither `out` nor its `.partial` may exist"
@@ -178,6 +120,178 @@ def _check_free(out:Path, part:Path, resume:bool):
         raise FileExistsError(f"{out} exists: use --resume (resume=True) to complete or reuse it, or another `out`")
     if part.exists():
         raise FileExistsError(f"Interrupted export in {part}: continue it with --resume (resume=True), or delete it")
+
+def _rows(data, labels, split:str, test_fold:int, seed:int)->tuple:
+    "(items, classes, source): the rows to export, their class names, and the settings that say where they came from"
+    items, classes, layout = dataset_items(data, split, test_fold, seed)
+    name = None
+    if labels is not None:
+        from_file = isinstance(labels, (str, Path))
+        name = str(labels) if from_file else 'labels'
+        if from_file:
+            if not Path(labels).is_file(): raise FileNotFoundError(f"Labels file not found: {labels}")
+            labels = np.load(labels)
+        items = follow_labels(labels, items, classes, name=f"labels file {name}" if from_file else 'labels')
+    source = dict(data=str(Path(data).resolve()) if data is not None else 'synth', layout=layout, split=split,
+                  test_fold=test_fold, labels=name)
+    return items, classes, source
+
+def _noise_clips(noise, scheme:str, rate:int, split:str, test_fold:int, seed:int, per_class)->NoiseClips|None:
+    "The recorded noise `scheme` mixes in, at `rate`; None for coloured noise, or for a scheme that mixes none"
+    if not _mixes_noise(scheme):
+        if noise is not None: warnings.warn(f"scheme {scheme!r} mixes no noise: the noise folder {noise} is not used")
+        return None
+    if noise is not None and not isinstance(noise, NoiseClips):
+        noise = NoiseClips(noise, rate, split=split, test_folds=(test_fold,), seed=seed, per_class=per_class)
+    if noise is not None and noise.sr != rate:
+        raise ValueError(f"The noise clips are at sr={noise.sr} Hz but the export runs at sr={rate} Hz")
+    return noise
+
+def _recorded_settings(folder:Path)->dict|None:
+    "The settings in `folder`/export.json; None without one"
+    if not (folder/'export.json').is_file(): return None
+    old = json.loads((folder/'export.json').read_text())['settings']
+    # an earlier fastnorm wrote the dataset's layout as 'kind': such an export still resumes
+    if 'kind' in old and 'layout' not in old: old['layout'] = old.pop('kind')
+    return old
+
+def _check_same(folder:Path, settings:dict):
+    "Refuse `folder` unless it is an export made with `settings`"
+    old = _recorded_settings(folder)
+    if old is None: raise FileExistsError(f"{folder} exists and is not a fastnorm export: choose another `out`")
+    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if diff:
+        what = ', '.join(f'{k}: {old.get(k)!r} there, {settings.get(k)!r} now' for k in diff[:4])
+        raise ValueError(f"{folder} was made with other settings ({what}): use the same arguments to resume, "
+                         "or another `out`")
+
+def _check_out(out:Path, part:Path, resume:bool, settings:dict)->bool:
+    "Refuse an output that exists without `resume`, or one made with other settings; True when `out` is complete"
+    _check_free(out, part, resume)
+    if out.exists():
+        _check_same(out, settings)
+        return True
+    if part.exists():
+        ours = {p.name for p in part.iterdir() if not p.name.startswith('.')} <= {'data.npy', 'labels.npy', 'manifest'}
+        if (part/'export.json').is_file(): _check_same(part, settings)
+        elif ours and not any((part/'manifest').glob('*.json')): shutil.rmtree(part)  # stopped while being set up
+        else: raise FileExistsError(f"{part} exists and is not a fastnorm export: choose another `out`")
+    return False
+
+def _device(device)->torch.device:
+    "`device`; None: CUDA when available, else the CPU"
+    return torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
+
+@dataclass
+class _Export:
+    "One export's resolved inputs and the `settings` that identify it; `set_up` and `run` write it into a folder"
+    items:pd.DataFrame # `path`, `label`: one output row each, in order
+    classes:list # the class names, for export.json
+    source:dict # the settings that say where the rows came from: data, layout, split, test_fold, labels
+    scheme:str # a key of `SCHEMES`
+    noise:NoiseClips|None # recorded noise; None: coloured noise of `color` (or a scheme that mixes none)
+    color:str # 'pink' or 'white'
+    hw:tuple # (height, width) of a row
+    format:str # one of `EXPORT_FORMATS`
+    mels:bool # 'db' only: mel bands
+    rate:int # the sample rate everything runs at (Hz)
+    seed:int
+    bs:int # rows per batch
+
+    def __post_init__(self):
+        self.paths, self.ys = self.items['path'].tolist(), self.items['label'].to_numpy(np.int64)
+        self.n, nc = len(self.paths), self.noise
+        self.dtype = np.uint8 if self.format == 'image' else np.float32
+        # row r mixes clip perm[r % K]: each clip once before any twice, in an order set by the seed
+        self.perm = None if nc is None else np.random.default_rng(self.seed).permutation(len(nc))
+        self.settings = dict(**self.source, items=_sha1(self.paths), scheme=self.scheme,
+                             noise=None if nc is None else str(nc.path),
+                             noise_files=None if nc is None else _sha1(nc.files),
+                             color=self.color if _mixes_noise(self.scheme) and nc is None else None,
+                             size=list(self.hw), format=self.format, mels=bool(self.mels), sr=self.rate,
+                             n_fft=N_FFT, hop=HOP, seed=self.seed, bs=self.bs)
+
+    def head(self)->dict:
+        "What export.json holds: the settings, the array's shape and type, the classes, how to read a row"
+        image = self.format == 'image'
+        return dict(settings=self.settings, shape=[self.n, *self.hw], dtype=np.dtype(self.dtype).name,
+                    classes=self.classes, n_rows=self.n, scheme_params=SCHEMES[self.scheme], fastnorm=__version__,
+                    orientation='row 0 = highest frequency (as drawn)' if image else 'row 0 = lowest frequency',
+                    pixels=PIXELS if image else None)
+
+    def set_up(self, part:Path):
+        "Make `part` a new export's folder: data.npy allocated and labels.npy, then export.json, which marks it set up"
+        (part/'manifest').mkdir(parents=True, exist_ok=True)
+        if (part/'export.json').is_file(): return  # set up by the export this one resumes
+        with atomic_path(part/'data.npy') as p:
+            np.lib.format.open_memmap(p, mode='w+', dtype=self.dtype, shape=(self.n, *self.hw)).flush()
+        with atomic_path(part/'labels.npy') as p:
+            np.save(p, self.ys)
+        with atomic_path(part/'export.json') as p:
+            p.write_text(json.dumps(self.head(), indent=1))
+
+    def manifest(self, part:Path, first:int)->Path:
+        "The manifest of the batch whose first row is `first`"
+        return part/'manifest'/f'rows-{first:08d}-{min(first + self.bs, self.n) - 1:08d}.json'
+
+    def run(self, part:Path, device:torch.device, progress:bool=True, on_batch=None):
+        "Compute and write every batch of `part` that has no manifest yet, in order; `on_batch(first, end)` after each"
+        todo = [s for s in range(0, self.n, self.bs) if not self.manifest(part, s).is_file()]
+        # on the CPU two batches are computed at a time, one torch thread each (small ops gain little from threads
+        # inside one op); each in-flight batch has its own `Scheme`, reseeded from its first row, so the bytes do not
+        # depend on this
+        workers = 2 if device.type == 'cpu' and torch.get_num_threads() > 1 and len(todo) > 1 else 1
+        schemes = [Scheme(self.scheme, self.rate, noise=self.noise, color=self.color, seed=self.seed)
+                   for _ in range(workers)]
+        load = _Clips(self.rate)
+        # batch k + workers is submitted once batch k is computed, so the two never share a `Scheme` at once
+        compute = lambda k: self.compute(todo[k], schemes[k % workers], device, load)
+        mm = np.lib.format.open_memmap(part/'data.npy', mode='r+')
+        threads = torch.get_num_threads()
+        if workers > 1: torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                running = [pool.submit(compute, k) for k in range(min(workers, len(todo)))]
+                for k in (progress_bar(range(len(todo))) if progress else range(len(todo))):
+                    done = running[k].result()
+                    running[k] = None  # the future lets go of the rows: they go once written
+                    if k + workers < len(todo): running.append(pool.submit(compute, k + workers))
+                    end = self.write(mm, part, todo[k], *done, device)
+                    if on_batch is not None: on_batch(todo[k], end)
+        finally:
+            torch.set_num_threads(threads)
+        del mm
+
+    def compute(self, first:int, sc:Scheme, device:torch.device, load:_Clips)->tuple:
+        "(rows, clips, batch seed) of the batch from row `first`, its draws from `sc` reseeded for this batch"
+        xs = [load(p) for p in self.paths[first:first + self.bs]]
+        bseed = _batch_seed(self.seed, first)
+        sc.reseed(bseed)
+        clips = None
+        if self.perm is not None:
+            clips = torch.as_tensor(self.perm[np.arange(first, first + len(xs)) % len(self.perm)], device=device)
+        with torch.no_grad():
+            rows = _batch(xs, self.rate, device, lambda x, c: self.render(sc, x, c), clips)
+        return rows.cpu().numpy(), clips, bseed
+
+    def render(self, sc:Scheme, x:AudioTensor, clips)->torch.Tensor:
+        "`[B,H,W]` rows of a padded group `x`: uint8 images, or float32 dB"
+        if self.format == 'image': return scheme_image(x, sc, self.hw, clips)[0]
+        return _db_batch(x, sc, self.hw, clips, self.mels)
+
+    def write(self, mm:np.memmap, part:Path, first:int, rows:np.ndarray, clips, bseed:int, device)->int:
+        "Rows from `first` into data.npy, flushed before their manifest says they are done; returns the end row"
+        end = first + len(rows)
+        mm[first:end] = rows
+        mm.flush()
+        noise = f'{self.color} noise' if _mixes_noise(self.scheme) else None
+        if clips is not None: noise = [self.noise.files[i] for i in clips.tolist()]
+        man = dict(rows=[first, end], files=self.paths[first:end], labels=self.ys[first:end].tolist(), noise=noise,
+                   scheme=self.scheme, scheme_params=SCHEMES[self.scheme], seed=self.seed, batch_seed=bseed,
+                   settings=self.settings, device=str(device), fastnorm=__version__)
+        with atomic_path(self.manifest(part, first)) as p:
+            p.write_text(json.dumps(man))
+        return end
 
 def export_dataset(out, # folder to write (data.npy, labels.npy, export.json, manifest/)
                    data=None, # dataset folder (FSDD, ESC-50 or class folders layout); None: the embedded dataset
@@ -197,101 +311,21 @@ def export_dataset(out, # folder to write (data.npy, labels.npy, export.json, ma
                    device=None, # where the batches are computed; None: CUDA when available, else the CPU
                    resume:bool=False, # complete an interrupted export in `out` (or accept a complete one like it)
                    progress:bool=True, # progress bar
+                   on_batch=None, # `on_batch(first, end)` once rows [first, end) and their manifest are written
                   )->Path:
-    "Export `data` through `scheme` to `out`: `data.npy` `[N,H,W]`, `labels.npy`, `export.json`, manifests; returns it"
-    # ---- every argument checked before any work
-    if scheme not in SCHEMES: raise ValueError(f"Unknown scheme {scheme!r}: choose from {', '.join(SCHEMES)}")
-    if format not in EXPORT_FORMATS: raise ValueError(f"`format` must be one of {EXPORT_FORMATS} ({format!r} given)")
-    if mels and format != 'db': raise ValueError("`mels` applies to format='db' only")
-    if color not in ('white', 'pink'): raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
-    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-        raise ValueError(f"`bs` must be a positive integer ({bs!r} given)")
-    if split not in NOISE_SPLITS: raise ValueError(f"`split` must be one of {NOISE_SPLITS} ({split!r} given)")
-    hw = parse_size(size)
+    """Export `data` through `scheme` to `out`: `data.npy` `[N,H,W]`, `labels.npy`, `export.json`, manifests; returns
+    it. An exception raised by `on_batch` stops the export after that batch, and `resume=True` completes it."""
+    hw, sr, seed, bs = _check_args(scheme, format, mels, color, split, size, sr, seed, bs)
     out = Path(out)
     part = out.with_name(out.name + '.partial')
-    _check_free(out, part, resume)
-    items, classes, kind = dataset_items(data, split, test_fold, seed)
-    lname = None
-    if labels is not None:
-        lname = str(labels) if isinstance(labels, (str, Path)) else 'labels'
-        if isinstance(labels, (str, Path)):
-            if not Path(labels).is_file(): raise FileNotFoundError(f"Labels file not found: {labels}")
-            labels = np.load(labels)
-        items = follow_labels(labels, items, classes, name=f"labels file {lname}" if lname != 'labels' else 'labels')
-    rate = int(sr) if sr is not None else load_audio(items['path'].iloc[0])[1]
-    if rate <= 0: raise ValueError(f"`sr` must be a positive sample rate ({sr!r} given)")
-    uses_noise = 'snr_db' in SCHEMES[scheme]
-    nc = noise if isinstance(noise, NoiseClips) or noise is None or not uses_noise else NoiseClips(
-        noise, rate, split=split, test_folds=(test_fold,), seed=seed, per_class=noise_per_class)
-    if not uses_noise:
-        if noise is not None: warnings.warn(f"scheme {scheme!r} mixes no noise: the noise folder {noise} is not used")
-        nc = None
-    if nc is not None and nc.sr != rate:
-        raise ValueError(f"The noise clips are at sr={nc.sr} Hz but the export runs at sr={rate} Hz")
-    paths, ys = items['path'].tolist(), items['label'].to_numpy(np.int64)
-    settings = dict(data=str(Path(data).resolve()) if data is not None else 'synth', kind=kind, split=split,
-                    test_fold=test_fold, labels=lname, items=_sha1(paths), scheme=scheme,
-                    noise=None if nc is None else str(nc.path), noise_files=None if nc is None else _sha1(nc.files),
-                    color=color if uses_noise and nc is None else None, size=list(hw), format=format, mels=bool(mels),
-                    sr=rate, n_fft=N_FFT, hop=HOP, seed=int(seed), bs=bs)
-    if _check_out(out, part, resume, settings): return out
-    dev = torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
-    sch = Scheme(scheme, rate, noise=nc, color=color, seed=seed)
-    perm = np.random.default_rng(seed).permutation(len(nc)) if nc is not None else None  # noise of row r: perm[r % K]
-    # ---- the work, in <out>.partial
-    n, dtype = len(paths), np.uint8 if format == 'image' else np.float32
-    shape = (n, *hw)
-    (part/'manifest').mkdir(parents=True, exist_ok=True)
-    head = dict(settings=settings, shape=list(shape), dtype=np.dtype(dtype).name, classes=classes, n_rows=n,
-                scheme_params=SCHEMES[scheme], fastnorm=__version__,
-                orientation='row 0 = highest frequency (as drawn)' if format == 'image' else 'row 0 = lowest frequency',
-                pixels=PIXELS if format == 'image' else None)
-    if not (part/'export.json').is_file():  # a new export: export.json, written last, marks the folder as set up
-        with atomic_path(part/'data.npy') as p:
-            np.lib.format.open_memmap(p, mode='w+', dtype=dtype, shape=shape).flush()
-        with atomic_path(part/'labels.npy') as p: np.save(p, ys)
-        with atomic_path(part/'export.json') as p: p.write_text(json.dumps(head, indent=1))
-    mm = np.lib.format.open_memmap(part/'data.npy', mode='r+')
-    def render(sc, x, clips):
-        return scheme_image(x, sc, hw, clips)[0] if format == 'image' else _db_batch(x, sc, hw, clips, mels)
-    mname = lambda s, e: part/'manifest'/f'rows-{s:08d}-{e - 1:08d}.json'
-    todo = [s for s in range(0, n, bs) if not mname(s, min(s + bs, n)).is_file()]
-    load = _Clips(rate)
-    # on the CPU, batches are computed two at a time, one torch thread each (small ops gain little inside one op);
-    # each in-flight batch has its own `Scheme` reseeded from its first row, so the bytes do not depend on this
-    workers = 2 if dev.type == 'cpu' and torch.get_num_threads() > 1 and len(todo) > 1 else 1
-    scs = [sch] + [Scheme(scheme, rate, noise=nc, color=color, seed=seed) for _ in range(workers - 1)]
-
-    def compute(k):
-        s, sc = todo[k], scs[k % workers]  # batch k + workers starts only after batch k is written
-        xs = [load(p) for p in paths[s:min(s + bs, n)]]
-        bseed = _batch_seed(seed, s)
-        sc.reseed(bseed)
-        clips = torch.as_tensor(perm[np.arange(s, s + len(xs)) % len(perm)], device=dev) if perm is not None else None
-        with torch.no_grad(): rows = _batch(xs, rate, dev, lambda x, c: render(sc, x, c), clips)
-        return rows.cpu().numpy(), clips, bseed
-
-    threads = torch.get_num_threads()
-    if workers > 1: torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            running = [pool.submit(compute, k) for k in range(min(workers, len(todo)))]
-            for k in (progress_bar(range(len(todo))) if progress else range(len(todo))):
-                rows, clips, bseed = running[k].result()
-                if k + workers < len(todo): running.append(pool.submit(compute, k + workers))
-                s = todo[k]
-                e = min(s + bs, n)
-                mm[s:e] = rows
-                mm.flush()  # the rows are on disk before the manifest says they are done
-                noises = f'{color} noise' if uses_noise else None
-                if clips is not None: noises = [nc.files[i] for i in clips.tolist()]
-                man = dict(rows=[s, e], files=paths[s:e], labels=ys[s:e].tolist(), noise=noises, scheme=scheme,
-                           scheme_params=SCHEMES[scheme], seed=int(seed), batch_seed=bseed,
-                           settings=settings, device=str(dev), fastnorm=__version__)
-                with atomic_path(mname(s, e)) as p: p.write_text(json.dumps(man))
-                running[k] = None  # let the rows go
-    finally: torch.set_num_threads(threads)
-    del mm
+    _check_free(out, part, resume)  # before the dataset is read
+    items, classes, source = _rows(data, labels, split, test_fold, seed)
+    rate = sr if sr is not None else load_audio(items['path'].iloc[0])[1]
+    noise = _noise_clips(noise, scheme, rate, split, test_fold, seed, noise_per_class)
+    job = _Export(items, classes, source, scheme, noise, color, hw, format, mels, rate, seed, bs)
+    if _check_out(out, part, resume, job.settings):
+        return out  # complete already, with these settings
+    job.set_up(part)
+    job.run(part, _device(device), progress, on_batch)
     os.replace(part, out)
     return out

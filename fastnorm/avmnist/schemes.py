@@ -11,13 +11,14 @@ import numpy as np, torch
 from fastai.data.transforms import DisplayedTransform
 from fastai.torch_core import retain_type
 from ..audio import AudioTensor
+from ..checks import check_choice
 from ..spec import SpecConfig, TensorSpec, mel_frequencies
 from ..augment import FreqMask, TimeMask, apply_masks
 from ..noise import NoiseClips
 from ..waveaug import AddNoise, Alias, Distortion
 from .render import specgram_db, frame_counts, frame_range, resize_frames, resize_rows, db_to_level, level_to_image
 
-__all__ = ['SCHEMES', 'KeepBands', 'Scheme', 'scheme_image', 'show_schemes']
+__all__ = ['SCHEMES', 'NOISE_COLORS', 'KeepBands', 'Scheme', 'scheme_image', 'show_schemes']
 
 # name -> parameters. snr_db: noise at this SNR (dB); alias: down by this factor and back up (sample and hold);
 # tanh_drive: x -> tanh(drive · x / max|x|); freq_masks/time_masks: (n, fraction): n masks, each exactly this fraction
@@ -30,6 +31,7 @@ SCHEMES = {
     'aliased': dict(alias=4, freq_masks=(1, .30)),
     'distorted': dict(snr_db=5., tanh_drive=2.),
 }
+NOISE_COLORS = ('white', 'pink')  # the coloured noise a scheme mixes in when it has no recorded noise
 
 def _row_freqs(cfg:SpecConfig, n_rows:int):
     "Centre frequency (Hz) of each row of a spectrogram made with `cfg`: its mel bands, or `n_rows` rows from 0 to sr/2"
@@ -65,8 +67,8 @@ class Scheme:
                  color:str='pink', # 'pink' or 'white', when `noise` is None
                  seed:int=0, # the generator's first seed
                 ):
-        if name not in SCHEMES: raise ValueError(f"Unknown scheme {name!r}: choose from {', '.join(SCHEMES)}")
-        if color not in ('white', 'pink'): raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
+        check_choice('scheme', name, tuple(SCHEMES))
+        check_choice('color', color, NOISE_COLORS)
         self.name, self.params, self.sr, self.noise, self.color = name, SCHEMES[name], int(sr), noise, color
         self.generator, self._pins, self._spec = torch.Generator().manual_seed(seed), {}, {}
         p, g = self.params, self.generator
@@ -163,9 +165,11 @@ def show_schemes(x:AudioTensor, # one clip `[C,N]` (or `[1,C,N]`)
         sc = Scheme(name, x.sr, noise=noise, seed=seed)
         img, y = scheme_image(AudioTensor(xb, sr=x.sr), sc, size)
         AudioTensor(y[0], sr=x.sr).show(ctx=a)
-        a.set_title(name, loc='left', fontsize=9); a.set_xlabel('')
+        a.set_title(name, loc='left', fontsize=9)
+        a.set_xlabel('')
         b.imshow(img[0].cpu().numpy(), cmap='gray', vmin=0, vmax=255)
-        b.set_xticks([]); b.set_yticks([])
+        b.set_xticks([])
+        b.set_yticks([])
     axs[-1][0].set_xlabel('time (s)')
     fig.tight_layout()
     return fig
