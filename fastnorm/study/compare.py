@@ -233,7 +233,7 @@ class ShiftedValid:
         key = (shift.name, wave_norm)
         if key not in self._specs:
             crop, tospec, norm, cfg = AudioCropPad(self.duration), MelSpec(cfg=self.cfg), AudioNormalize(), self.cfg
-            noise = shift.noise_tfm() if shift.kind == 'noise' else None  # one seeded stream over the chunks, in order
+            noise = shift.noise_tfm() if shift.effect == 'noise' else None  # one seeded stream over the chunks, in order
             out = []
             for s in range(0, len(self.files), self.bs):
                 x = torch.stack([crop(AudioTensor(load_audio(f, sr=cfg.sr)[0], sr=cfg.sr), split_idx=1)
