@@ -11,13 +11,13 @@ def compare(
     fold:int=1, # validation fold (ESC-50 layout); FSDD uses takes 0-4 as validation
     norms:str=None, # comma list of normalizations (see above) [preset]
     shift:str=None, # comma list of validation shifts (see above), or 'none' [preset]
-    speaker:str=None, # FSDD: validate on this speaker and train on the others (a speaker shift); default: split by take
+    speaker:str=None, # FSDD: validate on this speaker, train on the others (a speaker shift); default: split by take
     runs:int=None, # seeded runs per normalization [preset]
     epochs:int=None, # epochs per run (fit_one_cycle) [preset]
     arch:str=None, # xresnet18_tiny, xresnet18, xresnet34, resnet18, resnet34 [preset]
     bs:int=None, # batch size [preset]
     lr:float=None, # maximum learning rate [preset]
-    spec:str=None, # spectrogram: quick (16 kHz, 64 mels), esc50 (44.1 kHz, 128 mels), paper (16 kHz, 201 bins) [preset]
+    spec:str=None, # quick (16 kHz, 64 mels), esc50 (44.1 kHz, 128 mels) or paper (16 kHz, 201 bins) [preset]
     specaugment:str=None, # SpecAugment policy (LB, LD, SM, SS); off by default
     frac:float=1.0, # fraction of training batches the statistics are computed on
     preset:str='quick', # quick: minutes on a CPU (embedded data); paper: the post's setup (real ESC-50, for a GPU)
@@ -27,23 +27,27 @@ def compare(
     pretrained:store_true=False, # ImageNet-pretrained resnet (--arch resnet18/34); pair it with --norms imagenet
     no_progress:store_true=False, # no progress bars
 ):
-    """Compare spectrogram normalizations on ESC-50 or a dataset in its layout, also under deployment shifts; runs under
-    torchrun too. Normalizations: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle.
+    """Compare spectrogram normalizations on ESC-50 or a dataset in its layout, also under deployment shifts; runs
+    under torchrun too.
+    Normalizations: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle.
     Shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ.
     [preset]: the --preset's value unless given."""
     from .study import CompareConfig, PRESETS, run_comparison
     if preset not in PRESETS:
         raise SystemExit(f"fastnorm compare: unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
     p = dict(PRESETS[preset])
-    if data is not None: p['data'] = data
+    if data is not None:
+        p['data'] = data
     given = dict(runs=runs, epochs=epochs, arch=arch, bs=bs, lr=lr, spec=spec)
     p.update({k: v for k, v in given.items() if v is not None})
-    if norms is not None: p['norms'] = tuple(norms.replace(' ', '').split(','))
+    if norms is not None:
+        p['norms'] = tuple(norms.replace(' ', '').split(','))
     if shift is not None:
         p['shifts'] = () if shift.strip() == 'none' else tuple(s for s in shift.replace(' ', '').split(',') if s)
     cfg = CompareConfig(fold=fold, specaugment=specaugment, frac=frac, seed=seed, pretrained=pretrained,
                         speaker=speaker, **p)
-    try: run_comparison(cfg, out=out, resume=resume, progress=not no_progress)
+    try:
+        run_comparison(cfg, out=out, resume=resume, progress=not no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         raise SystemExit(f"fastnorm compare: error: {e}")
 
@@ -58,9 +62,11 @@ def synth(
 ):
     "Make (or find) the embedded synthetic dataset in ESC-50's layout and print its folder"
     from .synth import synth_esc50
-    try: path = synth_esc50(dest, seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=seconds,
-                            sr=sr)
-    except (ValueError, FileExistsError) as e: raise SystemExit(f"fastnorm synth: error: {e}")
+    try:
+        path = synth_esc50(dest, seed=seed, n_classes=n_classes, clips_per_class=clips_per_class, seconds=seconds,
+                           sr=sr)
+    except (ValueError, FileExistsError) as e:
+        raise SystemExit(f"fastnorm synth: error: {e}")
     print(path)
 
 @call_parse
@@ -75,7 +81,7 @@ def export(
     format:str='image', # image: uint8 gray_r picture (dark = loud, low frequencies at the bottom); db: float32 dB
     mels:store_true=False, # with --format db: log-mel with HEIGHT bands instead of linear-frequency dB
     color:str='pink', # the coloured noise used without --noise: pink or white
-    noise_per_class:int=None, # ESC-50 noise: clips per category (AVMNIST's recipe: 1) [default: all clips of the split]
+    noise_per_class:int=None, # ESC-50 noise: clips per category (AVMNIST's recipe: 1) [default: all of the split]
     test_fold:int=5, # ESC-50 layout (data and noise): the test fold
     sr:int=None, # resample everything to this rate (Hz) [default: the first item's]
     seed:int=0, # the same seed gives the same bytes
@@ -86,17 +92,18 @@ def export(
 ):
     "Export a dataset through an AVMNIST degradation scheme as .npy (the embedded dataset, coloured noise by default)"
     from .avmnist import export_dataset
-    if out is None: raise SystemExit("fastnorm export: error: --out DIR is required")
+    if out is None:
+        raise SystemExit("fastnorm export: error: --out DIR is required")
     try:
         path = export_dataset(out, data=data, labels=labels, scheme=scheme, noise=noise, split=split, size=size,
                               format=format, mels=mels, color=color, noise_per_class=noise_per_class,
                               test_fold=test_fold, sr=sr, seed=seed, bs=bs, device=device, resume=resume,
                               progress=not no_progress)
-    except (ValueError, FileNotFoundError, FileExistsError) as e: raise SystemExit(f"fastnorm export: error: {e}")
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        raise SystemExit(f"fastnorm export: error: {e}")
     print(path)
 
-COMMANDS = {'compare': compare, 'synth': synth}
-COMMANDS['export'] = export
+COMMANDS = {'compare': compare, 'synth': synth, 'export': export}
 
 def main():
     "Entry point of the `fastnorm` console script"

@@ -1,22 +1,28 @@
-import subprocess, sys, pandas as pd, pytest
-import fastnorm.study.compare as fc
-from fastnorm.study.compare import CompareConfig, run_comparison
+import subprocess, sys, numpy as np, pandas as pd, pytest
+from fastai.callback.core import Callback
+from fastnorm.study import CompareConfig, run_comparison, make_learner
+from fastnorm.study.datasets import resolve_data
+
+N_VALID = 8  # tiny_esc50's fold 1: 4 classes x 2 clips
 
 def tiny_cfg(path, **kw):
     return CompareConfig(**{**dict(data=str(path), norms=('none', 'global', 'channel'), runs=1, epochs=1, bs=8), **kw})
 
+def assert_counts(acc, n=N_VALID):
+    "`acc` are accuracies over `n` items: whole numbers of correct answers out of `n`"
+    k = np.asarray(acc, float) * n
+    assert len(k) and np.allclose(k, k.round(), rtol=0, atol=1e-4) and ((k >= 0) & (k <= n)).all(), acc
+
+class CountTraining(Callback):
+    "Records the job of every training it joins, and interrupts the `stop_at`-th before it trains"
+    def __init__(self): self.calls, self.stop_at = [], None
+    def before_fit(self):
+        self.calls.append((self.learn.job.norm, self.learn.job.run))
+        if self.stop_at == len(self.calls): raise KeyboardInterrupt
+
 @pytest.fixture
-def count_training(monkeypatch):
-    "Count (and optionally interrupt) training runs"
-    calls = []
-    real = fc._train_one
-    def counted(dls, cfg, norm, run, seed, out, *rest):
-        calls.append((norm, run))
-        if getattr(counted, 'stop_at', None) == len(calls): raise KeyboardInterrupt
-        return real(dls, cfg, norm, run, seed, out, *rest)
-    monkeypatch.setattr(fc, '_train_one', counted)
-    counted.calls = calls
-    return counted
+def count_training():
+    return CountTraining()
 
 @pytest.mark.slow
 def test_cli_end_to_end(tiny_esc50, tmp_path):
@@ -30,12 +36,14 @@ def test_cli_end_to_end(tiny_esc50, tmp_path):
         assert (out/f).is_file() and (out/f).stat().st_size > 0, f
     res = pd.read_csv(out/'results.csv')
     assert list(res.columns) == ['norm', 'run', 'seed', 'final_acc', 'best_acc', 'train_loss', 'valid_loss', 'seconds']
-    assert list(res['norm']) == ['none', 'wave', 'global', 'channel', 'instance', 'imagenet'] and res['final_acc'].between(0, 1).all()
+    assert list(res['norm']) == ['none', 'wave', 'global', 'channel', 'instance', 'imagenet']
+    assert_counts(res['final_acc'])
     assert (res['best_acc'] >= res['final_acc']).all() and (res['seconds'] > 0).all()
     md = (out/'summary.md').read_text()
     assert '| normalization | n | mean acc' in md and '| channel | 1 |' in md and 'chance 0.250' in md
     assert '| normalization | n | mean acc' in r.stdout  # the table is printed too
-    assert len(pd.read_csv(out/'curves.csv')) == 6
+    cur = pd.read_csv(out/'curves.csv')
+    assert len(cur) == 6 and cur['accuracy'].tolist() == res['final_acc'].tolist()  # one epoch: its accuracy is final
 
 @pytest.mark.slow
 def test_same_seed_same_accuracy(tiny_esc50, tmp_path):
@@ -47,12 +55,13 @@ def test_same_seed_same_accuracy(tiny_esc50, tmp_path):
 def test_interrupted_comparison_resumes_only_missing_runs(tiny_esc50, tmp_path, count_training):
     cfg, out = tiny_cfg(tiny_esc50, runs=2, norms=('none', 'channel')), tmp_path/'o'
     count_training.stop_at = 3
-    with pytest.raises(KeyboardInterrupt): run_comparison(cfg, out=out, progress=False, log=lambda *_: None)
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison(cfg, out=out, progress=False, log=lambda *_: None, cbs=[count_training])
     kept = pd.read_csv(out/'results.csv')
     assert list(zip(kept['norm'], kept['run'])) == [('none', 0), ('channel', 0)]
     with pytest.raises(FileExistsError, match='pass --resume'): run_comparison(cfg, out=out, progress=False)
     count_training.stop_at = None
-    res = run_comparison(cfg, out=out, resume=True, progress=False, log=lambda *_: None)
+    res = run_comparison(cfg, out=out, resume=True, progress=False, log=lambda *_: None, cbs=[count_training])
     assert count_training.calls[3:] == [('none', 1), ('channel', 1)]  # only the two missing runs were trained
     assert len(res) == 4 and res.iloc[:2].equals(kept)  # finished runs kept as they were
     with pytest.raises(ValueError, match='other settings'): run_comparison(tiny_cfg(tiny_esc50, runs=2, epochs=2, norms=('none', 'channel')), out=out, resume=True)
@@ -61,17 +70,23 @@ def test_interrupted_comparison_resumes_only_missing_runs(tiny_esc50, tmp_path, 
     (dict(norms=('none', 'bogus')), ValueError, r"Unknown normalization\(s\) \['bogus'\]"),
     (dict(fold=9), ValueError, r'fold 9 does not exist'),
     (dict(bs=64), ValueError, r'bs=64 is larger than the training set of --data .* \(32 items\)'),
-    (dict(arch='vgg'), ValueError, r"Unknown --arch 'vgg'"),
-    (dict(specaugment='XX'), ValueError, r"Unknown --specaugment policy 'XX'"),
+    (dict(arch='vgg'), ValueError, r"`--arch` must be one of \('xresnet18_tiny'.*\('vgg' given\)"),
+    (dict(specaugment='XX'), ValueError, r"`--specaugment` must be one of \('LB'.*\('XX' given\)"),
+    (dict(runs=0), ValueError, r"`--runs` must be an integer >= 1 \(0 given\)"),
+    (dict(lr=float('nan')), ValueError, r"`--lr` must be a positive number \(nan given\)"),
+    (dict(frac=0.), ValueError, r"`--frac` must be between 0 and 1 \(0.0 given\)"),
 ])
 def test_bad_input_fails_before_training(tiny_esc50, tmp_path, count_training, kw, err, msg):
-    with pytest.raises(err, match=msg): run_comparison(tiny_cfg(tiny_esc50, **kw), out=tmp_path/'o', progress=False)
+    with pytest.raises(err, match=msg):
+        run_comparison(tiny_cfg(tiny_esc50, **kw), out=tmp_path/'o', progress=False, cbs=[count_training])
     assert count_training.calls == [] and not (tmp_path/'o'/'results.csv').exists()
 
 def test_unknown_layout_and_missing_folder(tmp_path, count_training):
     (tmp_path/'junk').mkdir(); (tmp_path/'junk'/'notes.txt').write_text('x')
-    with pytest.raises(ValueError, match='is not a known layout'): run_comparison(tiny_cfg(tmp_path/'junk'), out=tmp_path/'o', progress=False)
-    with pytest.raises(FileNotFoundError, match='no such folder'): run_comparison(tiny_cfg(tmp_path/'nope'), out=tmp_path/'o', progress=False)
+    with pytest.raises(ValueError, match=r"--data .*junk is not in a layout fastnorm reads here: expected ESC-50's"):
+        run_comparison(tiny_cfg(tmp_path/'junk'), out=tmp_path/'o', progress=False, cbs=[count_training])
+    with pytest.raises(FileNotFoundError, match=r"--data .*nope: no such folder \(use 'synth', 'esc50' or a dataset"):
+        run_comparison(tiny_cfg(tmp_path/'nope'), out=tmp_path/'o', progress=False, cbs=[count_training])
     assert count_training.calls == []
 
 @pytest.mark.slow
@@ -87,7 +102,7 @@ def test_pretrained_weights_unavailable_is_a_clear_error(tiny_esc50, monkeypatch
     monkeypatch.setattr(torchvision.models.WeightsEnum, 'get_state_dict', offline)
     dls = esc50_dls(tiny_esc50, bs=8, sr=8000, num_workers=0)
     with pytest.raises(RuntimeError, match=r'(?s)Could not get the ImageNet weights for resnet18.*drop --pretrained'):
-        fc.make_learner(dls, 'resnet18', pretrained=True)
+        make_learner(dls, 'resnet18', pretrained=True)
 
 def test_pretrained_needs_a_torchvision_resnet():
     with pytest.raises(ValueError, match='--pretrained needs a torchvision resnet'): CompareConfig(pretrained=True).check()
@@ -103,7 +118,8 @@ def test_specaugment_and_fsdd_layout(tmp_path):
                 sf.write(d/f'{digit}_{spk}_{take}.wav', (.3*np.sin(2*np.pi*(300 + 400*digit)*t)).astype(np.float32), 8000)
     cfg = CompareConfig(data=str(d), norms=('none', 'channel'), runs=1, epochs=1, bs=4, specaugment='SM')
     res = run_comparison(cfg, out=tmp_path/'o', progress=False, log=lambda *_: None)
-    assert list(res['norm']) == ['none', 'channel'] and res['final_acc'].between(0, 1).all()
+    assert list(res['norm']) == ['none', 'channel']
+    assert_counts(res['final_acc'], n=2 * 5 * 3)  # 2 speakers x takes 0-4 x 3 digits validate
     assert 'SpecAugment SM' in (tmp_path/'o'/'summary.md').read_text() and 'chance 0.333' in (tmp_path/'o'/'summary.md').read_text()
 
 @pytest.mark.slow
@@ -119,27 +135,29 @@ def test_fold_with_fsdd_layout_is_an_error(tmp_path):
     import numpy as np, soundfile as sf
     d = tmp_path/'fsdd'; d.mkdir()
     for take in range(6): sf.write(d/f'1_ann_{take}.wav', np.zeros(800, np.float32), 8000)
-    with pytest.raises(ValueError, match="--fold 2: .* FSDD's layout, which has no folds"): fc.resolve_data(str(d), 2)
+    with pytest.raises(ValueError, match="--fold 2: .* FSDD's layout, which has no folds"): resolve_data(str(d), 2)
 
 @pytest.mark.slow
 def test_shift_columns_and_resume_evaluates_only_missing_shifts(tiny_esc50, tmp_path, count_training):
     cfg, out = tiny_cfg(tiny_esc50, norms=('none', 'fbn'), shifts=('gain:0', 'gain:-20')), tmp_path/'o'
-    res = run_comparison(cfg, out=out, progress=False, log=lambda *_: None)
-    assert list(res.columns[-2:]) == ['acc@gain:0', 'acc@gain:-20'] and res['acc@gain:-20'].between(0, 1).all()
+    res = run_comparison(cfg, out=out, progress=False, log=lambda *_: None, cbs=[count_training])
+    assert list(res.columns[-2:]) == ['acc@gain:0', 'acc@gain:-20']
+    assert_counts(res['acc@gain:-20'])
     assert res['acc@gain:0'].tolist() == res['final_acc'].tolist()  # the shift path reproduces the learner's own validation
     assert sorted(p.name for p in (out/'models').iterdir()) == ['fbn-run0.pt', 'none-run0.pt']
     calls = len(count_training.calls)
     cfg2 = tiny_cfg(tiny_esc50, norms=('none', 'fbn'), shifts=('gain:0', 'gain:-20', 'noise:10'))
-    res2 = run_comparison(cfg2, out=out, resume=True, progress=False, log=lambda *_: None)
-    assert len(count_training.calls) == calls  # nothing trained again
-    assert res2[list(res.columns)].equals(res) and res2['acc@noise:10'].between(0, 1).all()
+    res2 = run_comparison(cfg2, out=out, resume=True, progress=False, log=lambda *_: None, cbs=[count_training])
+    assert calls == 2 and len(count_training.calls) == calls  # nothing trained again
+    assert res2[list(res.columns)].equals(res)
+    assert_counts(res2['acc@noise:10'])
     md = (out/'summary.md').read_text()
     assert '## Under deployment shifts' in md and '### noise:10' in md and '| fbn | 1 |' in md
     assert 'change from unshifted (paired)' in md and "`fbn`: PANNs' bn0" in md
 
 def test_unknown_shift_fails_before_training(tiny_esc50, tmp_path, count_training):
     with pytest.raises(ValueError, match=r"Unknown shift 'loud:3'"):
-        run_comparison(tiny_cfg(tiny_esc50, shifts=('loud:3',)), out=tmp_path/'o', progress=False)
+        run_comparison(tiny_cfg(tiny_esc50, shifts=('loud:3',)), out=tmp_path/'o', progress=False, cbs=[count_training])
     assert count_training.calls == []
 
 @pytest.mark.slow
@@ -151,9 +169,9 @@ def test_fsdd_speaker_split(tmp_path):
             for digit in range(2):
                 t = np.arange(2000) / 8000
                 sf.write(d/f'{digit}_{spk}_{take}.wav', (.3*np.sin(2*np.pi*(300 + 400*digit)*t)).astype(np.float32), 8000)
-    _, _, _, n_train = fc.resolve_data(str(d), 1, 'cy')
+    _, _, _, n_train = resolve_data(str(d), 1, 'cy')
     assert n_train == 12
-    with pytest.raises(ValueError, match="test_speaker 'zed' does not exist"): fc.resolve_data(str(d), 1, 'zed')
+    with pytest.raises(ValueError, match="test_speaker 'zed' does not exist"): resolve_data(str(d), 1, 'zed')
     res = run_comparison(CompareConfig(data=str(d), norms=('none',), runs=1, epochs=1, bs=4, speaker='cy', shifts=('gain:0',)),
                          out=tmp_path/'o', progress=False, log=lambda *_: None)
     assert res['acc@gain:0'].tolist() == res['final_acc'].tolist()
@@ -178,3 +196,20 @@ def test_torchrun_two_processes_equal_one(tiny_esc50, tmp_path):
         pd.read_csv(tmp_path/'two'/'curves.csv').sort_values(['run', 'norm', 'epoch']).reset_index(drop=True))
     assert '[rank 1/2]' in two.stdout + two.stderr and not list((tmp_path/'two').glob('*.rank*.csv'))
     assert (tmp_path/'two'/'summary.md').read_text().split('\n')[4:] == (tmp_path/'one'/'summary.md').read_text().split('\n')[4:]
+
+def test_ranks_share_jobs_and_name_parts(tmp_path):
+    from fastnorm.study.ranks import Ranks
+    one, r1 = Ranks(), Ranks(1, 3)
+    assert one.share(list(range(7))) == list(range(7)) and r1.share(list(range(7))) == [1, 4]
+    assert one.part(tmp_path, 'results') == tmp_path/'results.csv'
+    assert r1.part(tmp_path, 'results') == tmp_path/'results.rank1.csv' and not r1.main and one.main
+    got = []
+    one.log(got.append)('a')
+    r1.log(lambda *a: got.append(a))('b')
+    assert got == ['a', ('[rank 1/3]', 'b')]
+    assert one.main_first(lambda: 5) == 5  # one process: no barrier
+
+def test_results_in_canonical_order():
+    from fastnorm.study.results import canonical
+    df = pd.DataFrame(dict(norm=['b', 'x', 'a', 'b', 'a'], run=[1, 0, 1, 0, 0], v=range(5)))
+    assert canonical(df, ('a', 'b'))['v'].tolist() == [4, 3, 1, 2, 0]  # run 0 then 1; --norms order; unknown last

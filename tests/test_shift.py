@@ -1,5 +1,5 @@
 import math, pytest, torch
-from fastnorm.study.shift import parse_shift, parse_shifts, Shift
+from fastnorm.study.shift import SHIFT_EFFECTS, parse_shift, parse_shifts, Shift
 
 SR = 16000
 
@@ -55,3 +55,9 @@ def test_parse_shifts_list_and_duplicates():
     assert parse_shifts('') == [] and parse_shifts(None) == []
     with pytest.raises(ValueError, match='--shift lists gain:-20 twice'): parse_shifts(['gain:-20', 'gain:-20.0'])
     assert isinstance(parse_shifts(['tilt:-3'])[0], Shift)
+
+def test_effect_name_and_column():
+    sh = parse_shift('band:2000:4000:-12')
+    assert (sh.effect, sh.args, sh.name, sh.column) == ('band', (2000., 4000., -12.), 'band:2000:4000:-12', 'acc@band:2000:4000:-12')
+    assert sorted(SHIFT_EFFECTS) == ['band', 'gain', 'noise', 'resample', 'tilt']
+    with pytest.raises(ValueError, match="Unknown shift effect 'loud'"): Shift('loud', (1.,))(tone(440), SR)

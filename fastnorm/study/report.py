@@ -1,16 +1,18 @@
 "Reporting a comparison: the summary table (mean, std, 95% CI, paired test against the baseline) and its plots."
 from __future__ import annotations
 import math
+from pathlib import Path
 import numpy as np, pandas as pd
 from scipy import stats as sps
 from ..utils import atomic_path
 
 __all__ = ['summarize', 'summary_markdown', 'summarize_shifts', 'shift_markdown', 'plot_comparison', 'plot_curves',
-           'save_figure']
+           'save_figure', 'write_report']
 
 def _ci95(x):
     x = np.asarray(x, float)
-    if len(x) < 2: return float('nan')
+    if len(x) < 2:
+        return float('nan')
     return float(sps.t.ppf(.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
 
 def summarize(results:pd.DataFrame, # a row per run: norm, run, seed, final_acc, ...
@@ -22,7 +24,8 @@ def summarize(results:pd.DataFrame, # a row per run: norm, run, seed, final_acc,
     base = results[results['norm'] == baseline].set_index('seed')[metric]
     for norm in (order or results['norm'].unique()):
         r = results[results['norm'] == norm]
-        if not len(r): continue
+        if not len(r):
+            continue
         x = r[metric].to_numpy(float)
         std = x.std(ddof=1) if len(x) > 1 else float('nan')
         row = dict(norm=norm, n=len(x), mean=x.mean(), std=std, ci95=_ci95(x))
@@ -34,7 +37,9 @@ def summarize(results:pd.DataFrame, # a row per run: norm, run, seed, final_acc,
         rows.append(row)
     return pd.DataFrame(rows)
 
-def _f(v, fmt='{:.4f}'): return '–' if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+def _f(v, fmt='{:.4f}'):
+    "`v` formatted, or a dash for a missing value"
+    return '–' if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
 def _ci(r:dict)->str:
     "A summary row's 95% CI as 'low – high'"
@@ -72,8 +77,8 @@ def summary_markdown(summary:pd.DataFrame, cfg=None, n_classes:int|None=None,
             "AudioNormalize, then one statistic for the whole spectrogram / one per mel bin, computed on the training "
             "folds; `instance`: AudioNormalize, then each spectrogram by its own mean and std; `imagenet`: each "
             "spectrogram min-max scaled to [0,1] like an image, then ImageNet's mean and std. Accuracy is the final "
-            "epoch's on the validation fold; the 95% CI is the t-interval of the mean over runs; the paired difference "
-            "pairs runs that share a seed.\n")
+            "epoch's on the validation fold; the 95% CI is the t-interval of the mean over runs; the paired "
+            "difference pairs runs that share a seed.\n")
     return head + '\n'.join(lines) + foot
 
 def summarize_shifts(results:pd.DataFrame, # rows with `final_acc` and an `acc@<shift>` column per shift
@@ -92,7 +97,7 @@ def summarize_shifts(results:pd.DataFrame, # rows with `final_acc` and an `acc@<
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 def shift_markdown(shift_summary:pd.DataFrame, baseline:str='none')->str:
-    "An overview (mean accuracy under each shift, and its drop) and one table per shift with CIs and paired differences"
+    "An overview (mean accuracy under each shift, and its drop), then a table per shift with CIs and paired diffs"
     shifts = list(dict.fromkeys(shift_summary['shift']))
     norms = list(dict.fromkeys(shift_summary['norm']))
     lines = ["## Under deployment shifts\n",
@@ -123,11 +128,12 @@ def shift_markdown(shift_summary:pd.DataFrame, baseline:str='none')->str:
 def save_figure(fig, path):
     "Write `fig` to `path` as PNG atomically (a temporary file, then a rename) and close it"
     import matplotlib.pyplot as plt
-    with atomic_path(path) as tmp: fig.savefig(tmp, dpi=110, bbox_inches='tight', format='png')
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches='tight', format='png')
     plt.close(fig)
 
 def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str='final_acc', order=None,
-                    shift_summary:pd.DataFrame|None=None, # from `summarize_shifts`: adds each shift's accuracy and drop
+                    shift_summary:pd.DataFrame|None=None, # from `summarize_shifts`: each shift's accuracy and drop
                    ):
     """Bars of mean accuracy with 95% CI error bars and each run's dot; with shifts, grouped bars per shift and a panel
     of drops"""
@@ -144,7 +150,8 @@ def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str
             t = shift_summary[shift_summary['shift'] == sh].set_index('norm').reindex(order)
             off = -.4 + w/2 + w*(k + 1)
             ax.bar(xs + off, t['mean'], w, yerr=t['ci95'].fillna(0), capsize=2, label=sh, color=f'C{k + 1}')
-            ax2.bar(xs + off - w/2, t['drop'], w, yerr=t['drop_ci95'].fillna(0), capsize=2, label=sh, color=f'C{k + 1}')
+            ax2.bar(xs + off - w/2, t['drop'], w, yerr=t['drop_ci95'].fillna(0), capsize=2, label=sh,
+                    color=f'C{k + 1}')
         ax.set_ylim(0, 1)
         ax.set_ylabel('validation accuracy')
         ax.set_title('Accuracy, unshifted and under each shift')
@@ -178,9 +185,11 @@ def plot_curves(curves:pd.DataFrame, path, order=None):
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for i, n in enumerate(order or curves['norm'].unique()):
         c = curves[curves['norm'] == n]
-        if not len(c): continue
+        if not len(c):
+            continue
         col = f'C{i}'
-        for _, r in c.groupby('run'): ax.plot(r['epoch'], r['accuracy'], color=col, alpha=.3, lw=.8)
+        for _, r in c.groupby('run'):
+            ax.plot(r['epoch'], r['accuracy'], color=col, alpha=.3, lw=.8)
         m = c.groupby('epoch')['accuracy'].mean()
         ax.plot(m.index, m.values, color=col, lw=2, label=n)
     ax.set_xlabel('epoch')
@@ -188,3 +197,26 @@ def plot_curves(curves:pd.DataFrame, path, order=None):
     ax.legend()
     ax.set_title('Validation accuracy per epoch')
     save_figure(fig, path)
+
+def write_report(results:pd.DataFrame, # the comparison's rows (`results.csv`)
+                 curves:pd.DataFrame, # its per-epoch rows (`curves.csv`)
+                 cfg, # the `CompareConfig`: the report covers its recipes and runs only
+                 shifts, # the `Shift`s asked for
+                 n_classes:int, # for the chance level
+                 legend:dict, # recipe -> what it does
+                 out:Path, # the folder for summary.md, comparison.png, curves.png
+                )->str:
+    "summary.md, comparison.png and curves.png from the rows of the runs asked for; returns summary.md's text"
+    results = results[results['norm'].isin(cfg.norms) & (results['run'] < cfg.runs)]
+    base = 'none' if 'none' in cfg.norms else cfg.norms[0]
+    summary = summarize(results, baseline=base, order=cfg.norms)
+    md = summary_markdown(summary, cfg, n_classes=n_classes, legend=legend)
+    conds = [s.name for s in shifts if s.column in results]
+    shift_sum = summarize_shifts(results, conds, baseline=base, order=cfg.norms) if conds else None
+    if shift_sum is not None:
+        md += '\n' + shift_markdown(shift_sum, base)
+    with atomic_path(out/'summary.md') as tmp:
+        tmp.write_text(md)
+    plot_comparison(results, summary, out/'comparison.png', order=cfg.norms, shift_summary=shift_sum)
+    plot_curves(curves[curves['norm'].isin(cfg.norms) & (curves['run'] < cfg.runs)], out/'curves.png', order=cfg.norms)
+    return md

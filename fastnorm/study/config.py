@@ -1,0 +1,71 @@
+"""What decides a comparison's numbers (`CompareConfig`), checked before anything is loaded, and the presets of
+`fastnorm compare`."""
+from __future__ import annotations
+from dataclasses import dataclass, asdict
+from ..checks import check_choice, check_frac, check_int, check_positive
+from ..spec import spec_config
+from ..augment import SPECAUGMENT_POLICIES
+from .recipes import RECIPES
+from .models import ARCHS
+from .shift import parse_shifts
+
+__all__ = ['CompareConfig', 'PRESETS']
+
+PRESETS = {
+    # the CPU default: embedded dataset, small xresnet, minutes on 2 cores
+    'quick': dict(data='synth', spec='quick', arch='xresnet18_tiny', epochs=8, runs=5, bs=32, lr=3e-3,
+                  norms=('none', 'global', 'channel', 'pcen'),
+                  shifts=('gain:-20', 'tilt:-3', 'noise:10', 'resample:8000')),
+    # the published post: xresnet18 from scratch, 16 kHz, 201-bin dB spectrogram, 20 epochs, 5 runs (a GPU job)
+    'paper': dict(data='esc50', spec='paper', arch='xresnet18', epochs=20, runs=5, bs=64, lr=1e-3,
+                  norms=('none', 'global', 'channel'), shifts=()),
+}
+
+def _check_norms(norms):
+    "`--norms`: known recipes, at least one, none twice"
+    bad = [n for n in norms if n not in RECIPES]
+    if bad or not norms:
+        raise ValueError(f"Unknown normalization(s) {bad or '(none given)'} in --norms: "
+                         f"choose from {','.join(RECIPES)}")
+    if len(set(norms)) != len(norms):
+        raise ValueError(f"--norms lists a normalization twice: {','.join(norms)}")
+
+@dataclass
+class CompareConfig:
+    """Everything that decides a comparison's numbers; saved as `config.json`, so `--resume` only continues the same
+    experiment"""
+    data:str = 'synth'
+    fold:int = 1
+    norms:tuple = ('none', 'global', 'channel')  # keys of `RECIPES`
+    runs:int = 3
+    epochs:int = 8
+    arch:str = 'xresnet18_tiny'
+    bs:int = 32
+    lr:float = 3e-3
+    spec:str = 'quick'
+    specaugment:str|None = None
+    frac:float = 1.0
+    seed:int = 0
+    pretrained:bool = False
+    speaker:str|None = None  # FSDD: validate on this speaker, train on the others (default: split by take)
+    # waveform shifts the validation set is also evaluated under (not part of `key`: more may be added on resume)
+    shifts:tuple = ()
+    def check(self):
+        "Errors that need no data: before anything is loaded or trained"
+        _check_norms(self.norms)
+        check_choice('--arch', self.arch, ARCHS)
+        if self.pretrained and not self.arch.startswith('resnet'):
+            raise ValueError(f"--pretrained needs a torchvision resnet (--arch resnet18 or resnet34), not {self.arch}")
+        if self.specaugment is not None:
+            check_choice('--specaugment', self.specaugment, tuple(SPECAUGMENT_POLICIES))
+        for k in ('runs', 'epochs', 'bs'):
+            check_int(f'--{k}', getattr(self, k), lo=1)
+        check_frac('--frac', self.frac, lo_open=True)
+        check_positive('--lr', self.lr)
+        spec_config(self.spec)
+        parse_shifts(self.shifts)
+        return self
+    def key(self):
+        "What must match on resume: all but `runs` and `shifts` (more may be added); `speaker` only where it is set"
+        return {k: v for k, v in asdict(self).items()
+                if k not in ('runs', 'shifts') and not (k == 'speaker' and v is None)}

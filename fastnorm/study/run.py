@@ -1,0 +1,139 @@
+"""`run_comparison`, top-down: check the output folder (and what a resume continues), plan the jobs, evaluate kept
+models under new shifts, train the missing jobs, merge and report. The ranks of a distributed run share the jobs;
+`Ranks` keeps that bookkeeping out of the phases."""
+from __future__ import annotations
+import json
+from pathlib import Path
+import pandas as pd
+from fastai.torch_core import set_seed
+from ..data import check_batch_size
+from ..utils import atomic_path
+from .. import __version__
+from .config import CompareConfig
+from .recipes import RECIPES
+from .datasets import resolve_data, make_dls
+from .shift import parse_shifts
+from .evaluate import ShiftedValid
+from .jobs import Job, model_path, train_job, evaluate_kept
+from .ranks import Ranks, one_process, part_files
+from .results import Ledger
+from .report import write_report
+
+__all__ = ['run_comparison']
+
+def _check_out(cfg:CompareConfig, out:Path, resume:bool):
+    "`out` holds no comparison, or (on `resume`) one made with the same settings"
+    if ((out/'results.csv').exists() or part_files(out, 'results')) and not resume:
+        raise FileExistsError(f"{out/'results.csv'} exists: pass --resume to complete that comparison, "
+                              "or choose another --out")
+    if not (resume and (out/'config.json').exists()):
+        return
+    old = json.loads((out/'config.json').read_text())
+    # through JSON, so a tuple compares equal to the list it was saved as
+    diff = {k: (old.get(k), v) for k, v in json.loads(json.dumps(cfg.key())).items() if old.get(k) != v}
+    if diff:
+        raise ValueError(f"--resume: {out} holds a comparison made with other settings {diff} (old, new): "
+                         "use another --out")
+
+def _open(cfg:CompareConfig, out:Path, ranks:Ranks, shifts:list, resume:bool)->tuple:
+    "(data, ledger): the data resolved (rank 0 first: it may make it), the settings kept, what a resume continues read"
+    data = ranks.main_first(lambda: resolve_data(cfg.data, cfg.fold, cfg.speaker))
+    check_batch_size(data.n_train, cfg.bs, f'the training set of --data {cfg.data}')
+    out.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        with atomic_path(out/'config.json') as tmp:
+            tmp.write_text(json.dumps({**cfg.key(), 'fastnorm': __version__}, indent=1))
+    ledger = Ledger(out, cfg.norms, [s.column for s in shifts], ranks, resume)
+    ranks.barrier()  # every rank has read what is there before anyone writes its own part
+    return data, ledger
+
+class _Comparison:
+    "The state the phases share: settings, data, the ranks, the rows and the shifted validation set"
+    def __init__(self, cfg:CompareConfig, out:Path, ranks:Ranks, shifts:list, resume:bool, progress:bool, log, cbs):
+        self.cfg, self.out, self.ranks, self.shifts, self.progress, self.cbs = cfg, out, ranks, shifts, progress, cbs
+        self.log = ranks.log(log)
+        self.data, self.ledger = _open(cfg, out, ranks, shifts, resume)
+        self._shifted = None
+    def plan(self)->tuple:
+        "(to evaluate, to train): jobs trained but not under every shift, and jobs not trained; run by run"
+        cfg, done = self.cfg, self.ledger.done
+        jobs = [Job(n, r, cfg.seed + r) for r in range(cfg.runs) for n in cfg.norms]
+        evals = [j for j in jobs if j.key in done and self.ledger.missing(j.key, self.shifts)]
+        train = [j for j in jobs if j.key not in done]
+        if done and self.ranks.main:
+            self.log(f"resuming: {len(done)} run(s) already in {self.out/'results.csv'}, {len(train)} to train, "
+                     f"{len(evals)} to evaluate under new shifts")
+        return evals, train
+    def make_caches(self):
+        "The feature caches, one per waveform normalization, made by rank 0 before the other ranks look for them"
+        if self.ranks.main:
+            with one_process():
+                for wave in sorted({RECIPES[n].wave for n in self.cfg.norms}):
+                    make_dls(self.data, self.cfg, wave, self.progress)
+        self.ranks.barrier()
+    def shifted(self, dls)->ShiftedValid:
+        "The shifted validation set, made from the first job's DataLoaders (every recipe validates on the same clips)"
+        if self._shifted is None:
+            self._shifted = ShiftedValid(dls, self.shifts)
+        return self._shifted
+    def evaluate(self, job:Job):
+        "A trained job's accuracy under the shifts its row lacks, from its kept weights"
+        need = self.ledger.missing(job.key, self.shifts)
+        if not model_path(self.out, job).exists():
+            self.log(f"run {job.run} {job.norm}: its weights are not in {self.out/'models'}, "
+                     f"so it cannot be evaluated under {', '.join(s.name for s in need)}")
+            return
+        set_seed(job.seed, reproducible=True)
+        with one_process():
+            dls = make_dls(self.data, self.cfg, RECIPES[job.norm].wave, False)
+            got = evaluate_kept(dls, self.cfg, job, self.out, self.shifted(dls), need)
+        self.ledger.update(job.key, got)
+        self.ledger.save()
+        self.log(f"run {job.run} {job.norm:>8}: evaluated under {', '.join(s.name for s in need)}")
+    def train(self, job:Job):
+        "Train a job, evaluate it under the shifts and save its rows"
+        set_seed(job.seed, reproducible=True)
+        with one_process():
+            dls = make_dls(self.data, self.cfg, RECIPES[job.norm].wave, self.progress and self.ranks.main)
+            shifted = self.shifted(dls) if self.shifts else None
+            row, curve = train_job(dls, self.cfg, job, self.out, shifted, cbs=self.cbs)
+        self.ledger.add(row, curve)
+        self.ledger.save()
+        self.log(f"run {job.run} {job.norm:>8}: accuracy {row['final_acc']:.4f} (best {row['best_acc']:.4f}) "
+                 f"in {row['seconds']:.1f}s" + ''.join(f", {s.name} {row[s.column]:.4f}" for s in self.shifts))
+    def report(self)->pd.DataFrame:
+        "On rank 0: every rank's rows merged, summary.md and the plots written; returns the results"
+        results, curves = self.ledger.merge()
+        legend = {n: RECIPES[n].doc for n in self.cfg.norms}
+        md = write_report(results, curves, self.cfg, self.shifts, self.data.n_classes, legend, self.out)
+        self.log('\n' + md)
+        return results
+    def finish(self)->pd.DataFrame:
+        "Once every rank is done, rank 0 reports; returns the results (on another rank, the rows it made)"
+        self.ranks.barrier()
+        results = self.report() if self.ranks.main else self.ledger.own_rows()
+        self.ranks.barrier()  # the other ranks wait for the report
+        return results
+
+def run_comparison(cfg:CompareConfig, # what to compare
+                   out='runs/compare', # the folder for results, curves, statistics, weights and the report
+                   resume:bool=False, # complete the comparison in `out` (made with the same settings)
+                   progress:bool=True, # progress bars
+                   log=print, # where the per-run lines go
+                   cbs=None, # fastai callbacks added to every training; the learner's job is `learn.job`
+                  )->pd.DataFrame:
+    """Train every (run, normalization) job that `out/results.csv` lacks, saving after each, and evaluate each model
+    under `cfg.shifts`; then write the summary and plots. Under `torchrun` the jobs are shared among the ranks by rank
+    and world size"""
+    cfg.check()
+    out = Path(out)
+    _check_out(cfg, out, resume)
+    shifts = parse_shifts(cfg.shifts, seed=cfg.seed)
+    run = _Comparison(cfg, out, Ranks.join(), shifts, resume, progress, log, cbs)
+    evals, train = run.plan()
+    run.make_caches()
+    for job in run.ranks.progress(run.ranks.share(evals), progress):
+        run.evaluate(job)
+    for job in run.ranks.progress(run.ranks.share(train), progress):
+        run.train(job)
+    return run.finish()
