@@ -43,7 +43,8 @@ def _interpolate_bilinear(grid, q):  # grid [b,H,W,ch], q [b,N,2] (y, x)
     for dim, size in ((0, H), (1, W)):
         qd = q[..., dim]
         fl = torch.clamp(torch.floor(qd), 0, size - 2)
-        floors.append(fl.long()); ceils.append(fl.long() + 1)
+        floors.append(fl.long())
+        ceils.append(fl.long() + 1)
         alphas.append(torch.clamp(qd - fl, 0, 1)[..., None])
     flat = grid.reshape(b * H * W, ch)
     off = (torch.arange(b) * H * W)[:, None]
@@ -81,20 +82,28 @@ def interpolate_loop_warp(x, W=80):
 def paired(fa, fb, k, warm=3):
     """Time `fa` and `fb` alternately, one call each, `k` times: (median ms of a, median ms of b, median of the per-pair ratios a/b).
     Load from other processes then hits both sides alike, which a shared machine needs."""
-    for _ in range(warm): fa(); fb()
+    for _ in range(warm):
+        fa()
+        fb()
     ta, tb = [], []
     for _ in range(k):
-        t0 = time.perf_counter(); fa(); t1 = time.perf_counter(); fb(); t2 = time.perf_counter()
-        ta.append((t1 - t0) * 1e3); tb.append((t2 - t1) * 1e3)
+        t0 = time.perf_counter()
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        t2 = time.perf_counter()
+        ta.append((t1 - t0) * 1e3)
+        tb.append((t2 - t1) * 1e3)
     return statistics.median(ta), statistics.median(tb), statistics.median(a / b for a, b in zip(ta, tb))
 
 def main(k=40, n_sparse=3, seed=0):
-    torch.manual_seed(seed); random.seed(seed)
+    torch.manual_seed(seed)
+    random.seed(seed)
     B, C, Fq, T = 64, 1, 128, 431
     x = TensorSpec(torch.randn(B, C, Fq, T), cfg=SPEC_PRESETS['esc50'])
     xt = x.as_subclass(torch.Tensor)
     fa, ta = TA.FrequencyMasking(27, iid_masks=True), TA.TimeMasking(100, iid_masks=True)
-    sa, fm, tm, tw = SpecAugment(27, 100, 2, 2), FreqMask(27, n=2), TimeMask(100, n=2), TimeWarp(80)
+    sa, fm, tm, tw = SpecAugment(27, 100, 2, 2), FreqMask(27, n_freq_mask=2), TimeMask(100, n_time_mask=2), TimeWarp(80)
     ours_fused, ours_sep = (lambda: sa(x, split_idx=0)), (lambda: tm(fm(x, split_idx=0), split_idx=0))
     audio, clone = (lambda: ta(ta(fa(fa(xt))))), (lambda: xt.clone())
     warp, loop = (lambda: tw(x, split_idx=0)), (lambda: interpolate_loop_warp(xt))

@@ -9,7 +9,7 @@ import math, platform, statistics, sys, time
 import torch
 from fastcore.script import call_parse
 from fastnorm import __version__
-from fastnorm.stats import StatsRecorder
+from fastnorm.stats import StatsRecorder, STATS_SCOPES
 from fastnorm.dlstats import compute_stats
 
 class PostStatsRecorder:
@@ -35,7 +35,6 @@ class PostStatsRecorder:
             self.std = torch.sqrt(self.std)
             self.nobservations += n
 
-KINDS = {'global': (0,1,2,3), 'channel': (0,3)}
 
 def logmel_batch(i, bs, shape=(1,128,431)):
     "Log-mel-like float32 batch `i`: around -60 dB, per-bin offsets from -90 to -30, a level per item, 10 dB noise"
@@ -52,25 +51,26 @@ def rel_err(a, ref): return float(((a.double() - ref).abs() / ref.abs()).max())
 def accuracy(n_items, bs, shape):
     "Max relative error of mean and std against a float64 two-pass reference, ours and the post's, global and per channel"
     sizes = batch_sizes(n_items, bs)
-    ours = {k: StatsRecorder(d) for k, d in KINDS.items()}
-    post = {k: PostStatsRecorder(d) for k, d in KINDS.items()}
-    per_batch = {k: [] for k in KINDS}  # for the `frac` study
-    s1 = {k: 0. for k in KINDS}
+    ours = {k: StatsRecorder(d) for k, d in STATS_SCOPES.items()}
+    post = {k: PostStatsRecorder(d) for k, d in STATS_SCOPES.items()}
+    per_batch = {k: [] for k in STATS_SCOPES}  # for the `frac` study
+    s1 = {k: 0. for k in STATS_SCOPES}
     for i, b in enumerate(sizes):
         x = logmel_batch(i, b, shape)
-        for k, d in KINDS.items():
-            ours[k].update(x); post[k].update(x)
+        for k, d in STATS_SCOPES.items():
+            ours[k].update(x)
+            post[k].update(x)
             per_batch[k].append(StatsRecorder(d).update(x))
             s1[k] = s1[k] + x.double().sum(d, keepdim=True)
-    n = {k: n_items * math.prod(shape) / math.prod(ours[k].kept_shape[1:]) for k in KINDS}
-    mean = {k: s1[k] / n[k] for k in KINDS}
-    ss = {k: 0. for k in KINDS}
+    n = {k: n_items * math.prod(shape) / math.prod(ours[k].kept_shape[1:]) for k in STATS_SCOPES}
+    mean = {k: s1[k] / n[k] for k in STATS_SCOPES}
+    ss = {k: 0. for k in STATS_SCOPES}
     for i, b in enumerate(sizes):  # second pass: squared deviations from the exact mean
         x = logmel_batch(i, b, shape).double()
-        for k, d in KINDS.items(): ss[k] = ss[k] + ((x - mean[k])**2).sum(d, keepdim=True)
-    std = {k: (ss[k] / n[k]).sqrt() for k in KINDS}
+        for k, d in STATS_SCOPES.items(): ss[k] = ss[k] + ((x - mean[k])**2).sum(d, keepdim=True)
+    std = {k: (ss[k] / n[k]).sqrt() for k in STATS_SCOPES}
     res = {}
-    for k in KINDS:
+    for k in STATS_SCOPES:
         res[k] = dict(ours_mean=rel_err(ours[k].mean, mean[k]), ours_std=rel_err(ours[k].std, std[k]),
                       post_mean=rel_err(post[k].mean, mean[k]), post_std=rel_err(post[k].std, std[k]))
     return res, per_batch, mean, std
@@ -82,10 +82,12 @@ def frac_errors(per_batch, mean, std, fracs=(0.05, 0.1, 0.2, 0.5, 1.0), seeds=ra
     for f in fracs:
         em, es = [], []
         for s in seeds:
-            rs = list(per_batch); random.Random(s).shuffle(rs)
+            rs = list(per_batch)
+            random.Random(s).shuffle(rs)
             r = StatsRecorder((0,3))
             for b in rs[:max(1, math.ceil(f * len(rs)))]: r.merge(b)
-            em.append(float(((r.mean - mean).abs() / std).max())); es.append(rel_err(r.std, std))
+            em.append(float(((r.mean - mean).abs() / std).max()))
+            es.append(rel_err(r.std, std))
         out[f] = (statistics.mean(em), statistics.mean(es))
     return out
 
@@ -93,18 +95,22 @@ def timeit(fn, reps):
     "Fastest of `reps` runs: on a shared machine the minimum is the run least disturbed by other processes"
     ts = []
     for _ in range(reps):
-        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
     return min(ts)
 
 def update_speed(reps, bs=64, shape=(1,128,431)):
     "Time of one `update` on a `[64,1,128,431]` batch (fastest of `reps`, ours and the post's interleaved)"
     x = logmel_batch(0, bs, shape)
     res = {}
-    for k, d in KINDS.items():
-        o, p = StatsRecorder(d).update(x), PostStatsRecorder(d); p.update(x)  # warm, and past the first-batch branch
+    for k, d in STATS_SCOPES.items():
+        o, p = StatsRecorder(d).update(x), PostStatsRecorder(d)
+        p.update(x)  # warm, and past the first-batch branch
         to, tp = [], []
         for _ in range(reps):
-            to.append(timeit(lambda: o.update(x), 1)); tp.append(timeit(lambda: p.update(x), 1))
+            to.append(timeit(lambda: o.update(x), 1))
+            tp.append(timeit(lambda: p.update(x), 1))
         res[k] = (min(to), min(tp))
     return res
 
@@ -117,13 +123,14 @@ def overhead(reps, clips_per_class, bs, seconds=5.0, cache=True):
     dl = dls.train.new(shuffle=False, drop_last=False)
     def plain():
         for b in dl: pass
-    def stats(): return compute_stats(dl, kind='channel', progress=False)
-    def stream(): return compute_stats(dl, kind='channel', progress=False, cache_stats=False)  # the pass over the batches
+    def stats(): return compute_stats(dl, scope='freq', progress=False)
+    def stream(): return compute_stats(dl, scope='freq', progress=False, cache_stats=False)  # the pass over the batches
     fast, slow = stats(), stream()  # warm: the memmap pages, the cache index and its per-item statistics
     plain()
     tp, ts, tst = [], [], []
     for _ in range(reps):
-        tp.append(timeit(plain, 1)); ts.append(timeit(stats, 1))
+        tp.append(timeit(plain, 1))
+        ts.append(timeit(stats, 1))
         if cache: tst.append(timeit(stream, 1))
     x = dl.one_batch()[0]
     diff = max(rel_err(fast.mean, slow.mean), rel_err(fast.std, slow.std))
@@ -148,7 +155,7 @@ def main(quick:bool=False, # a small smoke run, numbers not for BENCHMARKS.md
         print(f"{k:8s} ours: mean {r['ours_mean']:.1e} std {r['ours_std']:.1e} | post: mean {r['post_mean']:.1e} std {r['post_std']:.1e} "
               f"| std error ratio post/ours {r['post_std']/max(r['ours_std'], 1e-300):.0f}x")
     print("\n## per-channel error against the fraction of batches (mean over 10 seeds): max |mean err|/std, max rel std err")
-    for f, (em, es) in frac_errors(per_batch['channel'], mean['channel'], std['channel']).items():
+    for f, (em, es) in frac_errors(per_batch['freq'], mean['freq'], std['freq']).items():
         print(f"frac {f:4.2f}: mean {em:.1e}  std {es:.1e}")
     print(f"\n## update cost on [64,1,128,431] batches (fastest of {reps})")
     for k, (to, tp) in update_speed(reps).items():
@@ -157,7 +164,7 @@ def main(quick:bool=False, # a small smoke run, numbers not for BENCHMARKS.md
     tp = o['plain']
     print(f"\n## compute_stats overhead: {o['type']} over synth_esc50 (5 s clips, 'quick' preset), {o['n']} items, {o['nb']} batches of "
           f"{o['shape']} (fastest of {max(3, reps // 2)})")
-    print(f"plain iteration {tp*1e3:.2f} ms, compute_stats(kind='channel') {o['stats']*1e3:.2f} ms (the cache's per-item statistics "
+    print(f"plain iteration {tp*1e3:.2f} ms, compute_stats(scope='freq') {o['stats']*1e3:.2f} ms (the cache's per-item statistics "
           f"merged): overhead {(o['stats']/tp - 1)*100:+.1f}%")
     print(f"  the streaming pass over the same batches (cache_stats=False) {o['stream']*1e3:.2f} ms: overhead {(o['stream']/tp - 1)*100:+.1f}%; "
           f"max relative difference of mean/std between the two {o['diff']:.1e} (the pass sums float32 batches)")

@@ -7,14 +7,15 @@ from fastcore.basics import store_attr
 from fastcore.meta import delegates
 from fastai.torch_core import retain_type
 from .batchrand import BatchRandTransform
-from .checks import check_frac, check_int, check_mask_value, check_batch4d
+from .checks import check_frac, check_int, check_mask_value, check_batch4d, check_choice
+from .checks import renamed_kwargs, warn_deprecated
 from .spec import TensorSpec
 
 __all__ = ['SPECAUGMENT_POLICIES', 'span_mask', 'apply_masks', 'warp_positions', 'time_warp',
            'FreqMask', 'TimeMask', 'TimeWarp', 'SpecAugment', 'show_augment']
 
-# Park et al. 2019, Table 1 (W, F, mF, T, p, mT); `max_frac` is the paper's p, the time mask's upper bound as a fraction
-# of the clip
+# Park et al. 2019, Table 1 (W, F, mF, T, p, mT); `max_frac` is the paper's p, the time mask's upper bound as a
+# fraction of the clip
 SPECAUGMENT_POLICIES = {
     'LB': dict(time_warp=80, freq_mask_param=27, n_freq_mask=1, time_mask_param=100, max_frac=1.0, n_time_mask=1),
     'LD': dict(time_warp=80, freq_mask_param=27, n_freq_mask=2, time_mask_param=100, max_frac=1.0, n_time_mask=2),
@@ -39,8 +40,8 @@ def apply_masks(x:torch.Tensor, # `[B,C,F,T]` spectrogram batch, any device
                 mask_value:float|str=0., # a number, or 'mean' for each item's own mean
                 inplace:bool=False, # write into `x` itself (only for a batch you just made, e.g. a warp's output)
                )->torch.Tensor:
-    """A new batch with the masked rows and frames of each item set to `mask_value` (all channels alike); `x` is left as
-    it is"""
+    """A new batch with the masked rows and frames of each item set to `mask_value` (all channels alike); `x` is left
+    as it is"""
     xt = x.as_subclass(torch.Tensor)
     ks = [k for k in ((~freq).to(x.dtype)[:, None, :, None] if freq is not None else None,
                       (~time).to(x.dtype)[:, None, None, :] if time is not None else None) if k is not None]
@@ -75,7 +76,7 @@ def time_warp(x:torch.Tensor, # `[B,C,F,T]` spectrogram batch, any device, T >= 
               center:torch.Tensor, # `[B]` warp point w0 of each item (frames)
               shift:torch.Tensor, # `[B]` displacement w of each item (frames)
              )->torch.Tensor:
-    "Warp each item along time by linear interpolation at `warp_positions`: two gathers and a lerp over the whole batch"
+    "Warp each item along time by linear interpolation at `warp_positions`: two gathers and a lerp over the batch"
     B, C, nf, nt = x.shape
     src = warp_positions(nt, center.to(x.device), shift.to(x.device))
     i0 = src.floor().long().clamp(0, nt - 2)
@@ -88,6 +89,18 @@ def time_warp(x:torch.Tensor, # `[B,C,F,T]` spectrogram batch, any device, T >= 
 # ---- transforms
 class _SpecAug(BatchRandTransform):
     "Base of the SpecAugment transforms: spans for the masks and the warp, drawn per item"
+    _old_attrs = {}  # deprecated attribute names -> the current ones
+    def __setstate__(self, d):
+        "Pickles made with the old attribute names load too"
+        self.__dict__.update({self._old_attrs.get(k, k): v for k, v in d.items()})
+    def __getattr__(self, k):
+        "The old attribute names (`F`, `T`, `W`, `n`, `mF`, `mT`) still read, with a `DeprecationWarning`"
+        new = type(self)._old_attrs.get(k)
+        if new is None or new not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {k!r}")
+        warn_deprecated(f"`{type(self).__name__}.{k}`", f"`{new}`")
+        return self.__dict__[new]
+
     def _spans(self, x, prefix, n, size, max_w, on):
         "Widths U{0..max_w} and starts U{0..size-width}, `[B,n]` each; items with `on` False get width 0"
         B = x.shape[0]
@@ -100,7 +113,8 @@ class _SpecAug(BatchRandTransform):
     def _freq(self, x, F, n, on, prefix=''):
         nf = x.shape[-2]
         if F > nf:
-            raise ValueError(f"`F` (freq_mask_param) = {F} exceeds the {nf} frequency bins of the batch: use F <= {nf}")
+            raise ValueError(f"`freq_mask_param` = {F} exceeds the {nf} frequency bins of the batch: use "
+                             f"freq_mask_param <= {nf}")
         if n == 0 or F == 0: return None
         return span_mask(nf, *self._spans(x, prefix, n, nf, F, on))
 
@@ -114,8 +128,9 @@ class _SpecAug(BatchRandTransform):
         if W == 0: return x
         if 2 * W >= nt - 1:
             if short == 'skip': return x
-            raise ValueError(f"`W` = {W} must be less than half the clip, (τ-1)/2 = {(nt - 1) / 2} for τ = {nt} "
-                             "frames: use a smaller W, or short='skip' to leave clips this short unwarped")
+            raise ValueError(f"`time_warp` = {W} must be less than half the clip, (τ-1)/2 = {(nt - 1) / 2} for "
+                             f"τ = {nt} frames: use a smaller time_warp, or short='skip' to leave clips this short "
+                             "unwarped")
         B = x.shape[0]
         c = self._pinned(x, 'center', (B,), torch.float32)
         if c is None: c = W + self._rand(x, B) * (nt - 1 - 2 * W)
@@ -124,62 +139,71 @@ class _SpecAug(BatchRandTransform):
         return time_warp(x, c, w * on)
 
 class FreqMask(_SpecAug):
-    """Mask `n` bands of f ~ U{0..F} consecutive frequency rows from f0 ~ U{0..v-f}, independently per item.
-    `x`: `[B,C,F,T]`, any device"""
+    """Mask `n_freq_mask` bands of f ~ U{0..F} consecutive frequency rows (F: `freq_mask_param`) from f0 ~ U{0..v-f},
+    independently per item. `x`: `[B,C,F,T]`, any device"""
     order = 101  # after normalization (99) and TimeWarp (100): a `mask_value` of 0 is then the dataset mean
     draw_keys = ('width', 'start', 'apply')  # `[B,n]`, `[B,n]`, `[B]`
+    _old_attrs = dict(F='freq_mask_param', n='n_freq_mask')
+    @renamed_kwargs(**_old_attrs)
     @delegates(BatchRandTransform.__init__)
-    def __init__(self, F:int, # largest band width (rows); must not exceed the batch's frequency bins
-                 n:int=1, # bands per item
+    def __init__(self, freq_mask_param:int, # F: largest band width (rows); must not exceed the batch's frequency bins
+                 n_freq_mask:int=1, # mF: bands per item
                  mask_value:float|str=0., # a number, or 'mean' for each item's own mean
                  **kwargs):
         super().__init__(**kwargs)
-        self.F, self.n, self.mask_value = check_int('F', F), check_int('n', n), check_mask_value(mask_value)
+        self.freq_mask_param = check_int('freq_mask_param', freq_mask_param)
+        self.n_freq_mask, self.mask_value = check_int('n_freq_mask', n_freq_mask), check_mask_value(mask_value)
     def encodes(self, x:TensorSpec):
         check_batch4d(x, 'FreqMask', _BATCH_HINT)
-        return apply_masks(x, freq=self._freq(x, self.F, self.n, self._apply(x)), mask_value=self.mask_value)
+        freq = self._freq(x, self.freq_mask_param, self.n_freq_mask, self._apply(x))
+        return apply_masks(x, freq=freq, mask_value=self.mask_value)
 
 class TimeMask(_SpecAug):
-    """Mask `n` spans of t ~ U{0..T} frames (at most `max_frac` of the clip) from t0 ~ U{0..τ-t}, independently per
-    item. `x`: `[B,C,F,T]`"""
+    """Mask `n_time_mask` spans of t ~ U{0..T} frames (T: `time_mask_param`, at most `max_frac` of the clip) from
+    t0 ~ U{0..τ-t}, independently per item. `x`: `[B,C,F,T]`"""
     order = 102
     draw_keys = ('width', 'start', 'apply')  # `[B,n]`, `[B,n]`, `[B]`
+    _old_attrs = dict(T='time_mask_param', n='n_time_mask')
+    @renamed_kwargs(**_old_attrs)
     @delegates(BatchRandTransform.__init__)
-    def __init__(self, T:int, # largest span (frames); capped at `max_frac` of the clip (and at the clip)
-                 n:int=1, # spans per item
+    def __init__(self, time_mask_param:int, # T: largest span (frames), capped at `max_frac` of the clip
+                 n_time_mask:int=1, # mT: spans per item
                  max_frac:float=1., # the paper's p: no span is longer than this fraction of the clip
                  mask_value:float|str=0., # a number, or 'mean' for each item's own mean
                  **kwargs):
         super().__init__(**kwargs)
-        self.T, self.n, self.max_frac = check_int('T', T), check_int('n', n), check_frac('max_frac', max_frac)
+        self.time_mask_param = check_int('time_mask_param', time_mask_param)
+        self.n_time_mask, self.max_frac = check_int('n_time_mask', n_time_mask), check_frac('max_frac', max_frac)
         self.mask_value = check_mask_value(mask_value)
     def encodes(self, x:TensorSpec):
         check_batch4d(x, 'TimeMask', _BATCH_HINT)
-        time = self._time(x, self.T, self.n, self.max_frac, self._apply(x))
+        time = self._time(x, self.time_mask_param, self.n_time_mask, self.max_frac, self._apply(x))
         return apply_masks(x, time=time, mask_value=self.mask_value)
 
 class TimeWarp(_SpecAug):
-    """The paper's time warp: w0 ~ U(W, τ-1-W) moves by w ~ U(-W, W), frames 0 and τ-1 fixed, linear in between.
-    `x`: `[B,C,F,T]`"""
+    """The paper's time warp: w0 ~ U(W, τ-1-W) moves by w ~ U(-W, W) (W: `time_warp`), frames 0 and τ-1 fixed, linear
+    in between. `x`: `[B,C,F,T]`"""
     order = 100  # first of the SpecAugment steps, after normalization
     draw_keys = ('center', 'shift', 'apply')  # frames, `[B]` each
+    _old_attrs = dict(W='time_warp')
+    @renamed_kwargs(**_old_attrs)
     @delegates(BatchRandTransform.__init__)
-    def __init__(self, W:int, # largest displacement (frames); needs W < (τ-1)/2
+    def __init__(self, time_warp:int, # W: largest displacement (frames); needs W < (τ-1)/2
                  p:float=1., # probability of warping each item
                  short:str='error', # clips with W >= (τ-1)/2: 'error' raises, 'skip' leaves the batch unwarped
                  **kwargs):
         super().__init__(p=p, **kwargs)
-        if short not in ('error', 'skip'): raise ValueError(f"`short` must be 'error' or 'skip' ({short!r} given)")
-        self.W, self.short = check_int('W', W), short
+        self.time_warp, self.short = check_int('time_warp', time_warp), check_choice('short', short, ('error', 'skip'))
     def encodes(self, x:TensorSpec):
         check_batch4d(x, 'TimeWarp', _BATCH_HINT)
-        return self._warp(x, self.W, self.short, self._apply(x))
+        return self._warp(x, self.time_warp, self.short, self._apply(x))
 
 class SpecAugment(_SpecAug):
-    """Time warp, then frequency and time masks in one pass, with the TF layer's argument names or a policy of the paper
-    ('LB', 'LD', 'SM', 'SS')"""
+    """Time warp, then frequency and time masks in one pass, with the TF layer's argument names or a policy of the
+    paper ('LB', 'LD', 'SM', 'SS')"""
     order = 100
     draw_keys = ('center', 'shift', 'freq_width', 'freq_start', 'time_width', 'time_start', 'apply')
+    _old_attrs = dict(F='freq_mask_param', T='time_mask_param', mF='n_freq_mask', mT='n_time_mask', W='time_warp')
     @delegates(BatchRandTransform.__init__)
     def __init__(self, freq_mask_param:int|None=None, # F: largest frequency band (rows)
                  time_mask_param:int|None=None, # T: largest time span (frames)
@@ -200,38 +224,37 @@ class SpecAugment(_SpecAug):
         args = dict(freq_mask_param=freq_mask_param, time_mask_param=time_mask_param, n_freq_mask=n_freq_mask,
                     n_time_mask=n_time_mask, mask_value=mask_value, time_warp=time_warp, max_frac=max_frac)
         if policy is not None:
-            if policy not in SPECAUGMENT_POLICIES:
-                raise ValueError(f"`policy` must be one of {sorted(SPECAUGMENT_POLICIES)} or None ({policy!r} given)")
+            policy = check_choice('policy', policy, tuple(SPECAUGMENT_POLICIES))
             args = {k: SPECAUGMENT_POLICIES[policy].get(k) if v is None else v for k, v in args.items()}
         defaults = dict(freq_mask_param=0, time_mask_param=0, n_freq_mask=1, n_time_mask=1, mask_value=0., time_warp=0,
                         max_frac=1.)
         a = {k: defaults[k] if v is None else v for k, v in args.items()}
-        if short not in ('error', 'skip'): raise ValueError(f"`short` must be 'error' or 'skip' ({short!r} given)")
-        self.F = check_int('freq_mask_param', a['freq_mask_param'])
-        self.T = check_int('time_mask_param', a['time_mask_param'])
-        self.mF, self.mT = check_int('n_freq_mask', a['n_freq_mask']), check_int('n_time_mask', a['n_time_mask'])
-        self.W, self.max_frac = check_int('time_warp', a['time_warp']), check_frac('max_frac', a['max_frac'])
-        self.mask_value = check_mask_value(a['mask_value'])
+        for k in ('freq_mask_param', 'time_mask_param', 'n_freq_mask', 'n_time_mask', 'time_warp'):
+            setattr(self, k, check_int(k, a[k]))
+        self.max_frac, self.mask_value = check_frac('max_frac', a['max_frac']), check_mask_value(a['mask_value'])
         self.p_m, self.p_s = check_frac('p_m', p_m), check_frac('p_s', p_s)
         self.max_time_masks = check_int('max_time_masks', max_time_masks)
-        store_attr('policy,adaptive,short')
+        self.short = check_choice('short', short, ('error', 'skip'))
+        store_attr('policy,adaptive')
 
     def time_masks(self, n_frames:int)->tuple[int,int]:
         "(number, largest size) of the time masks for a clip of `n_frames`, adaptive or fixed"
         if self.adaptive: return min(self.max_time_masks, int(self.p_m * n_frames)), int(self.p_s * n_frames)
-        return self.mT, self.T
+        return self.n_time_mask, self.time_mask_param
 
     def encodes(self, x:TensorSpec):
         check_batch4d(x, 'SpecAugment', _BATCH_HINT)
         on = self._apply(x)
-        y = self._warp(x, self.W, self.short, on)
+        y = self._warp(x, self.time_warp, self.short, on)
         mT, T = self.time_masks(x.shape[-1])
-        freq, time = self._freq(x, self.F, self.mF, on, 'freq_'), self._time(x, T, mT, self.max_frac, on, 'time_')
+        freq = self._freq(x, self.freq_mask_param, self.n_freq_mask, on, 'freq_')
+        time = self._time(x, T, mT, self.max_frac, on, 'time_')
         # the warp's output is ours to overwrite
         return apply_masks(y, freq=freq, time=time, mask_value=self.mask_value, inplace=y is not x)
 
     def __repr__(self):
-        return (f"SpecAugment(F={self.F}, mF={self.mF}, T={self.T}, mT={self.mT}, W={self.W}, "
+        return (f"SpecAugment(freq_mask_param={self.freq_mask_param}, n_freq_mask={self.n_freq_mask}, "
+                f"time_mask_param={self.time_mask_param}, n_time_mask={self.n_time_mask}, time_warp={self.time_warp}, "
                 f"max_frac={self.max_frac}, mask_value={self.mask_value}, p={self.p}, policy={self.policy}, "
                 f"adaptive={self.adaptive})")
 

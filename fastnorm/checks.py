@@ -1,7 +1,7 @@
 """Argument checks shared by fastnorm's modules: each raises a `ValueError` that names the argument, quotes the value
 given and says what is allowed, and returns the value in its canonical type. Internal helpers, not in `fastnorm.all`."""
 from __future__ import annotations
-import math
+import functools, math, os, sys, warnings
 from numbers import Real
 
 __all__ = ['check_frac', 'check_int', 'check_positive', 'check_range', 'check_choice', 'check_mask_value',
@@ -72,3 +72,83 @@ def check_batch4d(x, # the tensor given
                  ):
     "Fail unless `x` is a batch `[B,C,F,T]`"
     if x.ndim != 4: raise ValueError(f"{who} expects a batch `[B,C,F,T]` (shape {list(x.shape)} given): {hint}")
+
+def check_dims(name:str, # the argument's name, for the message
+               v, # an int or a sequence of ints
+               ndim:int|None=None, # the rank they index: each must lie in [-ndim, ndim)
+               distinct:bool=True, # reject a dim given twice
+              )->tuple:
+    "`v` as a non-empty tuple of integer dims"
+    dims = (v,) if isinstance(v, int) and not isinstance(v, bool) else v
+    ok = isinstance(dims, (tuple, list, range)) and len(dims) > 0
+    ok = ok and all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
+    if ok and ndim is not None: ok = all(-ndim <= d < ndim for d in dims)
+    if ok and distinct: ok = len({d if ndim is None else d % ndim for d in dims}) == len(dims)
+    if not ok:
+        what = 'distinct integer dims' if distinct else 'integer dims'
+        of = '' if ndim is None else f" of a rank-{ndim} tensor"
+        raise ValueError(f"`{name}` must be {what}{of}, at least one ({v!r} given)")
+    return tuple(dims)
+
+def check_between(name:str, # the argument's name, for the message
+                  v, # a real number, or a tensor of them
+                  lo:float=0., # the smallest value allowed
+                  hi:float=math.inf, # the largest value allowed
+                 ):
+    "`v` (a number, as a float, or a tensor, as it is) with every value finite and in [lo, hi]: NaN is rejected"
+    if hasattr(v, 'detach'):
+        ok = bool(((v >= lo) & (v <= hi) & v.isfinite()).all())
+        shown = f"{v.detach().flatten()[:4].tolist()}{'...' if v.numel() > 4 else ''}"
+    else:
+        ok = _is_number(v) and math.isfinite(v) and lo <= v <= hi
+        shown = repr(v)
+    if not ok:
+        allowed = 'be non-negative' if (lo, hi) == (0, math.inf) else f"lie in [{lo:g}, {hi:g}]"
+        raise ValueError(f"`{name}` must {allowed} ({shown} given)")
+    return v if hasattr(v, 'detach') else float(v)
+
+# frames of fastnorm and of the transform machinery it builds on: skipped to find the line of the user's call
+_INTERNAL = (os.path.dirname(os.path.abspath(__file__)) + os.sep, '<frozen importlib')
+_WARNED = set()
+
+def _user_frame():
+    "The innermost frame outside fastnorm, fasttransform and fastcore, and its `stacklevel` for `warn_deprecated`"
+    libs = tuple(os.path.dirname(sys.modules[m].__file__) + os.sep for m in ('fasttransform', 'fastcore')
+                 if m in sys.modules)
+    f, level = sys._getframe(2), 2
+    while f.f_back is not None and f.f_code.co_filename.startswith(_INTERNAL + libs):
+        f, level = f.f_back, level + 1
+    return f, level
+
+def warn_deprecated(old:str, # the old spelling, as the message shows it
+                    new:str, # what to use instead
+                   ):
+    "A `DeprecationWarning` that `old` is deprecated, once per line of the user's code that uses it"
+    f, level = _user_frame()
+    key = (old, f.f_code.co_filename, f.f_lineno)
+    if key in _WARNED: return
+    _WARNED.add(key)
+    warnings.warn(f"{old} is deprecated: use {new}", DeprecationWarning, stacklevel=level)
+
+def renamed_kwargs(**renames): # old keyword name = new keyword name
+    "Decorator: old keyword names of a function still work, each with a `DeprecationWarning` (`warn_deprecated`)"
+    def deco(f):
+        @functools.wraps(f)
+        def _f(*args, **kwargs):
+            for old, new in renames.items():
+                if old not in kwargs: continue
+                if new in kwargs: raise TypeError(f"{f.__qualname__}() got `{new}` and its old name `{old}`")
+                warn_deprecated(f"`{f.__qualname__.removesuffix('.__init__')}({old}=...)`", f"`{new}=`")
+                kwargs[new] = kwargs.pop(old)
+            return f(*args, **kwargs)
+        return _f
+    return deco
+
+def renamed_names(module:str, # the module's `__name__`
+                  **renames): # old name = new name, both of `module`
+    "A module `__getattr__` under which each old name gives its new name's object, with a `DeprecationWarning`"
+    def __getattr__(name):
+        if name not in renames: raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warn_deprecated(f"`{module}.{name}`", f"`{renames[name]}`")
+        return getattr(sys.modules[module], renames[name])
+    return __getattr__

@@ -6,8 +6,9 @@ import math, random
 from contextlib import contextmanager
 from functools import partial
 from fasttransform import Pipeline
-from .stats import StatsRecorder, STATS_KINDS
+from .stats import StatsRecorder, STATS_SCOPES
 from .cache import CachedSpecDL
+from .checks import check_choice, check_frac, check_int, renamed_kwargs, warn_deprecated
 
 __all__ = ['NORM_ORDER', 'stats_pipeline', 'stats_items', 'dist_shard', 'compute_stats']
 
@@ -81,25 +82,61 @@ def _cached_stats(dl, rec, chosen, pos)->bool:
     rec.merge(items.pool(dims[:-1]))  # Chan's merge of all items (and channels/bins when reduced) at once, in float64
     return True
 
-def _progress(it, total, progress):
-    "`it` with a fastprogress bar when `progress` is True, or None and the pass is long (over 20 batches)"
-    if progress or (progress is None and total is not None and total > 20):
-        from fastprogress.fastprogress import progress_bar
-        return progress_bar(it, total=total, leave=False)
-    return it
+def _progress(it, total, progress:bool):
+    "`it`, with a fastprogress bar when `progress`"
+    if not progress: return it
+    from fastprogress.fastprogress import progress_bar
+    return progress_bar(it, total=total, leave=False)
 
 def _stream(batches, rec, total, progress):
     for b in _progress(batches, total, progress): rec.update(b[0] if isinstance(b, (tuple, list)) else b)
 
 def _is_fastai_dl(dl)->bool: return hasattr(dl, 'after_batch') and hasattr(dl, 'get_idxs') and hasattr(dl, 'dataset')
 
+def _dl_stats(dl, rec, frac, n_batches, seed, progress, cache_stats):
+    """Stream the chosen batches of this rank through the fastai `DataLoader` itself (keeping its caches and workers),
+    in order, with its `after_batch` cut before normalization and augmentation and restored afterwards, even on an
+    error; or merge the cache's per-item moments of the same items"""
+    bs = dl.bs or 1
+    chosen = stats_items(dl, frac, n_batches, seed)
+    pos = dist_shard(range(len(chosen)), bs)
+    if cache_stats and _cached_stats(dl, rec, chosen, pos): return
+    mine = [chosen[p] for p in pos]
+    # `partial`, not a lambda: workers started by spawn (macOS, Windows, torch.multiprocessing) pickle `dl`
+    cut = dict(after_batch=Pipeline(stats_pipeline(dl)), get_idxs=partial(list, mine), n=len(mine))
+    with _patched(dl, shuffle=False, drop_last=False, **cut):
+        _stream(dl, rec, math.ceil(len(mine) / bs), progress)
+
+def _iter_stats(batches, rec, frac, n_batches, seed, progress):
+    "Stream a random `frac` of a plain iterable's batches, as they come, at most `n_batches`"
+    rng, total = random.Random(seed), None
+    try: total = len(batches)
+    except TypeError: pass
+    def _chosen():
+        k = 0
+        for b in batches:
+            if n_batches is not None and k >= n_batches: return
+            if frac < 1 and rng.random() >= frac: continue
+            k += 1
+            yield b
+    if total is not None: total = min(total if frac == 1 else math.ceil(frac*total), n_batches or total)
+    _stream(_chosen(), rec, total, progress)
+
+def _scope_dims(scope:str)->tuple:
+    "The `red_dims` of a `scope` of `compute_stats`"
+    if scope == 'channel':
+        warn_deprecated("`compute_stats(scope='channel')`", "scope='freq' (one statistic per frequency bin)")
+        scope = 'freq'
+    return STATS_SCOPES[check_choice('scope', scope, tuple(STATS_SCOPES))]
+
+@renamed_kwargs(kind='scope')
 def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training set), or any iterable of batches
-                  kind:str|None='global', # 'global' (one value) or 'freq' (one per frequency bin; old name 'channel')
-                  red_dims=None, # or: the dims to reduce, overriding `kind`
+                  scope:str='global', # 'global' (one value) or 'freq' (one per frequency bin): `STATS_SCOPES`
+                  red_dims=None, # or: the dims to reduce, overriding `scope`
                   frac:float=1.0, # fraction of the batches to use, drawn at random with `seed`
                   n_batches:int|None=None, # at most this many batches
                   seed:int=0, # seeds the choice of batches
-                  progress:bool|None=True, # show a fastprogress bar; None: only for a pass over more than 20 batches
+                  progress:bool=True, # show a fastprogress bar
                   unbiased:bool=False, # Bessel-corrected std
                   cache_stats:bool=True, # a `CachedSpecDL` with nothing before normalization: merge per-item moments
                  )->StatsRecorder:
@@ -109,40 +146,13 @@ def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training se
     pass sums float32 batches). Under `torch.distributed` (`distrib_ctx`, `torchrun`, `accelerate launch`) each rank
     reads its shard of whole batches of a fastai `DataLoader` and the ranks all-reduce, so all hold the statistics of
     the whole set (a plain iterable is taken to be the rank's shard already, as with a `DistributedSampler`)."""
-    if red_dims is None:
-        if kind not in STATS_KINDS:
-            raise ValueError(f"`kind` must be one of {sorted(STATS_KINDS)} or give `red_dims` ({kind!r} given)")
-        red_dims = STATS_KINDS[kind]
-    if not 0 < frac <= 1: raise ValueError(f"`frac` must be in (0, 1] ({frac} given)")
-    if n_batches is not None and n_batches < 1:
-        raise ValueError(f"`n_batches` must be a positive integer or None ({n_batches} given)")
+    if red_dims is None: red_dims = _scope_dims(scope)
+    frac = check_frac('frac', frac, lo_open=True)
+    if n_batches is not None: n_batches = check_int('n_batches', n_batches, lo=1)
     if hasattr(dl, 'loaders') and hasattr(dl, 'train'): dl = dl.train
     rec = StatsRecorder(red_dims, unbiased=unbiased)
-    if _is_fastai_dl(dl):
-        # the fastai DataLoader itself (keeping its caches and workers), over the chosen items in order, with its
-        # after_batch cut before normalization and augmentation; restored afterwards, even on an error
-        bs = dl.bs or 1
-        chosen = stats_items(dl, frac, n_batches, seed)
-        pos = dist_shard(range(len(chosen)), bs)
-        if not (cache_stats and _cached_stats(dl, rec, chosen, pos)):
-            mine = [chosen[p] for p in pos]
-            # `partial`, not a lambda: workers started by spawn (macOS, Windows, torch.multiprocessing) pickle `dl`
-            cut = dict(after_batch=Pipeline(stats_pipeline(dl)), get_idxs=partial(list, mine), n=len(mine))
-            with _patched(dl, shuffle=False, drop_last=False, **cut):
-                _stream(dl, rec, math.ceil(len(mine) / bs), progress)
-    else:  # a plain iterable: take a random fraction of its batches as they come
-        rng, total = random.Random(seed), None
-        try: total = len(dl)
-        except TypeError: pass
-        def _gen():
-            k = 0
-            for b in dl:
-                if n_batches is not None and k >= n_batches: return
-                if frac < 1 and rng.random() >= frac: continue
-                k += 1
-                yield b
-        if total is not None: total = min(total if frac == 1 else math.ceil(frac*total), n_batches or total)
-        _stream(_gen(), rec, total, progress)
+    if _is_fastai_dl(dl): _dl_stats(dl, rec, frac, n_batches, seed, progress, cache_stats)
+    else: _iter_stats(dl, rec, frac, n_batches, seed, progress)
     if _rank_world()[1] > 1: rec.all_reduce()
     if rec.kept_shape is None: raise ValueError("compute_stats got no batches from `dl`")
     dev = getattr(dl, 'device', None)

@@ -12,9 +12,9 @@ from fastcore.meta import delegates
 from fastai.data.transforms import DisplayedTransform
 from fastai.torch_core import retain_type
 from .spec import TensorSpec
-from .norm import GlobalSpecNorm
+from .norm import GlobalSpecNorm, freq_instance_norm
 from .batchrand import BatchRandTransform
-from .checks import check_frac, check_positive, check_batch4d
+from .checks import check_frac, check_int, check_positive, check_choice, check_batch4d
 
 __all__ = ['FreqBatchNorm', 'freq_instance_norm', 'RelaxedFreqNorm', 'FreqInstanceNorm', 'CONSTANT_NORM_RECIPES',
            'ConstantSpecNorm', 'FreqMixStyle']
@@ -28,10 +28,7 @@ class FreqBatchNorm(nn.Module):
                  momentum:float=0.1, eps:float=1e-5, affine:bool=True, # as `nn.BatchNorm1d`
                 ):
         super().__init__()
-        for name, v in (('n_bands', n_bands), ('n_channels', n_channels)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` must be a positive integer ({v!r} given)")
-        self.n_bands, self.n_channels = n_bands, n_channels
+        self.n_bands, self.n_channels = check_int('n_bands', n_bands, lo=1), check_int('n_channels', n_channels, lo=1)
         self.bn = nn.BatchNorm1d(n_channels * n_bands, eps=eps, momentum=momentum, affine=affine)
     def extra_repr(self): return f"n_bands={self.n_bands}, n_channels={self.n_channels}"
     def forward(self, x):
@@ -44,39 +41,23 @@ class FreqBatchNorm(nn.Module):
         xt = x.as_subclass(torch.Tensor)
         return self.bn(xt.reshape(B, C * F, T)).reshape(B, C, F, T)
 
-def freq_instance_norm(x:torch.Tensor, # `[B,C,F,T]`, any device
-                       lam:float=0., # λ: 0 gives IFN, 1 layer norm (per item over C,F,T), between them RFN
-                       eps:float=1e-5, # added to the variances, as in the paper
-                      )->torch.Tensor:
-    "RFN: `lam * LN(x) + (1 - lam) * IFN(x)`; IFN normalizes each item and frequency bin over channels and time"
-    check_batch4d(x, 'freq_instance_norm')
-    lam = check_frac('lam', lam)
-    if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
-    xt = x.as_subclass(torch.Tensor)
-    if not xt.is_floating_point(): xt = xt.float()
-    var, mean = torch.var_mean(xt, (1, 3), keepdim=True, correction=0)
-    ifn = (xt - mean) * torch.rsqrt(var + eps)
-    if lam == 0: return ifn
-    var, mean = torch.var_mean(xt, (1, 2, 3), keepdim=True, correction=0)
-    return torch.lerp(ifn, (xt - mean) * torch.rsqrt(var + eps), lam)
-
 class RelaxedFreqNorm(nn.Module):
     "RFN as a layer (Kim et al. 2022 put it inside the network, after conv blocks): `lam * LN(x) + (1 - lam) * IFN(x)`"
     def __init__(self, lam:float=0.5, # λ: 0 is IFN, 1 layer norm
                  eps:float=1e-5):
         super().__init__()
-        self.lam, self.eps = check_frac('lam', lam), eps
+        self.lam, self.eps = check_frac('lam', lam), check_positive('eps', eps)
     def extra_repr(self): return f"lam={self.lam}"
     def forward(self, x): return freq_instance_norm(x, self.lam, self.eps)
 
 class FreqInstanceNorm(DisplayedTransform):
-    "IFN (`lam=0`) or RFN (`0 < lam < 1`) on the input spectrogram, as a batch transform on `TensorSpec` `[B,C,F,T]`"
+    """IFN (`lam=0`, the same as `InstanceSpecNorm('freq')`) or RFN (`0 < lam < 1`) on the input spectrogram, as a
+    batch transform on `TensorSpec` `[B,C,F,T]`"""
     order = 99  # where the other normalizations sit: after `MelSpec`, before SpecAugment
     def __init__(self, lam:float=0.5, # λ of RFN; 0 is IFN
-                 eps:float=1e-5):
+                 eps:float=1e-5): # added to the variances, as in the paper
         super().__init__()
-        if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
-        self.lam, self.eps = check_frac('lam', lam), eps
+        self.lam, self.eps = check_frac('lam', lam), check_positive('eps', eps)
     @property
     def name(self): return f"FreqInstanceNorm -- lam {self.lam}\n"
     def encodes(self, x:TensorSpec):
@@ -98,7 +79,7 @@ class ConstantSpecNorm(GlobalSpecNorm):
                  std_mult:float=1., # divide by this multiple of `std`: 2 in the AST/BEATs recipe
                  **kwargs, # `eps`, `cfg` as `SpecNormalize`
                 ):
-        if not std_mult > 0: raise ValueError(f"`std_mult` must be positive ({std_mult!r} given)")
+        std_mult = check_positive('std_mult', std_mult)
         super().__init__(mean, std, **kwargs)
         self.std_mult = float(std_mult)
         self.std = self.std * self.std_mult
@@ -106,8 +87,7 @@ class ConstantSpecNorm(GlobalSpecNorm):
     def from_recipe(cls, recipe:str, # a key of `CONSTANT_NORM_RECIPES`: 'ast' or 'standard'
                     mean=None, std=None, **kwargs):
         "The normalization of a named recipe with your dataset's constants"
-        if recipe not in CONSTANT_NORM_RECIPES:
-            raise ValueError(f"Unknown recipe {recipe!r}: choose from {', '.join(CONSTANT_NORM_RECIPES)}")
+        recipe = check_choice('recipe', recipe, tuple(CONSTANT_NORM_RECIPES))
         return cls(mean, std, **{**CONSTANT_NORM_RECIPES[recipe], **kwargs})
     @property
     def name(self):
@@ -120,13 +100,12 @@ class FreqMixStyle(BatchRandTransform):
     order = 100  # after the normalization (99), with SpecAugment
     draw_keys = ('lam', 'perm', 'apply')  # `[B]` each; `perm` is the partner of each item
     @delegates(BatchRandTransform.__init__)
-    def __init__(self, p:float=0.4, # probability of mixing each item (the CP-JKU recipe mixes a whole batch with p 0.4)
+    def __init__(self, p:float=0.4, # probability of mixing each item (CP-JKU's recipe: a whole batch with p 0.4)
                  alpha:float=0.3, # Beta(alpha, alpha) of the mixing weight
                  eps:float=1e-6, # added to the variances
                  **kwargs):
         super().__init__(p=p, **kwargs)
-        if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
-        self.alpha, self.eps = check_positive('alpha', alpha), eps
+        self.alpha, self.eps = check_positive('alpha', alpha), check_positive('eps', eps)
     def _beta(self, x, B):
         "`[B]` draws of Beta(alpha, alpha) from the transform's RNG: G1 / (G1 + G2) with gamma draws"
         g = self._gen(x.device)

@@ -12,10 +12,14 @@ from .audio import AudioTensor
 from .spec import TensorSpec
 from .stats import StatsRecorder
 from .dlstats import compute_stats
-from .checks import check_batch4d
+from .checks import check_batch4d, check_choice, check_frac, check_int, check_positive
+from .checks import renamed_kwargs, renamed_names, warn_deprecated
 
-__all__ = ['SpecNormalize', 'GlobalSpecNorm', 'FreqSpecNorm', 'ChannelSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm',
-           'add_spec_norm']
+__all__ = ['SpecNormalize', 'GlobalSpecNorm', 'FreqSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm', 'add_spec_norm']
+
+# `ChannelSpecNorm` is `FreqSpecNorm` (one statistic per frequency bin) under its deprecated name, out of `__all__`:
+# `isinstance` checks that users' code holds keep working, and pickles naming it load as `FreqSpecNorm`
+__getattr__ = renamed_names(__name__, ChannelSpecNorm='FreqSpecNorm')
 
 def _shape_to(v, axes, ndim=4):
     "Tensor `v` reshaped to broadcast against rank-`ndim` batches: its dims fill the kept (non-`axes`) dims (right)"
@@ -62,14 +66,12 @@ class SpecNormalize(DisplayedTransform):
                  frac:float=1.0, # statistics computed in `setups`: on this fraction of the training batches,
                  n_batches:int|None=None, # at most this many batches,
                  seed:int=0, # chosen with this seed,
-                 progress:bool|None=None, # with a progress bar (None: when the pass reads more than 20 batches)
+                 progress:bool=True, # with a progress bar
                 ):
         super().__init__()
-        if eps <= 0: raise ValueError(f"`eps` must be positive ({eps} given)")
-        if not 0 < frac <= 1: raise ValueError(f"`frac` must be in (0, 1] ({frac} given)")
-        if n_batches is not None and n_batches < 1:
-            raise ValueError(f"`n_batches` must be a positive integer or None ({n_batches} given)")
-        store_attr('eps,cfg,frac,n_batches,seed,progress')
+        self.eps, self.frac = check_positive('eps', eps), check_frac('frac', frac, lo_open=True)
+        self.n_batches = None if n_batches is None else check_int('n_batches', n_batches, lo=1)
+        store_attr('cfg,seed,progress')
         self.axes = tuple(self._axes if axes is None else axes)
         self.mean = self.std = self.stats = None
         self.computed = mean is None and std is None  # statistics come from `setups`
@@ -86,7 +88,7 @@ class SpecNormalize(DisplayedTransform):
     def _use(self, stats:StatsRecorder, cfg=None):
         "Take mean, std, reduced dims and spectrogram settings from a recorder"
         stats = self._from_recorder(stats)
-        self._set(stats.mean, stats.std, stats.dims, stats.cfg if cfg is None else cfg)
+        self._set(stats.mean, stats.std, stats.red_dims, stats.cfg if cfg is None else cfg)
         self.stats = stats
 
     def _set(self, mean, std, axes, cfg):
@@ -127,8 +129,8 @@ class SpecNormalize(DisplayedTransform):
     def _need_stats(self):
         if self.mean is None:
             raise ValueError(f"{type(self).__name__} has no statistics yet: put it in `batch_tfms` so that building "
-                             "the DataLoaders computes them, add it to existing DataLoaders with `add_spec_norm(dls)`, "
-                             "or give mean and std")
+                             "the DataLoaders computes them, add it to existing DataLoaders with "
+                             "`add_spec_norm(dls)`, or give mean and std")
 
     def _fits(self, x)->bool:
         return x.ndim == self.mean.ndim and all(m in (1, s) for m, s in zip(self.mean.shape, x.shape))
@@ -181,7 +183,7 @@ class GlobalSpecNorm(SpecNormalize):
     "Normalize `TensorSpec` batches with one mean and std over the whole training set (per-channel stats pooled)"
     _axes = (0,1,2,3)
     def _from_recorder(self, stats):
-        return stats if stats.dims == tuple(range(stats.ndim)) else stats.pool(range(stats.ndim))
+        return stats if stats.red_dims == tuple(range(stats.ndim)) else stats.pool(range(stats.ndim))
 
 class FreqSpecNorm(SpecNormalize):
     "Normalize `TensorSpec` batches with one mean and std per frequency bin (and channel): `axes` (0,3) of `[B,C,F,T]`"
@@ -189,22 +191,8 @@ class FreqSpecNorm(SpecNormalize):
     def _from_recorder(self, stats):
         if all(s == 1 for s in stats.kept_shape):
             raise ValueError(f"{type(self).__name__} needs per-frequency-bin statistics "
-                             "(e.g. compute_stats(dl, kind='freq')); these are global: use GlobalSpecNorm")
+                             "(e.g. compute_stats(dl, scope='freq')); these are global: use GlobalSpecNorm")
         return stats
-
-class _AliasMeta(type(FreqSpecNorm)):
-    "`isinstance(t, ChannelSpecNorm)` stays true for every `FreqSpecNorm`, as it was before the rename"
-    def __instancecheck__(cls, obj): return isinstance(obj, FreqSpecNorm)
-
-class ChannelSpecNorm(FreqSpecNorm, metaclass=_AliasMeta):
-    "Deprecated name of `FreqSpecNorm` (it is one statistic per frequency bin, not per channel in fastai's sense)"
-    _warned = False
-    def __init__(self, *args, **kwargs):
-        if not ChannelSpecNorm._warned:
-            ChannelSpecNorm._warned = True
-            warnings.warn("`ChannelSpecNorm` is deprecated: use `FreqSpecNorm` (one statistic per frequency bin)",
-                          FutureWarning, stacklevel=2)
-        super().__init__(*args, **kwargs)
 
 class _ItemSpecNorm(DisplayedTransform):
     "Base of the normalizations computed from each item alone: subclasses give `_norm(x)` for a `[B,C,F,T]` batch"
@@ -218,34 +206,62 @@ class _ItemSpecNorm(DisplayedTransform):
         if x.ndim != 4: raise _not_spec(self, x, "is not [B,C,F,T]")
         return self._norm(x)
 
+def freq_instance_norm(x:torch.Tensor, # `[B,C,F,T]`, any device
+                       lam:float=0., # λ: 0 gives IFN, 1 layer norm (per item over C,F,T), between them RFN
+                       eps:float=1e-5, # added to the variances, as in the paper
+                      )->torch.Tensor:
+    """RFN (Kim et al., 2022): `lam * LN(x) + (1 - lam) * IFN(x)`; IFN normalizes each item and frequency bin over
+    channels and time"""
+    check_batch4d(x, 'freq_instance_norm')
+    lam, eps = check_frac('lam', lam), check_positive('eps', eps)
+    xt = x.as_subclass(torch.Tensor)
+    if not xt.is_floating_point(): xt = xt.float()
+    var, mean = torch.var_mean(xt, (1, 3), keepdim=True, correction=0)
+    ifn = (xt - mean) * torch.rsqrt(var + eps)
+    if lam == 0: return ifn
+    var, mean = torch.var_mean(xt, (1, 2, 3), keepdim=True, correction=0)
+    return torch.lerp(ifn, (xt - mean) * torch.rsqrt(var + eps), lam)
+
+_PER = ('item', 'freq')  # what `InstanceSpecNorm` gives its own mean and std
+
 class InstanceSpecNorm(_ItemSpecNorm):
-    "Normalize each item of a `TensorSpec` batch by its own mean and std: over the whole item, or per channel and bin"
-    def __init__(self, kind:str='global', # 'global': one mean/std per item; 'freq' (or 'channel'): one per item and bin
-                 eps:float=1e-6, # floor of each item's std, so a silent item gives zeros
+    """Normalize each item of a `TensorSpec` batch by its own statistics: one mean and std per item, or per item and
+    frequency bin (`per='freq'`: IFN, computed by `freq_instance_norm`, as `FreqInstanceNorm(0.)`)"""
+    @renamed_kwargs(kind='per')
+    def __init__(self, per:str='item', # 'item': one mean/std per item; 'freq': one per item and frequency bin
+                 eps:float=1e-6, # per item: floor of its std, so a silent item gives zeros; per bin: IFN's eps
                 ):
         super().__init__()
-        if kind not in ('global', 'freq', 'channel'):
-            raise ValueError(f"`kind` must be 'global' or 'freq' ('channel' is its old name) ({kind!r} given)")
-        if eps <= 0: raise ValueError(f"`eps` must be positive ({eps} given)")
-        store_attr()
+        self.per, self.eps = _instance_per(per), check_positive('eps', eps)
+    def __setstate__(self, d):
+        "Pickles holding the deprecated `kind` load too"
+        if 'kind' in d: d = {**{k: v for k, v in d.items() if k != 'kind'}, 'per': _instance_per(d['kind'])}
+        self.__dict__.update(d)
     @property
-    def name(self): return f"InstanceSpecNorm -- {self.kind}\n"
+    def name(self): return f"InstanceSpecNorm -- per {self.per}\n"
     def _norm(self, x):
         check_batch4d(x, 'InstanceSpecNorm')
-        dims = (1,2,3) if self.kind == 'global' else (3,)
+        if self.per == 'freq': return freq_instance_norm(x, 0., self.eps)
         xp = x.as_subclass(torch.Tensor)
         xf = xp.float() if xp.dtype not in (torch.float32, torch.float64) else xp
-        std, mean = torch.std_mean(xf, dims, keepdim=True, correction=0)
+        std, mean = torch.std_mean(xf, (1,2,3), keepdim=True, correction=0)
         return (xf - mean) / std.clamp_min(self.eps)
+
+def _instance_per(per:str)->str:
+    "`per` of `InstanceSpecNorm`, taking its old values 'global' (per item) and 'channel' (per bin) with a warning"
+    old = {'global': 'item', 'channel': 'freq'}
+    if per in old:
+        warn_deprecated(f"`InstanceSpecNorm({per!r})`", f"InstanceSpecNorm({old[per]!r})")
+        per = old[per]
+    return check_choice('per', per, _PER)
 
 class ImageNetSpecNorm(_ItemSpecNorm):
     """The "pretrained with ImageNet statistics" path: each spectrogram min-max scaled to [0,1] like an image, then
     normalized with ImageNet's mean and std averaged over RGB, as `Normalize.from_stats(*imagenet_stats)` does"""
-    mean, std = 0.449, 0.226  # imagenet_stats ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) averaged over the channels
+    mean, std = 0.449, 0.226  # imagenet_stats ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) averaged over RGB
     def __init__(self, eps:float=1e-6): # floor of an item's value range, so a constant item gives (0 - mean)/std
         super().__init__()
-        if eps <= 0: raise ValueError(f"`eps` must be positive ({eps} given)")
-        store_attr()
+        self.eps = check_positive('eps', eps)
     def _norm(self, x):
         check_batch4d(x, 'ImageNetSpecNorm')
         xp = x.as_subclass(torch.Tensor).float()
@@ -256,28 +272,34 @@ class ImageNetSpecNorm(_ItemSpecNorm):
         return x * self.std + self.mean
 
 _SPEC_NORMS = (SpecNormalize, InstanceSpecNorm, ImageNetSpecNorm)
+_NORMS = ('freq', 'global', 'instance', 'imagenet')  # the `norm`s of `add_spec_norm`
 
+def _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps):
+    "The normalizer `add_spec_norm` adds"
+    if norm == 'channel':
+        warn_deprecated("`add_spec_norm(norm='channel')`", "norm='freq' (one statistic per frequency bin)")
+        norm = 'freq'
+    norm = check_choice('norm', norm, _NORMS)
+    if norm == 'instance': return InstanceSpecNorm('item', eps=eps)
+    if norm == 'imagenet': return ImageNetSpecNorm(eps=eps)
+    cls = GlobalSpecNorm if norm == 'global' else FreqSpecNorm
+    if stats is not None: return cls(stats, eps=eps)
+    return cls(eps=eps, frac=frac, n_batches=n_batches, seed=seed, progress=progress)
+
+@renamed_kwargs(kind='norm')
 def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
-                  kind:str='freq', # 'freq' (per frequency bin; old name 'channel'), 'global', 'instance' or 'imagenet'
+                  norm:str='freq', # 'freq' (per frequency bin), 'global', 'instance' (per item) or 'imagenet'
                   frac:float=1.0, # fraction of the training batches the statistics are computed on
                   n_batches:int|None=None, # at most this many batches
                   seed:int=0, # seeds the choice of batches
                   stats:StatsRecorder|None=None, # use these statistics instead of computing them
-                  progress:bool|None=False, # show a progress bar (None: for a pass over more than 20 batches)
+                  progress:bool=True, # show a progress bar while the statistics are computed
                   eps:float=1e-6, # std floor
                  ):
     """Add a normalizer to existing DataLoaders with fastai's `dls.add_tfms`, after `MelSpec` and before SpecAugment,
     replacing an earlier one; its statistics come from `dls.train` through the normalizer's `setups` (as in
     `batch_tfms`)"""
-    if kind not in ('freq', 'channel', 'global', 'instance', 'imagenet'):
-        raise ValueError(f"`kind` must be 'freq' (or its old name 'channel'), 'global', 'instance' or 'imagenet' "
-                         f"({kind!r} given)")
-    if kind == 'instance': tfm = InstanceSpecNorm('global', eps=eps)
-    elif kind == 'imagenet': tfm = ImageNetSpecNorm(eps=eps)
-    else:
-        cls = GlobalSpecNorm if kind == 'global' else FreqSpecNorm
-        kw = dict(frac=frac, n_batches=n_batches, seed=seed, progress=progress)
-        tfm = cls(stats, eps=eps) if stats is not None else cls(eps=eps, **kw)
+    tfm = _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps)
     for dl in dls.loaders:  # drop an earlier normalizer: a new list per loader (loaders made with `new` share one)
         dl.after_batch.fs = dl.after_batch.fs.filter(lambda t: not isinstance(t, _SPEC_NORMS))
     tfm.setup(dls.train)

@@ -1,17 +1,18 @@
 """Per-channel energy normalization (PCEN; Wang et al. 2017, Lostanlen et al. 2019) on batches, fixed or trainable.
 
-PCEN replaces the log of a log-mel front end: it takes the *power* mel spectrogram (`MelSpec(db=False)`, or a dB one it
-turns back into power with `from_db=True`) and comes before any other normalization. Its smoother is the first-order IIR
-filter `M[t] = (1-s) M[t-1] + s E[t]` (librosa's `lfilter([s], [1, s-1])` with the same initial state), computed
-without a loop over frames: a block linear recurrence, one small lower-triangular Toeplitz matmul per block of 48 frames
-plus the state carried in from the previous block. Every term is non-negative, so float32 keeps its relative precision
-where the signal is quiet."""
+PCEN replaces the log of a log-mel front end: it takes the *power* mel spectrogram (`MelSpec(db=False)`, or a dB one
+it turns back into power with `from_db=True`) and comes before any other normalization. Its smoother is the first-order
+IIR filter `M[t] = (1-s) M[t-1] + s E[t]` (librosa's `lfilter([s], [1, s-1])` with the same initial state), computed
+without a loop over frames: a block linear recurrence, one small lower-triangular Toeplitz matmul per block of 48
+frames plus the state carried in from the previous block. Every term is non-negative, so float32 keeps its relative
+precision where the signal is quiet."""
 from __future__ import annotations
 import math
 import torch
 from torch import nn
 from fastai.data.transforms import DisplayedTransform
 from .spec import TensorSpec
+from .checks import check_between, check_int, check_positive
 
 __all__ = ['pcen_smoothing', 'ema_filter', 'pcen', 'PCEN', 'PCENTransform']
 
@@ -20,9 +21,8 @@ def pcen_smoothing(sr:float, # sample rate of the audio (Hz)
                    time_constant:float=0.4, # the smoother's time constant (s)
                   )->float:
     "The smoothing coefficient `s` (librosa's `b`) for `time_constant` seconds, as `librosa.pcen` works it out"
-    if not time_constant > 0: raise ValueError(f"`time_constant` must be positive ({time_constant!r} given)")
-    if not sr > 0 or not hop_length > 0:
-        raise ValueError(f"`sr` and `hop_length` must be positive ({sr!r}, {hop_length!r} given)")
+    time_constant = check_positive('time_constant', time_constant)
+    sr, hop_length = check_positive('sr', sr), check_positive('hop_length', hop_length)
     t = time_constant * sr / float(hop_length)
     return (math.sqrt(1 + 4 * t**2) - 1) / (2 * t**2)
 
@@ -43,9 +43,7 @@ def ema_filter(x:torch.Tensor, # `[..., F, T]` non-negative input (e.g. a power 
               )->torch.Tensor:
     "`M[t] = (1-s) M[t-1] + s x[t]` along the last dim, `M[-1] = init`: a block linear recurrence, no loop over frames"
     if x.ndim < 2: raise ValueError(f"ema_filter expects `[..., F, T]` (shape {list(x.shape)} given)")
-    s = _as_band_param(s, x, 's')
-    if ((s < 0) | (s > 1)).any():
-        raise ValueError(f"`s` must lie in [0, 1] ({s.detach().flatten()[:4].tolist()}... given)")
+    s = check_between('s', _as_band_param(s, x, 's'), 0, 1)
     T = x.shape[-1]
     if T == 0 or x.numel() == 0: return x.clone()  # nothing to smooth
     nb = 1 if s.ndim == 0 else x.shape[-2]  # bands with their own coefficient
@@ -89,9 +87,8 @@ def pcen(S:torch.Tensor, # `[..., F, T]` power (or magnitude) mel spectrogram, n
     if not isinstance(S, torch.Tensor): S = torch.as_tensor(S)
     S = S.as_subclass(torch.Tensor)
     if not S.is_floating_point(): S = S.float()
-    if not eps > 0: raise ValueError(f"`eps` must be positive ({eps!r} given)")
-    for name, v in (('gain', gain), ('bias', bias), ('power', power)):
-        if (torch.as_tensor(v) < 0).any(): raise ValueError(f"`{name}` must be non-negative ({v!r} given)")
+    eps = check_positive('eps', eps)
+    for name, v in (('gain', gain), ('bias', bias), ('power', power)): check_between(name, v)
     if S.numel() and float(S.min()) < 0:
         raise ValueError("pcen expects a non-negative (power or magnitude) spectrogram: turn dB into power first")
     if s is None: s = pcen_smoothing(sr, hop_length, time_constant)
@@ -140,11 +137,10 @@ class PCEN(nn.Module):
                  scale:float=1., # multiply the power by this first (librosa's docs use 2**31 for float audio)
                 ):
         super().__init__()
-        if not isinstance(n_bands, int) or n_bands < 1:
-            raise ValueError(f"`n_bands` must be a positive integer ({n_bands!r} given)")
+        n_bands = check_int('n_bands', n_bands, lo=1)
+        # learned in log space, so none of them may be 0
         for name, v in (('gain', gain), ('bias', bias), ('power', power), ('scale', scale), ('eps', eps)):
-            if not v > 0:
-                raise ValueError(f"`{name}` must be positive for PCEN's parameters in log space ({v!r} given)")
+            check_positive(name, v)
         s = pcen_smoothing(sr, hop_length, time_constant)
         # `[4,F]`
         init = torch.tensor([math.log(gain), math.log(bias), math.log(power), _inv_sigmoid(s)]).repeat(n_bands, 1).T
@@ -178,9 +174,10 @@ class PCENTransform(DisplayedTransform):
                  scale:float=1., # multiply the power by this first
                 ):
         super().__init__()
-        if not scale > 0: raise ValueError(f"`scale` must be positive ({scale!r} given)")
-        self.gain, self.bias, self.power, self.time_constant = gain, bias, power, time_constant
-        self.eps, self.scale = eps, scale
+        for name, v in (('gain', gain), ('bias', bias), ('power', power)): check_between(name, v)
+        self.gain, self.bias, self.power = gain, bias, power
+        self.time_constant, self.eps = check_positive('time_constant', time_constant), check_positive('eps', eps)
+        self.scale = check_positive('scale', scale)
     def encodes(self, x:TensorSpec):
         "`x`: `[B,C,F,T]`; a dB spectrogram (its `cfg.db`) is turned back into power first; returns PCEN (cfg kept)"
         cfg = getattr(x, 'cfg', None)

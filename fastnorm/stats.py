@@ -4,12 +4,14 @@ import math
 from pathlib import Path
 import torch
 from .utils import atomic_path
+from .checks import check_dims, renamed_kwargs, renamed_names, warn_deprecated
 
-__all__ = ['StatsRecorder', 'STATS_KINDS', 'STATS_FORMAT']
+__all__ = ['StatsRecorder', 'STATS_SCOPES', 'STATS_FORMAT']
 
-# for `[B,C,F,T]`: one value, or one per frequency bin (and channel); 'channel' is the old name of 'freq'
-STATS_KINDS = {'global': (0,1,2,3), 'freq': (0,3), 'channel': (0,3)}
+# the `red_dims` of each `scope` of `compute_stats` for `[B,C,F,T]`: one value, or one per frequency bin (and channel)
+STATS_SCOPES = {'global': (0,1,2,3), 'freq': (0,3)}
 STATS_FORMAT = 'fastnorm.stats'  # the `format` entry of a `StatsRecorder.state_dict`
+__getattr__ = renamed_names(__name__, STATS_KINDS='STATS_SCOPES')  # a deprecated name that users' code may hold
 
 def _plain(x): return x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
 def _cpu(d:dict)->dict: return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in d.items()}
@@ -29,10 +31,7 @@ class StatsRecorder:
                  unbiased:bool=False, # `std` with Bessel's correction (n-1); the default is the population std
                  time_dim:int=-1, # the axis that `lengths` in `update` counts along
                 ):
-        red_dims = (red_dims,) if isinstance(red_dims, int) else tuple(red_dims)
-        if not red_dims or len(set(red_dims)) != len(red_dims) or not all(isinstance(d, int) for d in red_dims):
-            raise ValueError(f"`red_dims` must be distinct integer dims, at least one ({red_dims!r} given)")
-        self.red_dims, self.unbiased, self.time_dim = red_dims, unbiased, time_dim
+        self._given, self.unbiased, self.time_dim = check_dims('red_dims', red_dims), unbiased, time_dim
         self.ndim = self.shape = self.cfg = None
         self._n = self._mean = self._m2 = None
         self.n_batches = 0
@@ -68,8 +67,13 @@ class StatsRecorder:
         "Standard deviation (population unless `unbiased`), float64, shaped like `mean`"
         return self.var.sqrt()
     @property
+    def red_dims(self)->tuple:
+        "The reduced dims: as given until the first batch sets the rank, then non-negative and sorted"
+        return self._given if self.ndim is None else self._dims
+    @property
     def dims(self)->tuple|None:
-        "The reduced dims, non-negative and sorted (None before the first batch)"
+        "Old name of `red_dims` once the rank is known (None before the first batch)"
+        warn_deprecated('`StatsRecorder.dims`', '`red_dims`')
         return None if self.ndim is None else self._dims
     @property
     def device(self): return None if self._mean is None else self._mean.device
@@ -188,7 +192,8 @@ class StatsRecorder:
         if x.dtype not in (torch.float32, torch.float64): x = x.float()
         d = self._work(x)
         if mask is None:
-            n = torch.full(self.shape, float(math.prod(x.shape[i] for i in dims)), dtype=torch.float64, device=x.device)
+            size = float(math.prod(x.shape[i] for i in dims))
+            n = torch.full(self.shape, size, dtype=torch.float64, device=x.device)
             k = x[sub].mean(dims, keepdim=True)
             torch.sub(x, k, out=d)
         else:
@@ -208,7 +213,7 @@ class StatsRecorder:
 
     @torch.no_grad()
     def update(self, batch:torch.Tensor, # `[B,C,F,T]` (any rank matching `red_dims`), float, any device
-               mask:torch.Tensor|None=None, # bool, broadcastable to `batch`: True where values count (padding is False)
+               mask:torch.Tensor|None=None, # bool, broadcastable to `batch`: True where values count (not padding)
                lengths=None, # or: valid length of each item along `time_dim`, shape `[B]`
               ):
         "Add a batch; padding given by `mask` or `lengths` never counts"
@@ -280,14 +285,12 @@ class StatsRecorder:
         self.load_state_dict(res.state_dict())
         return self if dev is None else self.to(dev)
 
-    def pool(self, dims)->StatsRecorder:
-        "Exact statistics reduced over more `dims` (e.g. global from per-channel), as a new recorder"
+    @renamed_kwargs(dims='red_dims')
+    def pool(self, red_dims)->StatsRecorder:
+        "Exact statistics reduced over more `red_dims` (e.g. global from per-channel), as a new recorder"
         self._check_nonempty()
         nd = self.ndim
-        dims = (dims,) if isinstance(dims, int) else tuple(dims)
-        if any(not isinstance(d, int) or not -nd <= d < nd for d in dims):
-            raise ValueError(f"`dims` must be dims of the rank-{nd} statistics ({dims!r} given)")
-        dims = tuple(sorted({d % nd for d in dims}))
+        dims = tuple(sorted({d % nd for d in check_dims('red_dims', red_dims, nd, distinct=False)}))
         n = self._n.sum(dims, keepdim=True)
         safe = n.clamp_min(1)
         mean = (self._n * self._mean).sum(dims, keepdim=True) / safe
@@ -306,7 +309,7 @@ class StatsRecorder:
         "Settings, spectrogram settings (`cfg`), counts and moments (tensors on their device), fastnorm version"
         from . import __version__
         return dict(format=STATS_FORMAT, version=__version__,
-                    red_dims=list(self.red_dims if self.ndim is None else self._dims), ndim=self.ndim,
+                    red_dims=list(self.red_dims), ndim=self.ndim,
                     kept_shape=None if self.shape is None else list(self.shape), unbiased=self.unbiased,
                     time_dim=self.time_dim,
                     n_batches=self.n_batches, cfg=None if self.cfg is None else self.cfg.to_dict(),
@@ -320,7 +323,7 @@ class StatsRecorder:
         if cfg is not None:
             from .spec import SpecConfig
             cfg = SpecConfig(**cfg)
-        self.red_dims, self.unbiased, self.time_dim = tuple(d['red_dims']), d['unbiased'], d['time_dim']
+        self._given, self.unbiased, self.time_dim = tuple(d['red_dims']), d['unbiased'], d['time_dim']
         self.n_batches = d['n_batches']
         self.ndim, self.cfg = d['ndim'], cfg
         self.shape = None if d['kept_shape'] is None else tuple(d['kept_shape'])
@@ -334,7 +337,7 @@ class StatsRecorder:
         "A recorder with the state `state_dict` gave"
         return cls.__new__(cls).load_state_dict(d)
 
-    def __getstate__(self): return self.state_dict()  # pickles (learn.export) carry the statistics, not the work buffer
+    def __getstate__(self): return self.state_dict()  # pickles (learn.export) carry the statistics, not the buffer
     def __setstate__(self, d): self.load_state_dict(d)
 
     def save(self, path)->Path:

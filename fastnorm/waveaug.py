@@ -1,17 +1,15 @@
 """Waveform augmentations as vectorized, train-only batch transforms on `AudioTensor` `[B,C,N]`: noise at a target SNR,
 noise bursts, band-stop, aliasing, soft-clipping distortion.
 
-Order: after `AudioNormalize` (1), before `MelSpec` (5). Channel effects come first and noise last, so the noise itself
-is neither filtered nor distorted and the SNR you ask for is the SNR you get: `BandStop` 2, `Alias` 2.5, `Distortion` 3,
-`AddNoise` 4, `BurstNoise` 4.5. All of them are scale-invariant (SNR and peak are measured on each item), so they work
-on raw or normalized audio.
+Order: after `AudioNormalize` (1), before `MelSpec` (5). Channel effects come first and noise last, so the noise
+itself is neither filtered nor distorted and the SNR you ask for is the SNR you get: `BandStop` 2, `Alias` 2.5,
+`Distortion` 3, `AddNoise` 4, `BurstNoise` 4.5. All of them are scale-invariant (SNR and peak are measured on each
+item), so they work on raw or normalized audio.
 
 Padded batches of clips of different lengths: give the batch a `lengths` attribute (`AudioTensor(x, sr=sr,
 lengths=...)`, `[B]` samples that are real, the rest being padding). Then the SNR is measured on each item's own
 samples, noise and bursts stay inside them, and the padding comes out as it went in."""
 from __future__ import annotations
-import math
-from numbers import Real
 from typing import NamedTuple
 import torch
 from fastai.torch_core import retain_type
@@ -20,7 +18,7 @@ from fastcore.meta import delegates
 from .augment import span_mask
 from .batchrand import BatchRandTransform
 from .noise import NoiseClips
-from .checks import check_int, check_positive, check_range
+from .checks import check_int, check_positive, check_range, check_choice, check_between
 
 __all__ = ['colored_noise', 'NoiseClips', 'AddNoise', 'BurstNoise', 'BandStop', 'Alias', 'Distortion']
 
@@ -40,6 +38,8 @@ def _rms(x, valid=None):
     if valid is None: return (_energy(x) / (x.shape[-1] * x.shape[-2])).sqrt()
     return (_energy(torch.where(valid.mask, x, 0.)) / (valid.n * x.shape[-2])).sqrt()
 
+_COLORS = ('white', 'pink')
+
 def colored_noise(shape, # `(..., N)`
           color:str='white', # 'white' (flat spectrum) or 'pink' (power ∝ 1/f, no DC)
           generator:torch.Generator|None=None, # RNG (default: torch's global one)
@@ -52,12 +52,12 @@ def colored_noise(shape, # `(..., N)`
         f = torch.fft.rfft(n)
         k = torch.arange(f.shape[-1], device=n.device, dtype=n.dtype)
         n = torch.fft.irfft(f * torch.where(k > 0, k.clamp(min=1).rsqrt(), torch.zeros_like(k)), n=shape[-1])
-    elif color != 'white': raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
+    else: check_choice('color', color, _COLORS)
     return n / n.pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-12)
 
 class _WaveAug(BatchRandTransform):
-    """Base: train-only, per-item `p`, torch RNG (global, `generator` or `seed`), `draw=` pins parameters; `[C,N]` items
-    go through as batches of one"""
+    """Base: train-only, per-item `p`, torch RNG (global, `generator` or `seed`), `draw=` pins parameters; `[C,N]`
+    items go through as batches of one"""
     _keeps_padding = False  # True: `augment` leaves the padding of a batch with `lengths` as it is
     def _uniform(self, x, name, rng, shape=None):
         "Per-item values U(rng) `[B]` (or `shape`), unless pinned by `draw`"
@@ -104,7 +104,7 @@ class AddNoise(_WaveAug):
                  noise:NoiseClips|None=None, # recorded noise: `NoiseClips(folder, sr=...)` at the audio's rate
                  **kwargs):
         super().__init__(**kwargs)
-        if color not in ('white', 'pink'): raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
+        check_choice('color', color, _COLORS)
         if noise is not None and not isinstance(noise, NoiseClips):
             raise ValueError("`noise` must be a NoiseClips (e.g. NoiseClips('path/to/ESC-50', sr=16000)) or None "
                              f"({noise!r} given)")
@@ -144,7 +144,7 @@ class BurstNoise(_WaveAug):
                  color:str='white', # 'white' or 'pink'
                  **kwargs):
         super().__init__(**kwargs)
-        if color not in ('white', 'pink'): raise ValueError(f"`color` must be 'white' or 'pink' ({color!r} given)")
+        check_choice('color', color, _COLORS)
         self.n_bursts, self.max_len_s = check_int('n_bursts', n_bursts, lo=1), check_positive('max_len_s', max_len_s)
         self.snr_db, self.color = check_range('snr_db', snr_db), color
     def augment(self, x, sr, valid=None):
@@ -173,16 +173,12 @@ class BandStop(_WaveAug):
                  min_width_hz:float=100., # narrowest band (Hz)
                  **kwargs):
         super().__init__(**kwargs)
-        if isinstance(min_hz, bool) or not isinstance(min_hz, Real) or not 0 <= min_hz < math.inf:
-            raise ValueError(f"`min_hz` must be >= 0 ({min_hz!r} given)")
+        min_hz = check_between('min_hz', min_hz)
         if max_hz is not None and check_positive('max_hz', max_hz) <= min_hz:
             raise ValueError(f"`max_hz` must be above min_hz={min_hz} ({max_hz!r} given)")
         self.max_width_hz = check_positive('max_width_hz', max_width_hz)
-        bad_width = isinstance(min_width_hz, bool) or not isinstance(min_width_hz, Real)
-        if bad_width or not 0 <= min_width_hz <= max_width_hz:
-            raise ValueError(f"`min_width_hz` must be between 0 and max_width_hz={max_width_hz} "
-                             f"({min_width_hz!r} given)")
-        self.min_hz, self.max_hz, self.min_width_hz = float(min_hz), max_hz, float(min_width_hz)
+        self.min_hz, self.max_hz = min_hz, max_hz
+        self.min_width_hz = check_between('min_width_hz', min_width_hz, 0, self.max_width_hz)
     def band(self, x, sr):
         "`[B]` low edge and width (Hz) of each item's band"
         hi = min(self.max_hz or sr / 2, sr / 2)

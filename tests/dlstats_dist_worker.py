@@ -1,8 +1,8 @@
 "The worker of test_dlstats.py's two-process test: DataLoader statistics (on the fly, cached) under torch.distributed"
 import os, torch
 
-CASES = {'global': dict(kind='global'), 'channel': dict(kind='channel'), 'frac': dict(kind='channel', frac=0.5, seed=1),
-         'n_batches': dict(kind='global', n_batches=3)}
+CASES = {'global': dict(scope='global'), 'freq': dict(scope='freq'), 'frac': dict(scope='freq', frac=0.5, seed=1),
+         'n_batches': dict(scope='global', n_batches=3)}
 
 def all_stats(path):
     """Every statistic the test compares, from `compute_stats` and from `setups`, for both cache modes (bs 6: a ragged

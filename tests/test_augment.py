@@ -24,11 +24,12 @@ def spans(m):
     s = torch.where(w > 0, m.float().argmax(-1), torch.full_like(w, -1))
     return s, w
 
-ALL = [FreqMask(4, n=2), TimeMask(8, n=2), TimeWarp(5), SpecAugment(4, 8, 2, 2, time_warp=5)]
+ALL = [FreqMask(4, n_freq_mask=2), TimeMask(8, n_time_mask=2), TimeWarp(5), SpecAugment(4, 8, 2, 2, time_warp=5)]
 
 @pytest.mark.parametrize('tfm', ALL, ids=lambda t: type(t).__name__)
 def test_type_cfg_kept_input_untouched_valid_unchanged(tfm):
-    x = spec(); x0 = x.clone()
+    x = spec()
+    x0 = x.clone()
     y = tfm(x, split_idx=0)
     assert isinstance(y, TensorSpec) and y.cfg == CFG and y.shape == x.shape and y.dtype == x.dtype
     assert not torch.equal(y, x), "the transform must really apply on the training set"
@@ -51,14 +52,16 @@ def test_plain_tensors_pass_through():
 def test_freq_mask_exact_on_tiny_input():
     x = spec(B=2, C=2, F=6, T=5)
     y = FreqMask(3, draw={'width': [[2], [0]], 'start': [[1], [4]]})(x, split_idx=0)
-    exp = x.clone(); exp[0, :, 1:3] = 0
+    exp = x.clone()
+    exp[0, :, 1:3] = 0
     assert torch.equal(y, exp)  # item 0: rows 1 and 2 in both channels; item 1 (width 0) untouched
 
 def test_time_mask_exact_with_mean_value():
     x = spec(B=2, F=4, T=6)
     y = TimeMask(3, mask_value='mean', draw={'width': 2, 'start': [[0], [4]]})(x, split_idx=0)
     exp = x.clone()
-    exp[0, ..., 0:2] = x[0].mean(); exp[1, ..., 4:6] = x[1].mean()
+    exp[0, ..., 0:2] = x[0].mean()
+    exp[1, ..., 4:6] = x[1].mean()
     assert torch.allclose(y, exp)
 
 def test_freq_widths_and_starts_cover_their_ranges():
@@ -85,7 +88,7 @@ def test_masked_fraction_matches_expectation():
     # two independent time masks, t ~ U{0..T}, t0 ~ U{0..tau-t}: frame j is masked by one with probability
     # p_j = 1/(T+1) * sum_t #{t0 : t0 <= j < t0+t} / (tau-t+1), and by either with 1 - (1-p_j)^2 (enumerated exactly)
     T, tau = 10, 50
-    mt = masked_cols(TimeMask(T, n=2, seed=5)(spec(B, F=2, T=tau), split_idx=0)).float().mean()
+    mt = masked_cols(TimeMask(T, n_time_mask=2, seed=5)(spec(B, F=2, T=tau), split_idx=0)).float().mean()
     p = [sum(sum(1 for t0 in range(tau - t + 1) if t0 <= j < t0 + t) / (tau - t + 1) for t in range(T + 1)) / (T + 1) for j in range(tau)]
     assert abs(mt - sum(1 - (1 - pj)**2 for pj in p) / tau) < 0.015
 
@@ -146,12 +149,15 @@ def test_seeded_reproducible():
     assert not torch.equal(SpecAugment(5, 10, seed=1)(x, split_idx=0), SpecAugment(5, 10, seed=2)(x, split_idx=0))
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     assert torch.equal(TimeMask(10, generator=g1)(x, split_idx=0), TimeMask(10, generator=g2)(x, split_idx=0))
-    torch.manual_seed(4); r1 = FreqMask(5)(x, split_idx=0)
-    torch.manual_seed(4); r2 = FreqMask(5)(x, split_idx=0)
+    torch.manual_seed(4)
+    r1 = FreqMask(5)(x, split_idx=0)
+    torch.manual_seed(4)
+    r2 = FreqMask(5)(x, split_idx=0)
     assert torch.equal(r1, r2)                                     # no seed: the global torch RNG, so `set_seed` works
 
 def test_pickles_with_its_seed():
-    t = SpecAugment(5, 10, seed=0); x = spec(B=4, F=16, T=60)
+    t = SpecAugment(5, 10, seed=0)
+    x = spec(B=4, F=16, T=60)
     t2 = pickle.loads(pickle.dumps(t))
     assert torch.equal(t(x, split_idx=0), t2(x, split_idx=0))
 
@@ -167,9 +173,9 @@ def test_batch_equals_items_given_the_same_parameters():
 
 def test_policies():
     t = SpecAugment(policy='LD')
-    assert (t.W, t.F, t.mF, t.T, t.max_frac, t.mT) == (80, 27, 2, 100, 1.0, 2)
+    assert (t.time_warp, t.freq_mask_param, t.n_freq_mask, t.time_mask_param, t.max_frac, t.n_time_mask) == (80, 27, 2, 100, 1.0, 2)
     t = SpecAugment(policy='SM', freq_mask_param=5)  # explicit arguments win over the policy
-    assert (t.W, t.F, t.mF, t.T, t.max_frac, t.mT) == (40, 5, 2, 70, 0.2, 2)
+    assert (t.time_warp, t.freq_mask_param, t.n_freq_mask, t.time_mask_param, t.max_frac, t.n_time_mask) == (40, 5, 2, 70, 0.2, 2)
     assert set(SPECAUGMENT_POLICIES) == {'LB', 'LD', 'SM', 'SS'}
     x = spec(B=4, F=32, T=63)          # shorter than LB's warp window: left unwarped, still masked
     y = SpecAugment(policy='LB', seed=0)(x, split_idx=0)
@@ -183,18 +189,21 @@ def test_adaptive_time_masks_scale_with_length():
         m = masked_cols(SpecAugment(0, 0, adaptive=True, seed=0)(spec(B=500, F=2, T=tau), split_idx=0))
         n, T = t.time_masks(tau)
         g = torch.Generator().manual_seed(1)   # the same law, simulated: overlapping masks make it less than n*T/2/tau
-        w = (torch.rand(500, n, generator=g) * (T + 1)).long(); s0 = (torch.rand(500, n, generator=g) * (tau - w + 1)).long()
+        w = (torch.rand(500, n, generator=g) * (T + 1)).long()
+        s0 = (torch.rand(500, n, generator=g) * (tau - w + 1)).long()
         assert m.sum(-1).max() <= n * T and abs(m.float().mean() - span_mask(tau, s0, w).float().mean()) < 0.02
 
 def test_errors_name_the_parameter():
     x = spec(B=2, F=16, T=40)
-    with pytest.raises(ValueError, match=r"`F` .* = 20 exceeds the 16 frequency bins"): FreqMask(20)(x, split_idx=0)
+    with pytest.raises(ValueError, match=r"`freq_mask_param` = 20 exceeds the 16 frequency bins of the batch: use "
+                                         r"freq_mask_param <= 16"):
+        FreqMask(20)(x, split_idx=0)
     with pytest.raises(ValueError, match=r"`freq_mask_param`.*-1"): SpecAugment(-1, 5)
-    with pytest.raises(ValueError, match=r"`W` = 20 must be less than half the clip"): TimeWarp(20)(x, split_idx=0)
+    with pytest.raises(ValueError, match=r"`time_warp` = 20 must be less than half the clip"): TimeWarp(20)(x, split_idx=0)
     assert torch.equal(TimeWarp(20, short='skip')(x, split_idx=0), x)
-    with pytest.raises(ValueError, match=r"`T` must be an integer >= 0 \(-3 given\)"): TimeMask(-3)
-    with pytest.raises(ValueError, match=r"`n` must be"): TimeMask(3, n=1.5)
-    with pytest.raises(ValueError, match=r"`W` must be"): TimeWarp(-1)
+    with pytest.raises(ValueError, match=r"`time_mask_param` must be an integer >= 0 \(-3 given\)"): TimeMask(-3)
+    with pytest.raises(ValueError, match=r"`n_time_mask` must be"): TimeMask(3, n_time_mask=1.5)
+    with pytest.raises(ValueError, match=r"`time_warp` must be"): TimeWarp(-1)
     with pytest.raises(ValueError, match=r"`p` must be between 0 and 1 \(1.5 given\)"): FreqMask(3, p=1.5)
     with pytest.raises(ValueError, match=r"`max_frac` must be between 0 and 1"): TimeMask(3, max_frac=-0.1)
     with pytest.raises(ValueError, match=r"`mask_value` must be a finite number or 'mean' \('median' given\)"): FreqMask(3, mask_value='median')
@@ -217,16 +226,43 @@ def test_dataloaders_train_only():
     assert torch.equal(xv, torch.stack(items[4:]))
 
 def test_show_augment(tmp_path):
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     fig = show_augment(spec(B=1, F=16, T=60)[0], SpecAugment(4, 8, time_warp=5, seed=0), n=3, fname=tmp_path/'aug.png', title='t')
     axs = [a for a in fig.axes if a.has_data()]
     assert len(axs) == 4 and (tmp_path/'aug.png').stat().st_size > 1000
     assert [a.get_ylabel() for a in axs] == ['Hz'] * 4   # augmented panels keep the config: Hz and seconds axes
 
 def test_warp_then_mean_masks_in_one_batch():
-    x = spec(B=2, F=8, T=30); x0 = x.clone()
+    x = spec(B=2, F=8, T=30)
+    x0 = x.clone()
     d = dict(center=[10., 15.], shift=[3., -4.], freq_width=2, freq_start=[[1], [5]], time_width=0, time_start=0)
     y = SpecAugment(4, 4, time_warp=5, mask_value='mean', draw=d)(x, split_idx=0)
     w = time_warp(x, torch.tensor([10., 15.]), torch.tensor([3., -4.]))
-    exp = w.clone(); exp[0, :, 1:3] = w[0].mean(); exp[1, :, 5:7] = w[1].mean()
+    exp = w.clone()
+    exp[0, :, 1:3] = w[0].mean()
+    exp[1, :, 5:7] = w[1].mean()
     assert torch.allclose(y, exp) and torch.equal(x, x0)
+
+# ---- old spellings: warned aliases that give what the new names give ----
+def test_old_keywords_and_attributes_are_aliases():
+    import pickle
+    from test_stats import deprecated_once
+    x = spec(B=4, F=16, T=40)
+    pairs = ((lambda: FreqMask(F=5, n=2, seed=1), FreqMask(freq_mask_param=5, n_freq_mask=2, seed=1)),
+             (lambda: TimeMask(T=6, n=2, seed=1), TimeMask(time_mask_param=6, n_time_mask=2, seed=1)),
+             (lambda: TimeWarp(W=3, seed=1), TimeWarp(time_warp=3, seed=1)))
+    for old, new in pairs:
+        t, msg = deprecated_once(old)
+        assert 'is deprecated: use `' in msg and torch.equal(t(x, split_idx=0), new(x, split_idx=0))
+    f, sa = FreqMask(5, 2), SpecAugment(4, 8, 2, 3, time_warp=5)
+    for t, old, new in ((f, 'F', 5), (f, 'n', 2), (sa, 'F', 4), (sa, 'T', 8), (sa, 'mF', 2), (sa, 'mT', 3), (sa, 'W', 5)):
+        got, msg = deprecated_once(lambda: getattr(t, old))
+        assert got == new and msg.startswith(f"`{type(t).__name__}.{old}` is deprecated")
+    with pytest.raises(AttributeError, match="no attribute 'G'"): f.G
+    old = TimeWarp(3, seed=1)
+    old.__dict__['W'] = old.__dict__.pop('time_warp')  # as pickled before the rename
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.time_warp == 3 and 'W' not in loaded.__dict__
+    assert torch.equal(loaded(x, split_idx=0), TimeWarp(3, seed=1)(x, split_idx=0))
+    assert 'freq_mask_param=4, n_freq_mask=2, time_mask_param=8, n_time_mask=3, time_warp=5' in repr(sa)

@@ -3,7 +3,7 @@ import socket
 import pytest, torch
 import torch.multiprocessing as mp
 from fastnorm.spec import TensorSpec
-from fastnorm.stats import StatsRecorder, STATS_KINDS
+from fastnorm.stats import StatsRecorder, STATS_SCOPES
 from fastnorm.dlstats import compute_stats, stats_pipeline, stats_items, dist_shard
 from fastnorm.norm import FreqSpecNorm, add_spec_norm
 from test_stats import batches, ref, rel
@@ -21,19 +21,19 @@ def all_train_x(dl):
 def test_compute_stats_covers_the_whole_training_set(dls):
     xs = all_train_x(dls.train)
     assert dls.train.drop_last and dls.train.shuffle  # compute_stats must still see every item once
-    for kind, dims in (('global', (0,1,2,3)), ('channel', (0,3))):
-        r = compute_stats(dls, kind=kind, progress=False)
+    for scope, dims in (('global', (0,1,2,3)), ('freq', (0,3))):
+        r = compute_stats(dls, scope=scope, progress=False)
         m, s = ref(xs, dims)
-        assert r.n == len(xs) * 32 * (64 if kind == 'global' else 1) and r.cfg == xs[0].cfg
+        assert r.n == len(xs) * 32 * (64 if scope == 'global' else 1) and r.cfg == xs[0].cfg
         assert rel(r.mean, m) < 1e-6 and rel(r.std, s) < 1e-6
 
 def test_compute_stats_skips_normalization_already_in_after_batch(dls):
-    before = compute_stats(dls.train, kind='channel', progress=False)
-    d2 = add_spec_norm(dls, kind='channel', stats=before)
+    before = compute_stats(dls.train, scope='freq', progress=False)
+    d2 = add_spec_norm(dls, norm='freq', stats=before)
     try:
         assert any(isinstance(t, FreqSpecNorm) for t in d2.train.after_batch.fs)
         assert not any(isinstance(t, FreqSpecNorm) for t in stats_pipeline(d2.train))
-        after = compute_stats(d2.train, kind='channel', progress=True)
+        after = compute_stats(d2.train, scope='freq', progress=True)
         assert torch.equal(after.mean, before.mean) and torch.equal(after.std, before.std)
         x, _ = d2.train.one_batch()  # while iterating normally still normalizes
         assert float(x.abs().mean()) < 3
@@ -41,14 +41,15 @@ def test_compute_stats_skips_normalization_already_in_after_batch(dls):
         for dl in d2.loaders: dl.after_batch.fs = dl.after_batch.fs.filter(lambda t: not isinstance(t, FreqSpecNorm))
 
 def test_compute_stats_frac_and_n_batches(dls):
-    full = compute_stats(dls, kind='global', progress=False)
-    half = compute_stats(dls, kind='global', frac=0.5, seed=1, progress=False)
+    full = compute_stats(dls, scope='global', progress=False)
+    half = compute_stats(dls, scope='global', frac=0.5, seed=1, progress=False)
     assert half.n_batches == 2 and half.n == 16 * 32 * 64 and not torch.equal(half.mean, full.mean)
-    again = compute_stats(dls, kind='global', frac=0.5, seed=1, progress=False)
+    again = compute_stats(dls, scope='global', frac=0.5, seed=1, progress=False)
     assert torch.equal(again.mean, half.mean)  # the seed fixes the choice
-    assert compute_stats(dls, kind='global', n_batches=1, progress=False).n_batches == 1
+    assert compute_stats(dls, scope='global', n_batches=1, progress=False).n_batches == 1
     with pytest.raises(ValueError, match='`frac`'): compute_stats(dls, frac=0)
-    with pytest.raises(ValueError, match='`kind`'): compute_stats(dls, kind='bin')
+    with pytest.raises(ValueError, match=r"`scope` must be one of \('global', 'freq'\) \('bin' given\)"):
+        compute_stats(dls, scope='bin')
     with pytest.raises(ValueError, match='`n_batches`'): compute_stats(dls, n_batches=0)
 
 def test_compute_stats_on_plain_iterables():
@@ -74,7 +75,7 @@ def test_compute_stats_restores_the_dataloader_even_on_error(dls):
 def test_compute_stats_on_cached_dataloader(tiny_esc50, dls):
     from fastnorm.data import esc50_dls
     cached = esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True)
-    a, b = compute_stats(cached, kind='channel', progress=False), compute_stats(dls, kind='channel', progress=False)
+    a, b = compute_stats(cached, scope='freq', progress=False), compute_stats(dls, scope='freq', progress=False)
     assert a.n == b.n and rel(a.mean, b.mean) < 1e-5 and rel(a.std, b.std) < 1e-4
 
 # ---- compute_stats from a feature cache's per-item statistics ----
@@ -90,20 +91,20 @@ def streamed64(dl, red_dims, chosen):
     return r
 
 @pytest.mark.parametrize('kw', [{}, dict(frac=0.5, seed=1), dict(n_batches=3), dict(frac=0.5, seed=2, n_batches=1)])
-@pytest.mark.parametrize('kind', ['global', 'channel'])
-def test_compute_stats_on_cache_merges_item_stats(cached_dls, kind, kw, monkeypatch):
+@pytest.mark.parametrize('scope', ['global', 'freq'])
+def test_compute_stats_on_cache_merges_item_stats(cached_dls, scope, kw, monkeypatch):
     dl = cached_dls.train
-    slow = compute_stats(dl, kind=kind, progress=False, cache_stats=False, **kw)
+    slow = compute_stats(dl, scope=scope, progress=False, cache_stats=False, **kw)
     def no_batches(self, *a, **k): raise AssertionError("the cached fast path read a batch")
     monkeypatch.setattr(StatsRecorder, 'update', no_batches)
-    fast = compute_stats(cached_dls, kind=kind, progress=False, **kw)
+    fast = compute_stats(cached_dls, scope=scope, progress=False, **kw)
     monkeypatch.undo()
     assert (fast.n, fast.n_batches, fast.kept_shape, fast.cfg, fast.red_dims) == (slow.n, slow.n_batches, slow.kept_shape, slow.cfg, slow.red_dims)
     assert torch.equal(fast.count, slow.count) and fast.mean.dtype == torch.float64 and fast.device == slow.device
     assert rel(fast.mean, slow.mean) < 1e-6 and rel(fast.std, slow.std) < 1e-6  # the pass sums float32 batches
-    ref64 = streamed64(dl, STATS_KINDS[kind], stats_items(dl, kw.get('frac', 1.), kw.get('n_batches'), kw.get('seed', 0)))
+    ref64 = streamed64(dl, STATS_SCOPES[scope], stats_items(dl, kw.get('frac', 1.), kw.get('n_batches'), kw.get('seed', 0)))
     assert fast.n == ref64.n and rel(fast.mean, ref64.mean) < 1e-12 and rel(fast.std, ref64.std) < 1e-12
-    u = compute_stats(dl, kind=kind, progress=False, unbiased=True, **kw)
+    u = compute_stats(dl, scope=scope, progress=False, unbiased=True, **kw)
     assert torch.allclose(u.var, fast.var * fast.n / (fast.n - 1), rtol=1e-12, atol=0)
 
 def test_stats_items_chooses_whole_batches(cached_dls):
@@ -127,11 +128,13 @@ def test_compute_stats_on_cache_streams_when_a_transform_comes_first(tiny_esc50,
     assert type(shifted.train).__name__ == 'CachedSpecDL' and stats_pipeline(shifted.train)
     calls = []
     orig = StatsRecorder.update
-    def counting(self, b, **k): calls.append(1); return orig(self, b, **k)
+    def counting(self, b, **k):
+        calls.append(1)
+        return orig(self, b, **k)
     StatsRecorder.update = counting
-    try: r = compute_stats(shifted, kind='channel', progress=False)
+    try: r = compute_stats(shifted, scope='freq', progress=False)
     finally: StatsRecorder.update = orig
-    plain = compute_stats(cached_dls, kind='channel', progress=False)
+    plain = compute_stats(cached_dls, scope='freq', progress=False)
     assert len(calls) == 4 and r.n == plain.n
     assert float((r.mean - plain.mean - 10).abs().max()) < 1e-4 and rel(r.std, plain.std) < 1e-5
 
@@ -143,11 +146,12 @@ def test_compute_stats_on_cache_without_item_stats_streams(tiny_esc50, tmp_path,
     import shutil
     from fastnorm.cache import SpecCache
     from fastnorm.data import esc50_dls
-    shutil.copytree(cached_dls.train.cache.path, tmp_path/'old'); (tmp_path/'old'/'stats.npz').unlink()  # as a cache of format 1
+    shutil.copytree(cached_dls.train.cache.path, tmp_path/'old')
+    (tmp_path/'old'/'stats.npz').unlink()  # as a cache of format 1
     old = SpecCache(tmp_path/'old')
     assert old.item_stats is None
-    r = compute_stats(esc50_dls(tiny_esc50, bs=8, sr=8000, cache=old), kind='channel', progress=False)
-    fast = compute_stats(cached_dls, kind='channel', progress=False)
+    r = compute_stats(esc50_dls(tiny_esc50, bs=8, sr=8000, cache=old), scope='freq', progress=False)
+    fast = compute_stats(cached_dls, scope='freq', progress=False)
     assert r.n == fast.n and rel(r.mean, fast.mean) < 1e-6 and rel(r.std, fast.std) < 1e-6
 
 
@@ -164,7 +168,9 @@ def test_dist_shard_takes_whole_batches_round_robin(monkeypatch):
 def test_two_gloo_processes_give_the_stats_of_one(tiny_esc50, tmp_path):
     from dlstats_dist_worker import run, all_stats
     one = all_stats(tiny_esc50)  # also builds the cache the workers then reuse
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
     mp.spawn(run, args=(2, port, str(tiny_esc50), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path/f'rank{r}.pt') for r in (0, 1)]
     assert set(ranks[0]) == set(one) and len(one) == 10
@@ -185,10 +191,9 @@ def test_the_patched_dataloader_pickles_for_spawned_workers(dls, monkeypatch):
     compute_stats(dls, n_batches=2, progress=False)
     assert seen == [list(range(16))]
 
-def test_progress_bar_only_where_the_pass_is_long(capsys):
-    xs = batches((2,) * 25)
-    compute_stats(xs[:20], progress=None)  # 20 batches: no bar
-    assert capsys.readouterr().out == ''
-    a = compute_stats(xs, progress=None)  # more than 20: a bar
-    assert '25/25' in capsys.readouterr().out
+def test_progress_bar_by_default(capsys):
+    xs = batches((2,) * 5)
+    a = compute_stats(xs)  # `progress=True`, as everywhere in fastnorm
+    assert '5/5' in capsys.readouterr().out
     assert torch.equal(a.mean, compute_stats(xs, progress=False).mean)
+    assert capsys.readouterr().out == ''

@@ -161,7 +161,8 @@ def test_top_db_is_per_item_on_a_batch():
     assert float(batch[1].min()) < float(batch[0].max()) - 30  # not floored at the batch's peak
 
 def test_spectrogram_show_and_pickle(tmp_path):
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     sg = AudioToMFCC.from_cfg(AudioConfig.BasicMFCC())(test_audio_tensor())
     assert sg.show(title='mfcc') is not None
     sg2 = AudioToSpec.from_cfg(AudioConfig.Voice())(test_audio_tensor())
@@ -203,7 +204,8 @@ def test_audio_block_in_a_datablock(tiny_esc50):
     dls2 = db2.dataloaders(df, bs=4)
     b = dls2.one_batch()[0]
     assert isinstance(b, AudioTensor) and b.shape == (4, 1, 4000) and b.sr == 8000
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     def no_player(self): raise AssertionError('show_batch must not open an audio player per item')
     AudioTensor.hear, old = no_player, AudioTensor.hear
     try: dls2.show_batch(max_n=2)
@@ -227,7 +229,7 @@ def test_fastnorm_transforms_apply_to_audio_spectrogram():
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         x = AudioToSpec.from_cfg(AudioConfig.BasicMelSpectrogram(n_fft=512, n_mels=32))(a)
-    m = FreqMask(F=4, draw={'width': 4, 'start': 2})(x, split_idx=0)
+    m = FreqMask(freq_mask_param=4, draw={'width': 4, 'start': 2})(x, split_idx=0)
     assert isinstance(m, AudioSpectrogram) and (m[:, :, 2:6] == 0).all() and m.n_fft == 512
     rec = StatsRecorder(red_dims=(0, 1, 3))
     rec.update(x)

@@ -23,7 +23,7 @@ def test_freq_batchnorm_learns_and_checks_shape():
     assert m.bn.weight.grad.shape == (6,)
     with pytest.raises(ValueError, match=r'made for 2 channel\(s\) x 3 bands, not a batch of shape \[4, 1, 3, 5\]'): m(torch.randn(4, 1, 3, 5))
     with pytest.raises(ValueError, match=r'expects a batch `\[B,C,F,T\]` \(shape \[2, 3, 5\] given\)'): m(torch.randn(2, 3, 5))
-    with pytest.raises(ValueError, match=r"`n_bands` must be a positive integer \(0 given\)"): FreqBatchNorm(0)
+    with pytest.raises(ValueError, match=r"`n_bands` must be an integer >= 1 \(0 given\)"): FreqBatchNorm(0)
 
 def test_ifn_and_rfn_exact_values():
     x = torch.tensor([[[[1., 3.], [10., 30.]]]])  # one item, bins (1,3) and (10,30)
@@ -59,8 +59,8 @@ def test_constant_norm_ast_recipe_divides_by_two_std():
     plain = ConstantSpecNorm(4., 2.)
     torch.testing.assert_close(plain(TensorSpec(x)).as_subclass(torch.Tensor), (x - 4) / 2)
     assert 'mean 4, 2 x std 2.236' in n.name
-    with pytest.raises(ValueError, match=r"Unknown recipe 'beats2'"): ConstantSpecNorm.from_recipe('beats2', r)
-    with pytest.raises(ValueError, match=r"`std_mult` must be positive \(0 given\)"): ConstantSpecNorm(0., 1., std_mult=0)
+    with pytest.raises(ValueError, match=r"`recipe` must be one of \('ast', 'standard'\) \('beats2' given\)"): ConstantSpecNorm.from_recipe('beats2', r)
+    with pytest.raises(ValueError, match=r"`std_mult` must be a positive number \(0 given\)"): ConstantSpecNorm(0., 1., std_mult=0)
 
 def test_freq_mixstyle_exact_with_pinned_draws():
     x = torch.tensor([[[[0., 2.], [10., 10.]]], [[[4., 8.], [0., 2.]]]])  # item 0: mu (1, 10) sig (1, ~0); item 1: mu (6, 1) sig (2, 1)

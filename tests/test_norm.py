@@ -6,6 +6,7 @@ from fastnorm.spec import TensorSpec, SPEC_PRESETS
 from fastnorm.stats import StatsRecorder
 from fastnorm.dlstats import compute_stats
 from fastnorm.norm import SpecNormalize, GlobalSpecNorm, FreqSpecNorm, InstanceSpecNorm, add_spec_norm
+from test_stats import deprecated_once
 
 CFG = SPEC_PRESETS['quick']
 
@@ -35,7 +36,8 @@ def test_normalized_training_set_has_zero_mean_unit_std(cls, dims):
     assert float(m.abs().max()) < 1e-3 and float((s - 1).abs().max()) < 1e-3
 
 def test_decodes_inverts_and_input_is_not_mutated():
-    x = logmel(); x0 = x.clone()
+    x = logmel()
+    x0 = x.clone()
     t = FreqSpecNorm(stats([x], (0,3)))
     y = t(x)
     assert torch.equal(x, x0) and not torch.allclose(y, x)
@@ -63,7 +65,8 @@ def test_channel_norm_needs_channel_stats_and_checks_args():
     with pytest.raises(ValueError, match='finite'): GlobalSpecNorm(float('nan'), 1.)
 
 def test_zero_std_gets_eps_and_warning_never_inf():
-    x = logmel(); x[:, :, 3] = -100.  # a silent mel bin
+    x = logmel()
+    x[:, :, 3] = -100.  # a silent mel bin
     with pytest.warns(UserWarning, match='1 of 16 std values'):
         t = FreqSpecNorm(stats([x], (0,3)))
     y = t(x)
@@ -86,14 +89,27 @@ def test_parameters_move_with_dls_to():
     assert t.mean.device.type == 'meta' and t.std.device.type == 'meta'
 
 def test_instance_norm_per_item():
-    x = logmel(); x[2] = -100.  # a silent item gives zeros, not NaN
-    for kind, dims in (('global', (1,2,3)), ('channel', (3,))):
-        y = InstanceSpecNorm(kind)(x)
+    x = logmel()
+    x[2] = -100.  # a silent item gives zeros, not NaN
+    for per, dims in (('item', (1,2,3)), ('freq', (1,3))):
+        y = InstanceSpecNorm(per)(x)
         assert isinstance(y, TensorSpec) and y.cfg is CFG and torch.isfinite(y).all()
         assert torch.equal(y[2], torch.zeros_like(y[2]))
         ok = y[[0,1,3,4,5]].as_subclass(torch.Tensor).double()
         assert float(ok.mean(dims).abs().max()) < 1e-5 and float((ok.std(dims, correction=0) - 1).abs().max()) < 1e-5
-    with pytest.raises(ValueError, match='`kind`'): InstanceSpecNorm('bins')
+    with pytest.raises(ValueError, match=r"`per` must be one of \('item', 'freq'\) \('bins' given\)"): InstanceSpecNorm('bins')
+    with pytest.raises(ValueError, match='`eps`'): InstanceSpecNorm(eps=float('nan'))
+
+def test_instance_norm_per_freq_is_ifn():
+    "One implementation: per item and frequency bin is `FreqInstanceNorm(0.)`, IFN (its eps added to the variance)"
+    from fastnorm.freqnorm import FreqInstanceNorm, freq_instance_norm
+    x = logmel()
+    assert torch.equal(InstanceSpecNorm('freq', eps=1e-5)(x), FreqInstanceNorm(0.)(x))
+    xt = x.as_subclass(torch.Tensor)
+    std, mean = torch.std_mean(xt, 3, keepdim=True, correction=0)
+    floored = (xt - mean) / std.clamp_min(1e-6)  # the std floor it had before: the same within float32 rounding here
+    assert torch.allclose(InstanceSpecNorm('freq')(x).as_subclass(torch.Tensor), floored, rtol=1e-6, atol=1e-6)
+    assert torch.equal(freq_instance_norm(x, 0., 1e-6), InstanceSpecNorm('freq')(x).as_subclass(torch.Tensor))
 
 # ---- the fastai hook ----
 class _Mask(Transform):
@@ -107,34 +123,37 @@ def dls(tiny_esc50):
     return esc50_dls(tiny_esc50, bs=8, sr=8000, batch_tfms=[_Mask()])
 
 def test_add_spec_norm_inserts_after_melspec_before_masks(dls):
-    r = compute_stats(dls.train, kind='channel', progress=False)
-    out = add_spec_norm(dls, kind='channel')
+    r = compute_stats(dls.train, scope='freq', progress=False)
+    out = add_spec_norm(dls, norm='freq')
     assert out is dls
     for dl in dls.loaders:
         names = [type(t).__name__ for t in dl.after_batch.fs]
         assert names == ['MelSpec', 'FreqSpecNorm', '_Mask'], names
     t = dls.train.after_batch.fs[1]
     assert torch.equal(t.mean, r.mean.float()) and torch.equal(t.std, r.std.float())  # training-set statistics
-    add_spec_norm(dls, kind='global')  # again: replaces, never normalizes twice
+    add_spec_norm(dls, norm='global')  # again: replaces, never normalizes twice
     assert [type(t).__name__ for t in dls.valid.after_batch.fs] == ['MelSpec', 'GlobalSpecNorm', '_Mask']
     x, _ = dls.valid.one_batch()
     assert isinstance(x, TensorSpec) and float(x.mean().abs()) < 1 and 0.3 < float(x.std()) < 3
 
 def test_add_spec_norm_whole_training_set_and_show_batch(dls):
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    add_spec_norm(dls, kind='channel')
+    add_spec_norm(dls, norm='freq')
     ys = torch.cat([b[0].as_subclass(torch.Tensor) for b in dls.train.new(shuffle=False, drop_last=False)]).double()
     assert float(ys.mean((0,3)).abs().max()) < 1e-3 and float((ys.std((0,3), correction=0) - 1).abs().max()) < 1e-3
     b = dls.valid.one_batch()
     raw = dls.valid.decode(b)[0]  # what show_batch draws: denormalized dB values
     assert float(raw.mean()) < -10 and float(raw.std()) > 5
-    dls.show_batch(max_n=2); plt.close('all')
+    dls.show_batch(max_n=2)
+    plt.close('all')
 
-def test_add_spec_norm_instance_and_bad_kind(dls):
-    add_spec_norm(dls, kind='instance')
+def test_add_spec_norm_instance_and_bad_norm(dls):
+    add_spec_norm(dls, norm='instance')
     assert [type(t).__name__ for t in dls.train.after_batch.fs] == ['MelSpec', 'InstanceSpecNorm', '_Mask']
-    with pytest.raises(ValueError, match='`kind`'): add_spec_norm(dls, kind='item')
+    with pytest.raises(ValueError, match=r"`norm` must be one of \('freq', 'global', 'instance', 'imagenet'\)"):
+        add_spec_norm(dls, norm='item')
 
 def test_imagenet_norm_scales_each_item_like_an_image():
     from fastnorm.norm import ImageNetSpecNorm
@@ -146,17 +165,17 @@ def test_imagenet_norm_scales_each_item_like_an_image():
     assert torch.allclose(ImageNetSpecNorm().decodes(y)[0].flatten(), torch.linspace(0, 1, 40), atol=1e-5)
 
 # ---- statistics in `setups`, like fastai's `Normalize()` ----
-@pytest.mark.parametrize('cls,kind', [(FreqSpecNorm, 'channel'), (GlobalSpecNorm, 'global')])
-def test_setups_stats_equal_compute_stats(tiny_esc50, cls, kind):
+@pytest.mark.parametrize('cls,scope', [(FreqSpecNorm, 'freq'), (GlobalSpecNorm, 'global')])
+def test_setups_stats_equal_compute_stats(tiny_esc50, cls, scope):
     from fastnorm.data import esc50_dls
     plain = esc50_dls(tiny_esc50, bs=8, sr=8000, wave_norm=True, batch_tfms=[_Mask()])
-    ref = compute_stats(plain, kind=kind, progress=False)
+    ref = compute_stats(plain, scope=scope, progress=False)
     t = cls()
     assert t.mean is None and t.computed and 'computed in setups' in t.name
     dls = esc50_dls(tiny_esc50, bs=8, sr=8000, wave_norm=True, batch_tfms=[t, _Mask()])
     assert [type(f).__name__ for f in dls.valid.after_batch.fs] == ['AudioNormalize', 'MelSpec', cls.__name__, '_Mask']
     assert torch.equal(t.mean, ref.mean.float()) and torch.equal(t.std, ref.std.float())  # the same stream, the same numbers
-    assert t.stats.n == ref.n and t.cfg == ref.cfg and t.axes == ref.dims
+    assert t.stats.n == ref.n and t.cfg == ref.cfg and t.axes == ref.red_dims
     x, _ = dls.valid.one_batch()
     assert isinstance(x, TensorSpec) and float(x.mean().abs()) < 1
 
@@ -175,12 +194,12 @@ def test_setups_with_a_hand_written_datablock_frac_and_n_batches(tiny_esc50):
     for kw in (dict(frac=0.5, seed=3), dict(n_batches=1)):
         t = FreqSpecNorm(**kw)
         dblock(t).dataloaders(df, bs=8, num_workers=0)
-        ref = compute_stats(plain, kind='channel', progress=False, **kw)
+        ref = compute_stats(plain, scope='freq', progress=False, **kw)
         assert t.stats.n_batches == ref.n_batches < 4 and torch.equal(t.mean, ref.mean.float()) and torch.equal(t.std, ref.std.float())
 
 def test_setups_on_the_cache_uses_its_item_moments(tiny_esc50, monkeypatch):
     from fastnorm.data import esc50_dls
-    ref = compute_stats(esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True), kind='channel', progress=False)
+    ref = compute_stats(esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True), scope='freq', progress=False)
     def no_batches(self, *a, **k): raise AssertionError("the cached fast path read a batch")
     monkeypatch.setattr(StatsRecorder, 'update', no_batches)
     t = FreqSpecNorm()
@@ -199,8 +218,8 @@ def test_setups_errors_reach_the_user(tiny_esc50):
 def test_without_statistics_encodes_says_how_to_get_them():
     with pytest.raises(ValueError, match=r"FreqSpecNorm has no statistics yet.*batch_tfms.*add_spec_norm"): FreqSpecNorm()(logmel())
     with pytest.raises(ValueError, match=r'needs both `mean` and `std`'): GlobalSpecNorm(std=1.)
-    with pytest.raises(ValueError, match=r'`frac` must be in \(0, 1\] \(0 given\)'): FreqSpecNorm(frac=0)
-    with pytest.raises(ValueError, match=r'`n_batches` must be a positive integer or None \(0 given\)'): FreqSpecNorm(n_batches=0)
+    with pytest.raises(ValueError, match=r'`frac` must be between 0 and 1 \(0 given\)'): FreqSpecNorm(frac=0)
+    with pytest.raises(ValueError, match=r'`n_batches` must be an integer >= 1 \(0 given\)'): FreqSpecNorm(n_batches=0)
     t = GlobalSpecNorm(-60., 20.)
     t.setup(None)  # given statistics stay
     assert float(t.mean) == -60.
@@ -217,7 +236,7 @@ def test_add_spec_norm_uses_fastai_add_tfms(dls, monkeypatch):
     calls = []
     orig = type(dls).add_tfms
     monkeypatch.setattr(type(dls), 'add_tfms', lambda self, tfms, event, **kw: calls.append(event) or orig(self, tfms, event, **kw))
-    add_spec_norm(dls, kind='global', n_batches=2)
+    add_spec_norm(dls, norm='global', n_batches=2)
     assert calls == ['after_batch']
     t = dls.train.after_batch.fs[1]
     assert t is dls.valid.after_batch.fs[1] and t.stats.n_batches == 2 and isinstance(t, GlobalSpecNorm)
@@ -256,26 +275,68 @@ def test_per_item_normalizers_handle_other_float_batches(cls):
     c = TensorCategory(torch.tensor([1]))
     assert t(c) is c
 
+# ---- old spellings: warned aliases that give what the new names give ----
 def test_channel_spec_norm_is_a_deprecated_alias():
-    import warnings, fastnorm.norm as N
-    N.ChannelSpecNorm._warned = False
+    import pickle, warnings, fastnorm.norm as N
     x = logmel()
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter('always')
-        old = N.ChannelSpecNorm(stats([x], (0,3)))
-        N.ChannelSpecNorm(stats([x], (0,3)))
-    assert [str(m.message) for m in w if issubclass(m.category, FutureWarning)] == \
-        ["`ChannelSpecNorm` is deprecated: use `FreqSpecNorm` (one statistic per frequency bin)"]  # once
+    old, msg = deprecated_once(lambda: N.ChannelSpecNorm)
+    assert old is FreqSpecNorm and msg == "`fastnorm.norm.ChannelSpecNorm` is deprecated: use `FreqSpecNorm`"
     new = FreqSpecNorm(stats([x], (0,3)))
-    assert torch.equal(old(x), new(x))
-    assert isinstance(new, N.ChannelSpecNorm) and isinstance(old, FreqSpecNorm)  # old `isinstance` checks keep working
+    assert torch.equal(old(stats([x], (0,3)))(x), new(x)) and isinstance(new, old)  # old `isinstance` checks still hold
+    b = pickle.dumps(new, protocol=2)  # the class as `c<module>\n<name>\n`, as a pickle of the old class names it
+    assert b'cfastnorm.norm\nFreqSpecNorm\n' in b
+    with pytest.warns(DeprecationWarning, match='ChannelSpecNorm'):
+        loaded = pickle.loads(b.replace(b'\nFreqSpecNorm\n', b'\nChannelSpecNorm\n'))
+    assert type(loaded) is FreqSpecNorm and torch.equal(loaded(x), new(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', DeprecationWarning)
+        exec('from fastnorm.all import *', {})  # the alias is not exported: a star import warns nothing
+    assert 'ChannelSpecNorm' not in N.__all__
+    with pytest.raises(AttributeError, match='no attribute'): N.NoSuchNorm
 
-def test_kind_freq_is_kind_channel(tiny_esc50):
-    "'freq' is the new name of 'channel' (kept): the same statistics and the same normalizer"
+def test_instance_norm_old_kinds_are_aliases():
+    import pickle
+    x = logmel()
+    for old, new in ((lambda: InstanceSpecNorm('global'), 'item'), (lambda: InstanceSpecNorm(kind='global'), 'item'),
+                     (lambda: InstanceSpecNorm('channel'), 'freq'), (lambda: InstanceSpecNorm(kind='freq'), 'freq')):
+        t, msg = deprecated_once(old)
+        assert 'deprecated' in msg and t.per == new and torch.equal(t(x), InstanceSpecNorm(new)(x))
+    t = InstanceSpecNorm('freq')
+    t.__dict__['kind'] = t.__dict__.pop('per')  # as pickled when it was called `kind`
+    loaded = pickle.loads(pickle.dumps(t))
+    assert loaded.per == 'freq' and 'kind' not in loaded.__dict__ and torch.equal(loaded(x), InstanceSpecNorm('freq')(x))
+
+def test_compute_stats_and_add_spec_norm_old_keywords(tiny_esc50):
+    "`kind=` is the old keyword of `scope` and `norm`, 'channel' the old name of 'freq': the same statistics and normalizer"
     from fastnorm.data import esc50_dls
     dls = esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True)
-    a, b = (compute_stats(dls.train, kind=k, progress=False) for k in ('freq', 'channel'))
-    assert torch.equal(a.mean, b.mean) and torch.equal(a.std, b.std) and a.mean.numel() > 1
-    for k in ('freq', 'channel'):
-        add_spec_norm(dls, kind=k, stats=a)
-        assert [type(t) for t in dls.train.after_batch.fs if isinstance(t, SpecNormalize)] == [FreqSpecNorm]
+    a = compute_stats(dls.train, scope='freq', progress=False)
+    for old in (lambda: compute_stats(dls.train, kind='freq', progress=False),
+                lambda: compute_stats(dls.train, scope='channel', progress=False),
+                lambda: compute_stats(dls.train, 'channel', progress=False)):
+        b, msg = deprecated_once(old)
+        assert torch.equal(a.mean, b.mean) and torch.equal(a.std, b.std) and a.mean.numel() > 1
+    for old in (lambda: add_spec_norm(dls, kind='freq', stats=a), lambda: add_spec_norm(dls, norm='channel', stats=a)):
+        deprecated_once(old)
+        t, = [t for t in dls.train.after_batch.fs if isinstance(t, SpecNormalize)]
+        assert type(t) is FreqSpecNorm and torch.equal(t.mean, a.mean.float())
+
+def test_renamed_keyword_warns_once_per_line():
+    from fastnorm.checks import renamed_kwargs
+    import warnings
+    @renamed_kwargs(old='new')
+    def f(new=0): return new
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        got = [f(old=i) for i in range(3)]  # one line
+        got.append(f(old=3))  # another
+    assert got == [0, 1, 2, 3] and [str(m.message) for m in w] == ["`test_renamed_keyword_warns_once_per_line.<locals>.f(old=...)` is deprecated: use `new=`"] * 2
+    assert {m.lineno for m in w} == {w[0].lineno, w[1].lineno} and w[0].lineno != w[1].lineno  # each names its line
+
+def test_nan_is_not_a_positive_number():
+    from fastnorm.norm import ImageNetSpecNorm
+    from fastnorm.freqnorm import FreqInstanceNorm, FreqMixStyle, RelaxedFreqNorm, freq_instance_norm
+    nan = float('nan')
+    for make in (lambda: GlobalSpecNorm(0., 1., eps=nan), lambda: ImageNetSpecNorm(eps=nan), lambda: FreqMixStyle(eps=nan),
+                 lambda: FreqInstanceNorm(eps=nan), lambda: RelaxedFreqNorm(eps=nan), lambda: freq_instance_norm(logmel(), eps=nan)):
+        with pytest.raises(ValueError, match=r'`eps` must be a positive number \(nan given\)'): make()

@@ -29,7 +29,7 @@ def test_ema_filter_keeps_relative_precision_in_float32_after_a_loud_start():
 def test_smoothing_coefficient_as_librosa():
     t = .4 * 22050 / 512
     assert pcen_smoothing(22050, 512) == pytest.approx((math.sqrt(1 + 4 * t * t) - 1) / (2 * t * t), rel=1e-15)
-    with pytest.raises(ValueError, match=r"`time_constant` must be positive \(0 given\)"): pcen_smoothing(16000, 256, 0)
+    with pytest.raises(ValueError, match=r"`time_constant` must be a positive number \(0 given\)"): pcen_smoothing(16000, 256, 0)
 
 def test_pcen_exact_value_on_a_constant_input():
     # a constant E equal to the initial state keeps M = E, so PCEN = (E/(eps+E)^a + d)^r - d^r
@@ -73,7 +73,8 @@ def test_pcen_errors_and_input_untouched():
 def test_pcen_module_trainable_and_fixed():
     m = PCEN(4, sr=16000, hop_length=256)
     assert m.params.shape == (4, 4) and m.params.requires_grad
-    torch.testing.assert_close(m.gain, torch.full((4,), .98)) ; torch.testing.assert_close(m.s, torch.full((4,), pcen_smoothing(16000, 256)))
+    torch.testing.assert_close(m.gain, torch.full((4,), .98))
+    torch.testing.assert_close(m.s, torch.full((4,), pcen_smoothing(16000, 256)))
     x = torch.rand(2, 1, 4, 30) ** 2 * 50
     torch.testing.assert_close(m(x), pcen(x, 16000, 256).detach(), rtol=1e-5, atol=1e-6)
     m(x).sum().backward()
@@ -83,7 +84,7 @@ def test_pcen_module_trainable_and_fixed():
     torch.testing.assert_close(fixed(db), pcen(2 * x, 16000, 256), rtol=1e-4, atol=1e-5)
     assert not fixed.params.requires_grad
     with pytest.raises(ValueError, match=r'made for 4 frequency bands but the input has 5'): m(torch.rand(1, 1, 5, 8))
-    with pytest.raises(ValueError, match=r"`bias` must be positive .* \(0 given\)"): PCEN(4, bias=0)
+    with pytest.raises(ValueError, match=r"`bias` must be a positive number \(0 given\)"): PCEN(4, bias=0)
 
 def test_pcen_transform_undoes_db_and_keeps_cfg():
     cfg = SpecConfig(sr=16000, hop_length=256, n_mels=4)
@@ -99,3 +100,10 @@ def test_empty_inputs_give_empty_outputs():
     for shape in [(2, 1, 8, 0), (0, 1, 8, 5)]:
         x = torch.ones(shape)
         assert ema_filter(x, .3).shape == shape and pcen(x).shape == shape
+
+def test_nan_parameters_are_rejected():
+    nan, x = float('nan'), torch.rand(2, 1, 4, 8)
+    with pytest.raises(ValueError, match=r'`eps` must be a positive number \(nan given\)'): pcen(x, eps=nan)
+    with pytest.raises(ValueError, match=r'`gain` must be non-negative \(nan given\)'): pcen(x, gain=nan)
+    with pytest.raises(ValueError, match=r'`s` must lie in \[0, 1\] \(\[nan\] given\)'): ema_filter(x, torch.tensor(nan))
+    with pytest.raises(ValueError, match=r'`scale` must be a positive number \(nan given\)'): PCENTransform(scale=nan)

@@ -1,8 +1,8 @@
-import socket
+import socket, warnings
 import pytest, torch
 import torch.multiprocessing as mp
 from fastnorm.spec import TensorSpec, SPEC_PRESETS
-from fastnorm.stats import StatsRecorder, STATS_KINDS
+from fastnorm.stats import StatsRecorder, STATS_SCOPES
 
 CFG = SPEC_PRESETS['quick']
 
@@ -20,6 +20,14 @@ def ref(xs, dims, correction=0):
     return a.mean(dims, keepdim=True), a.std(dims, keepdim=True, correction=correction)
 
 def rel(a, b): return float(((a - b).abs() / b.abs()).max())
+
+def deprecated_once(f):
+    "`f()` (old spellings, on one line) warns DeprecationWarnings, and from that line never again: its result, a message"
+    with pytest.warns(DeprecationWarning) as w: out = f()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', DeprecationWarning)
+        assert f() is not None  # a second call from the same line is silent
+    return out, str(w[0].message)
 
 @pytest.mark.parametrize('dims', [(0,1,2,3), (0,3), (0,2,3), (0,)])
 def test_matches_two_pass_reference(dims):
@@ -40,7 +48,8 @@ def test_float64_batches_are_exact_and_unbiased_option():
 
 def test_n_counts_reduced_elements_and_ragged_batches():
     r = StatsRecorder((0,2,3))
-    r.update(torch.zeros(4, 2, 8, 10)); r.update(torch.ones(3, 2, 8, 10))
+    r.update(torch.zeros(4, 2, 8, 10))
+    r.update(torch.ones(3, 2, 8, 10))
     assert r.n == 7 * 8 * 10 and r.mean.shape == (1, 2, 1, 1)
     assert torch.allclose(r.mean, torch.full((1,2,1,1), 3/7, dtype=torch.float64))
     assert torch.allclose(r.std, torch.full((1,2,1,1), (3/7*4/7)**.5, dtype=torch.float64))
@@ -54,17 +63,20 @@ def test_mask_and_lengths_ignore_padding():
     m, s = flat.mean().reshape(1,1,1,1), flat.std(correction=0).reshape(1,1,1,1)
     for kw in (dict(lengths=lengths), dict(mask=torch.arange(20)[None, None, None] < lengths[:, None, None, None])):
         r = StatsRecorder((0,2,3))
-        r.update(pad[:2], **{k: v[:2] for k, v in kw.items()}); r.update(pad[2:], **{k: v[2:] for k, v in kw.items()})
+        r.update(pad[:2], **{k: v[:2] for k, v in kw.items()})
+        r.update(pad[2:], **{k: v[2:] for k, v in kw.items()})
         assert r.n == int(lengths.sum()) * 16
         assert rel(r.mean, m) < 1e-7 and rel(r.std, s) < 1e-7
-    rc = StatsRecorder((0,3)); rc.update(pad, lengths=lengths)  # per channel too
+    rc = StatsRecorder((0,3))
+    rc.update(pad, lengths=lengths)  # per channel too
     assert rc.n == int(lengths.sum())
     assert rel(rc.mean, flat.mean(-1, keepdim=True)[None]) < 1e-7
 
 def test_mask_with_unequal_counts_gives_count_tensor():
     x = torch.arange(12.).reshape(1, 1, 3, 4)
     mask = torch.tensor([[1,1,1,1],[1,1,0,0],[1,0,0,0]], dtype=torch.bool)[None, None]
-    r = StatsRecorder((0,3)); r.update(x, mask=mask)
+    r = StatsRecorder((0,3))
+    r.update(x, mask=mask)
     assert r.n.flatten().tolist() == [4., 2., 1.]
     assert r.mean.flatten().tolist() == [1.5, 4.5, 8.]
 
@@ -83,7 +95,9 @@ def test_merge_equals_single_pass():
 def test_pool_gives_exact_global_from_channel():
     xs = batches(dtype=torch.float64)
     c, g = StatsRecorder((0,3)), StatsRecorder((0,1,2,3))
-    for x in xs: c.update(x); g.update(x)
+    for x in xs:
+        c.update(x)
+        g.update(x)
     p = c.pool((1, 2))
     assert p.kept_shape == (1,1,1,1) and p.n == g.n
     assert rel(p.mean, g.mean) < 1e-12 and rel(p.std, g.std) < 1e-12
@@ -91,7 +105,9 @@ def test_pool_gives_exact_global_from_channel():
 @pytest.mark.slow
 def test_all_reduce_two_gloo_processes(tmp_path):
     from stats_dist_worker import run, make_batches
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
     mp.spawn(run, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     full = StatsRecorder((0,3))
     for x in make_batches(): full.update(x)
@@ -121,7 +137,8 @@ def test_save_load_roundtrip_with_metadata(tmp_path):
     with pytest.raises(ValueError, match='does not hold fastnorm statistics'): StatsRecorder.load(tmp_path/'other.pt')
 
 def test_plot_returns_figure():
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     from matplotlib.figure import Figure
     import matplotlib.pyplot as plt
     for dims in [(0,3), (0,1,2,3)]:
@@ -138,7 +155,9 @@ def test_errors():
     with pytest.raises(ValueError, match='Batch 1 has rank 3'): r.update(torch.zeros(3, 4, 5))
     with pytest.raises(ValueError, match='kept dim 1 has size 2'): r.update(torch.zeros(2, 2, 4, 5))
     r.update(torch.zeros(1, 3, 8, 9))  # reduced dims may change
-    bad = torch.zeros(4, 3, 4, 5); bad[2, 0, 1, 1] = float('nan'); bad[3, 1, 0, 0] = float('inf')
+    bad = torch.zeros(4, 3, 4, 5)
+    bad[2, 0, 1, 1] = float('nan')
+    bad[3, 1, 0, 0] = float('inf')
     with pytest.raises(ValueError, match=r'Batch 2 holds NaN or Inf values \(items \[2, 3\]\)'): r.update(bad)
     assert r.n_batches == 2  # the bad batch was not counted
     with pytest.raises(ValueError, match='floating point'): r.update(torch.zeros(2, 3, 4, 5, dtype=torch.long))
@@ -162,7 +181,8 @@ def test_stats_stay_on_gpu():
 
 def test_a_rejected_first_batch_leaves_the_recorder_new():
     r = StatsRecorder((0, 3))
-    bad = torch.zeros(2, 1, 16, 20); bad[1, 0, 3, 4] = float('nan')
+    bad = torch.zeros(2, 1, 16, 20)
+    bad[1, 0, 3, 4] = float('nan')
     with pytest.raises(ValueError, match=r'Batch 0 holds NaN or Inf values \(items \[1\]\)'): r.update(bad)
     r.update(torch.ones(2, 1, 8, 20))  # another shape is fine: nothing was recorded
     assert r.kept_shape == (1, 1, 8, 1) and r.n == 40
@@ -177,15 +197,19 @@ def test_plot_names_the_kept_axis():
 def test_pool_with_negative_dims_can_still_merge():
     xs = batches((8, 5, 3), dtype=torch.float64)
     a, b = StatsRecorder((0,3)), StatsRecorder((0,3))
-    a.update(xs[0]); b.update(xs[1]); b.update(xs[2])
+    a.update(xs[0])
+    b.update(xs[1])
+    b.update(xs[2])
     full = StatsRecorder((0,2,3))
     for x in xs: full.update(x)
     p = a.pool(-2)
-    assert p.dims == (0,2,3) and p.kept_shape == (1,1,1,1) == a.pool(2).kept_shape
-    p.merge(b.pool((-2,)))  # today's bug: a negative int dim left a recorder that could not merge
+    assert p.red_dims == (0,2,3) and p.kept_shape == (1,1,1,1) == a.pool(2).kept_shape
+    p.merge(b.pool((-2,)))  # a negative int dim still leaves a recorder that can merge
     assert p.n == full.n and rel(p.mean, full.mean) < 1e-12 and rel(p.std, full.std) < 1e-12
     p.update(xs[0])  # and can go on streaming
-    with pytest.raises(ValueError, match=r'`dims` must be dims of the rank-4 statistics \(\(4,\) given\)'): a.pool(4)
+    with pytest.raises(ValueError, match=r'`red_dims` must be integer dims of a rank-4 tensor, at least one \(4 given\)'):
+        a.pool(4)
+    with pytest.raises(ValueError, match=r'`red_dims` must be .* \(\(\) given\)'): a.pool(())  # not every dim at once
 
 def test_pickle_carries_the_state_not_the_work_buffer():
     import pickle, copy
@@ -195,11 +219,11 @@ def test_pickle_carries_the_state_not_the_work_buffer():
     d = pickle.dumps(r)
     assert len(d) < 4000  # 16 kept values x 3 float64 moments and metadata, not the batch-sized buffer (8x16x20 floats)
     for l in (pickle.loads(d), copy.deepcopy(r)):
-        assert '_buf' not in l.__dict__ and l.cfg == CFG and l.n_batches == 3 and l.dims == (0,3)
+        assert '_buf' not in l.__dict__ and l.cfg == CFG and l.n_batches == 3 and l.red_dims == (0,3)
         assert torch.equal(l.mean, r.mean) and torch.equal(l.count, r.count) and torch.equal(l.std, r.std)
         l.update(batches()[0])  # and goes on
     e = pickle.loads(pickle.dumps(StatsRecorder((0,-1))))  # an empty one too
-    assert e.red_dims == (0,-1) and e.kept_shape is None and e.update(batches()[0]).dims == (0,3)
+    assert e.red_dims == (0,-1) and e.kept_shape is None and e.update(batches()[0]).red_dims == (0,3)
 
 def test_state_dict_roundtrip_and_from_moments():
     r = StatsRecorder((0,2,3), unbiased=True)
@@ -218,9 +242,11 @@ def test_state_dict_roundtrip_and_from_moments():
 def test_pool_with_a_positive_int_dim_gives_per_channel():
     xs = batches((8, 5), c=2, dtype=torch.float64)
     r, per_channel = StatsRecorder((0,3)), StatsRecorder((0,2,3))
-    for x in xs: r.update(x); per_channel.update(x)
+    for x in xs:
+        r.update(x)
+        per_channel.update(x)
     p = r.pool(2)  # an int, like `red_dims`
-    assert p.dims == (0,2,3) and p.kept_shape == (1,2,1,1) and p.n == per_channel.n == 13 * 16 * 20
+    assert p.red_dims == (0,2,3) and p.kept_shape == (1,2,1,1) and p.n == per_channel.n == 13 * 16 * 20
     assert rel(p.mean, per_channel.mean) < 1e-12 and rel(p.std, per_channel.std) < 1e-12
     assert r.kept_shape == (1,2,16,1)  # pooling makes a new recorder and leaves this one alone
 
@@ -255,3 +281,21 @@ def test_merging_statistics_of_other_spectrogram_settings_is_an_error():
                                          r'into kept shape \[1, 1, 1, 1\]'):
         StatsRecorder((0,1,2,3)).update(logmel(2)).merge(a)
     with pytest.raises(ValueError, match='`other` must be a StatsRecorder \\(dict given\\)'): a.merge(a.state_dict())
+
+# ---- old spellings: warned aliases that give what the new names give ----
+def test_dims_is_the_old_name_of_red_dims():
+    r = StatsRecorder((0,-1))
+    for x in batches(): r.update(x)
+    got, msg = deprecated_once(lambda: r.dims)
+    assert got == r.red_dims == (0,3) and msg == '`StatsRecorder.dims` is deprecated: use `red_dims`'
+    old, msg = deprecated_once(lambda: r.pool(dims=2))
+    new = r.pool(red_dims=2)
+    assert 'pool(dims=...)' in msg and torch.equal(old.mean, new.mean) and torch.equal(old.std, new.std)
+    with pytest.raises(TypeError, match='its old name `dims`'): r.pool(red_dims=2, dims=2)
+
+def test_stats_kinds_is_the_old_name_of_stats_scopes():
+    import fastnorm.stats as S
+    old, msg = deprecated_once(lambda: S.STATS_KINDS)
+    assert old is STATS_SCOPES and 'use `STATS_SCOPES`' in msg
+    assert STATS_SCOPES == {'global': (0,1,2,3), 'freq': (0,3)}
+    with pytest.raises(AttributeError, match='no attribute'): S.NO_SUCH_NAME

@@ -29,7 +29,8 @@ NAMES = ['AddNoise', 'AddNoise-pink', 'BurstNoise', 'BandStop', 'Alias', 'Distor
 @pytest.mark.parametrize('make', ALL, ids=NAMES)
 def test_contract(make):
     "train only, input untouched, same seed same output, type and sr kept, silent items stay silent and finite"
-    x = batch(); x0 = x.clone()
+    x = batch()
+    x0 = x.clone()
     assert torch.equal(make(seed=1)(x, split_idx=1), x)  # validation: unchanged
     y = make(seed=1)(x, split_idx=0)
     assert torch.equal(x, x0) and isinstance(y, AudioTensor) and y.sr == SR and y.shape == x.shape
@@ -141,3 +142,9 @@ def test_in_dataloaders(tiny_esc50):
     band = (f > 1150) & (f < 1950)  # inside every drawn band: low edges lie in [100, 1000] Hz, widths are 2000 Hz
     band_db = lambda b: b.as_subclass(torch.Tensor)[:, :, band].mean((1, 2, 3))
     assert (band_db(xb) < -80).all() and (band_db(vb) > -60).all()  # measured: about -96 dB on train, -22 to -40 dB on valid
+
+def test_band_stop_rejects_nan_and_checks_widths():
+    with pytest.raises(ValueError, match=r'`min_hz` must be non-negative \(nan given\)'): BandStop(min_hz=float('nan'))
+    with pytest.raises(ValueError, match=r'`min_width_hz` must lie in \[0, 1000\] \(2000.0 given\)'):
+        BandStop(min_width_hz=2000.)
+    with pytest.raises(ValueError, match=r"`color` must be one of \('white', 'pink'\) \('red' given\)"): AddNoise(color='red')
