@@ -16,7 +16,7 @@ from fastnorm.norm import add_spec_norm
 def epoch_seconds(path, preset, epochs):
     p = PRESETS[preset]
     set_seed(0)
-    dls = add_spec_norm(esc50_dls(path, fold=1, bs=p['bs'], spec=p['spec'], wave_norm=True, cache=True), kind='freq')
+    dls = add_spec_norm(esc50_dls(path, fold=1, bs=p['bs'], spec=p['spec'], wave_norm=True, cache=True), norm='freq')
     learn = make_learner(dls, p['arch'])
     with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
         warnings.simplefilter('ignore')

@@ -92,11 +92,11 @@ class Scheme:
             if 'freq_masks' in p:
                 n, frac = p['freq_masks']
                 w = max(1, round(frac * n_freq))
-                tfms.append(FreqMask(w, n=n, generator=g, draw={'width': w}))
+                tfms.append(FreqMask(w, n_freq_mask=n, generator=g, draw={'width': w}))
             if 'time_masks' in p:
                 n, frac = p['time_masks']
                 w = max(1, round(frac * n_frames))
-                tfms.append(TimeMask(w, n=n, generator=g, draw={'width': w}))
+                tfms.append(TimeMask(w, n_time_mask=n, generator=g, draw={'width': w}))
             if 'keep_bands' in p: tfms.append(KeepBands(p['keep_bands']))
             self._spec[key] = tfms
         return self._spec[key]

@@ -67,20 +67,20 @@ def _keep_stats(stats, out:Path, stem:str):
 def _fitted_norm(dls, spec_norm:str, frac:float, seed:int, stats_dir:Path|None):
     "A normalization whose constants are the training set's statistics, computed on `frac` of its batches"
     scope, stem = _FITTED[spec_norm]
-    stats = compute_stats(dls.train, kind=scope, frac=frac, seed=seed, progress=False)
+    stats = compute_stats(dls.train, scope=scope, frac=frac, seed=seed, progress=False)
     if stats_dir is not None:
         _keep_stats(stats, stats_dir, stem)
     if spec_norm == 'ast':
         _insert(dls, ConstantSpecNorm.from_recipe('ast', stats).to(dls.device or 'cpu'))
     else:
-        add_spec_norm(dls, kind=spec_norm, stats=stats)
+        add_spec_norm(dls, norm=spec_norm, stats=stats)
 
 def _spec_norm(dls, spec_norm:str|None, frac:float, seed:int, stats_dir:Path|None):
     "Add the batch transform `spec_norm` (see `Recipe`) to `dls`"
     if spec_norm in _FITTED:
         _fitted_norm(dls, spec_norm, frac, seed, stats_dir)
     elif spec_norm in ('instance', 'imagenet'):
-        add_spec_norm(dls, kind=spec_norm)
+        add_spec_norm(dls, norm=spec_norm)
     elif spec_norm == 'pcen':
         _insert(dls, PCENTransform(scale=PCEN_SCALE))
     elif spec_norm in ('ifn', 'rfn'):
