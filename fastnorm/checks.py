@@ -25,7 +25,7 @@ def check_int(name:str, # the argument's name, for the message
               lo:int=0, # the smallest value allowed
              )->int:
     "`v` as an int >= `lo`"
-    if not _is_number(v) or v != int(v) or v < lo:
+    if not _is_number(v) or not math.isfinite(v) or v != int(v) or v < lo:  # int() of NaN or inf would raise
         raise ValueError(f"`{name}` must be an integer >= {lo} ({v!r} given)")
     return int(v)
 
@@ -33,7 +33,7 @@ def check_positive(name:str, # the argument's name, for the message
                    v, # its value
                   )->float:
     "`v` as a finite float > 0"
-    if not _is_number(v) or not math.isfinite(v) or v <= 0:
+    if not _is_number(v) or not math.isfinite(v) or not v > 0:
         raise ValueError(f"`{name}` must be a positive number ({v!r} given)")
     return float(v)
 
