@@ -5,7 +5,7 @@ import math
 from numbers import Real
 
 __all__ = ['check_frac', 'check_int', 'check_positive', 'check_range', 'check_choice', 'check_mask_value',
-           'check_batch4d']
+           'check_batch4d', 'check_number']
 
 def _is_number(v)->bool:
     "A real number that is not a bool"
@@ -72,3 +72,22 @@ def check_batch4d(x, # the tensor given
                  ):
     "Fail unless `x` is a batch `[B,C,F,T]`"
     if x.ndim != 4: raise ValueError(f"{who} expects a batch `[B,C,F,T]` (shape {list(x.shape)} given): {hint}")
+
+def _interval(lo:float, hi:float, lo_open:bool, hi_open:bool)->str:
+    "How a message says the interval from `lo` to `hi`: ' in [0, 1)', ' >= 0', ' < 0' or '' (any finite number)"
+    if math.isinf(lo) and math.isinf(hi): return ''
+    if math.isinf(hi): return f" {'>' if lo_open else '>='} {lo:g}"
+    if math.isinf(lo): return f" {'<' if hi_open else '<='} {hi:g}"
+    return f" in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+def check_number(name:str, # the argument's name, for the message
+                 v, # its value
+                 lo:float=-math.inf, # the smallest value allowed
+                 hi:float=math.inf, # the largest value allowed
+                 lo_open:bool=False, # exclude `lo` itself
+                 hi_open:bool=False, # exclude `hi` itself
+                )->float:
+    "`v` as a finite float between `lo` and `hi` (NaN and infinities never pass)"
+    ok = _is_number(v) and math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok: raise ValueError(f"`{name}` must be a finite number{_interval(lo, hi, lo_open, hi_open)} ({v!r} given)")
+    return float(v)
