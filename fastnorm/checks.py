@@ -5,7 +5,7 @@ import functools, math, os, sys, warnings
 from numbers import Real
 
 __all__ = ['check_frac', 'check_int', 'check_positive', 'check_range', 'check_choice', 'check_mask_value',
-           'check_batch4d']
+           'check_batch4d', 'check_number']
 
 def _is_number(v)->bool:
     "A real number that is not a bool"
@@ -25,7 +25,7 @@ def check_int(name:str, # the argument's name, for the message
               lo:int=0, # the smallest value allowed
              )->int:
     "`v` as an int >= `lo`"
-    if not _is_number(v) or v != int(v) or v < lo:
+    if not _is_number(v) or not math.isfinite(v) or v != int(v) or v < lo:  # int() of NaN or inf would raise
         raise ValueError(f"`{name}` must be an integer >= {lo} ({v!r} given)")
     return int(v)
 
@@ -33,7 +33,7 @@ def check_positive(name:str, # the argument's name, for the message
                    v, # its value
                   )->float:
     "`v` as a finite float > 0"
-    if not _is_number(v) or not math.isfinite(v) or v <= 0:
+    if not _is_number(v) or not math.isfinite(v) or not v > 0:
         raise ValueError(f"`{name}` must be a positive number ({v!r} given)")
     return float(v)
 
@@ -152,3 +152,21 @@ def renamed_names(module:str, # the module's `__name__`
         warn_deprecated(f"`{module}.{name}`", f"`{renames[name]}`")
         return getattr(sys.modules[module], renames[name])
     return __getattr__
+def _interval(lo:float, hi:float, lo_open:bool, hi_open:bool)->str:
+    "How a message says the interval from `lo` to `hi`: ' in [0, 1)', ' >= 0', ' < 0' or '' (any finite number)"
+    if math.isinf(lo) and math.isinf(hi): return ''
+    if math.isinf(hi): return f" {'>' if lo_open else '>='} {lo:g}"
+    if math.isinf(lo): return f" {'<' if hi_open else '<='} {hi:g}"
+    return f" in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+def check_number(name:str, # the argument's name, for the message
+                 v, # its value
+                 lo:float=-math.inf, # the smallest value allowed
+                 hi:float=math.inf, # the largest value allowed
+                 lo_open:bool=False, # exclude `lo` itself
+                 hi_open:bool=False, # exclude `hi` itself
+                )->float:
+    "`v` as a finite float between `lo` and `hi` (NaN and infinities never pass)"
+    ok = _is_number(v) and math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok: raise ValueError(f"`{name}` must be a finite number{_interval(lo, hi, lo_open, hi_open)} ({v!r} given)")
+    return float(v)

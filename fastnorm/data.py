@@ -1,13 +1,16 @@
 "Data: DataBlocks for ESC-50 and folders in its layout (cross-validation by fold), FSDD and class-per-folder datasets."
 from __future__ import annotations
-import os, re, socket
+import inspect, os, re, socket
 from pathlib import Path
 import pandas as pd, soundfile as sf
+from fastcore.meta import delegates
 from fastai.data.block import DataBlock, CategoryBlock
+from fastai.data.core import DataLoaders
 from fastai.data.transforms import ColReader, RandomSplitter, ColSplitter, IndexSplitter, mask2idxs
 from .audio import AudioBlock, AudioNormalize, AUDIO_EXTS
 from .spec import MelSpec, spec_config
 from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
+from .checks import check_choice, check_frac, check_int, check_positive
 
 __all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'LAYOUTS', 'FSDD_TEST_TAKES', 'detect_layout', 'read_esc50_csv',
            'CrossValidationSplitter', 'audio_dblock', 'check_batch_size', 'esc50_dblock', 'esc50_dls', 'esc50',
@@ -24,23 +27,34 @@ LAYOUTS = {
 
 def _has_fsdd(p:Path)->bool: return p.is_dir() and any(FSDD_RE.match(f.name) for f in p.glob('*.wav'))
 
+def _has_audio(p:Path)->bool: return any(f.suffix.lower() in AUDIO_EXTS and f.is_file() for f in p.rglob('*'))
+
+def _find_layout(path:Path, folders:bool)->tuple|None:
+    "(layout, root) of `path`, tried from the most specific layout; `folders`: also look for any audio below it"
+    if (path/'meta'/'esc50.csv').is_file(): return 'esc50', path
+    for root in (path, path/'recordings'):
+        if _has_fsdd(root): return 'fsdd', root
+    if folders and _has_audio(path): return 'folders', path
+    return None
+
 def detect_layout(path, # a dataset folder
-                  allowed=tuple(LAYOUTS), # the layouts the caller can read, in the order they are tried
+                  allowed=tuple(LAYOUTS), # the layouts the caller can read (names in `LAYOUTS`, or one name)
                   what:str='dataset folder', # how an error names `path` (e.g. '--data')
                  )->tuple:
     """(layout, root): which of `LAYOUTS` the folder `path` is in, and the folder holding its items (FSDD's may be
-    `path/recordings`). The one place fastnorm tells a dataset's layout; an unknown one is an error that lists
-    `allowed`"""
+    `path/recordings`). The one place fastnorm tells a dataset's layout. Layouts are tried from the most specific
+    (ESC-50's csv, FSDD's file names) to any audio in class folders; a folder in none of `allowed` is an error that
+    says what was expected"""
+    allowed = (allowed,) if isinstance(allowed, str) else tuple(allowed)
+    for k in allowed: check_choice('allowed', k, tuple(LAYOUTS))
     path = Path(path)
-    if not path.is_dir(): raise FileNotFoundError(f"{what} {path}: no such folder")
-    found = None
-    if (path/'meta'/'esc50.csv').is_file(): found = 'esc50', path
-    elif _has_fsdd(path): found = 'fsdd', path
-    elif _has_fsdd(path/'recordings'): found = 'fsdd', path/'recordings'
-    elif 'folders' in allowed and any(f.suffix.lower() in AUDIO_EXTS for f in path.rglob('*')): found = 'folders', path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {path}: {'not a folder' if path.exists() else 'no such folder'}")
+    found = _find_layout(path, 'folders' in allowed)
     if found is None or found[0] not in allowed:
         expected = ' or '.join(LAYOUTS[k] for k in allowed)
-        raise ValueError(f"{what} {path} is not in a layout fastnorm reads here: expected {expected}")
+        seen = f" (it is in the {found[0]!r} layout)" if found else ''
+        raise ValueError(f"{what} {path} is not in a layout fastnorm reads here: expected {expected}{seen}")
     return found
 
 def read_esc50_csv(path)->pd.DataFrame:
@@ -86,6 +100,7 @@ def audio_dblock(splitter, # a fastai splitter over the items (rows of a DataFra
     """The DataBlock every dataset here shares: audio -> (waveform norm) -> spectrogram, labelled by `label_col`.
     With the cache every clip is centre-cropped/padded once (as at validation), so training from it has no random crop:
     no difference when the clips already have `duration`, as in ESC-50."""
+    duration = check_positive('duration', duration)
     tfms = list(batch_tfms or [])
     if cache is not False:
         wave = [type(t).__name__ for t in tfms if getattr(t, 'order', 0) < MelSpec.order]
@@ -103,49 +118,73 @@ def audio_dblock(splitter, # a fastai splitter over the items (rows of a DataFra
 
 def check_batch_size(n_train:int, bs:int, what:str='the training set'):
     "Fail before training when the training set cannot fill one batch"
-    if bs < 1: raise ValueError(f"`bs` must be at least 1 ({bs} given)")
+    bs = check_int('bs', bs, lo=1)
     if n_train < bs:
         raise ValueError(f"bs={bs} is larger than {what} ({n_train} items): lower `bs` to at most {n_train}")
 
-def _duration(df, duration):
-    if duration is not None:
-        if duration <= 0: raise ValueError(f"`duration` must be positive ({duration} given)")
-        return float(duration)
-    return sf.info(df['path'].iloc[0]).duration
+def _delegates_with_kwargs(to, but=None):
+    """`delegates(to, keep=True)` whose docments still follow to `to`: fastcore links them (`__delwrap__`) only when
+    `**kwargs` leaves the signature, and the DataLoaders helpers pass the rest of theirs on to fastai's `dataloaders`"""
+    def _f(f):
+        f = delegates(to, keep=True, but=but)(f)
+        f.__delwrap__ = to
+        return f
+    return _f
 
-def esc50_dblock(path, # a folder in ESC-50's layout
-                 fold:int=1, # validation fold
-                 spec='quick', # spectrogram preset name, SpecConfig or MelSpec
-                 sr:int|None=None, # resample to this rate; default: the spectrogram's
-                 duration:float|None=None, # clip length (s); default: the first clip's
-                 wave_norm:bool=False, # per-clip AudioNormalize on the waveform
-                 batch_tfms=None, # more batch transforms
+def _audio_block(df, # the items: a DataFrame with a `path` column (the files a feature cache holds)
+                 splitter, # a fastai splitter over `df`
+                 spec='quick', # spectrogram preset name, `SpecConfig` or `MelSpec`
+                 sr:int|None=None, # resample every clip to this rate (Hz); default: the spectrogram's
+                 duration:float|None=None, # crop/pad every clip to this length (s); default: the first clip's
+                 wave_norm:bool=False, # per-clip `AudioNormalize` on the waveform, before the spectrogram
+                 batch_tfms=None, # more batch transforms (normalization, SpecAugment)
                  cache:bool|SpecCache=False, # use the feature cache (spectrograms made once), or this `SpecCache`
                  progress:bool=True, # progress bar while the cache is built
+                 label_col:str='label', # column holding the label
+                 get_x=None, # how a row gives its audio file; default: `ColReader('path')`
                 )->DataBlock:
+    "`audio_dblock` over `df` from the arguments the dataset helpers share: their docments live here, once"
+    if duration is None: duration = sf.info(df['path'].iloc[0]).duration
+    return audio_dblock(splitter, spec_config(spec, sr), duration, wave_norm, batch_tfms, cache, files=df['path'],
+                        label_col=label_col, progress=progress, get_x=get_x)
+
+_BLOCK_ARGS = tuple(inspect.signature(_audio_block).parameters)
+
+@_delegates_with_kwargs(_audio_block, but=['label_col', 'get_x'])
+def _audio_dls(df, # the items, as for `_audio_block`
+               splitter, # a fastai splitter over `df`
+               bs:int=32, # items per batch
+               **kwargs, # `_audio_block`'s arguments, then fastai's `DataBlock.dataloaders` ones (`num_workers`, ...)
+              )->DataLoaders:
+    "`DataLoaders` over `df`, failing early when the training set cannot fill a batch"
+    dblock = _audio_block(df, splitter, **{k: v for k, v in kwargs.items() if k in _BLOCK_ARGS})
+    check_batch_size(len(splitter(df)[0]), bs)
+    dl_kwargs = {k: v for k, v in kwargs.items() if k not in _BLOCK_ARGS}
+    if dblock.dl_type is CachedSpecDL:
+        dl_kwargs.setdefault('num_workers', 0)  # a memmap slice per batch: worker processes would only add start-up
+    return dblock.dataloaders(df, bs=bs, **dl_kwargs)
+
+def _esc50_x(path)->dict:
+    "How ESC-50's rows give a clip and a label; the clip is `df['path']` of `read_esc50_csv`, the cache's keys"
+    return dict(label_col='category', get_x=ColReader('filename', pref=Path(path)/'audio'))
+
+@delegates(_audio_block, but=['label_col', 'get_x'])
+def esc50_dblock(path, # a folder in ESC-50's layout
+                 fold:int=1, # validation fold
+                 **kwargs)->DataBlock:
     """A `DataBlock` for ESC-50 or any folder in its layout, labelled by `category`, fold `fold` as validation. Its
     items are rows of the csv as pandas reads it (`pd.read_csv(path/'meta'/'esc50.csv')`), or of any DataFrame with
     `filename`, `fold` and `category` columns: each clip is `path/'audio'/filename` (the post's and fastaudio's way)."""
-    return _esc50_dblock(path, read_esc50_csv(path), fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
+    return _audio_block(read_esc50_csv(path), CrossValidationSplitter(fold), **_esc50_x(path), **kwargs)
 
-def _esc50_dblock(path, df, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress):
-    "`esc50_dblock` on an already read csv"
-    get_x = ColReader('filename', pref=Path(path)/'audio')  # gives `df['path']` of `read_esc50_csv`: the cache's keys
-    return audio_dblock(CrossValidationSplitter(fold), spec_config(spec, sr), _duration(df, duration), wave_norm,
-                        batch_tfms, cache, files=df['path'], label_col='category', progress=progress, get_x=get_x)
-
-def _dls(dblock, df, bs, splitter, **kwargs):
-    check_batch_size(len(splitter(df)[0]), bs)
-    if dblock.dl_type is CachedSpecDL:
-        kwargs.setdefault('num_workers', 0)  # a memmap slice per batch: worker processes would only add start-up time
-    return dblock.dataloaders(df, bs=bs, **kwargs)
-
-def esc50_dls(path, fold:int=1, bs:int=32, spec='quick', sr=None, duration=None, wave_norm=False, batch_tfms=None,
-              cache=False, progress=True, **kwargs):
+@_delegates_with_kwargs(_audio_dls)
+def esc50_dls(path, # a folder in ESC-50's layout
+              fold:int=1, # validation fold
+              **kwargs, # fastai's `DataBlock.dataloaders` arguments (`num_workers`, `device`, ...)
+             )->DataLoaders:
     "`DataLoaders` from `esc50_dblock` (same arguments, plus `bs` and fastai's `dataloaders` kwargs)"
     df = read_esc50_csv(path)  # read (and every clip checked) once for the block and the loaders
-    dblock = _esc50_dblock(path, df, fold, spec, sr, duration, wave_norm, batch_tfms, cache, progress)
-    return _dls(dblock, df, bs, CrossValidationSplitter(fold), **kwargs)
+    return _audio_dls(df, CrossValidationSplitter(fold), **_esc50_x(path), **kwargs)
 
 ESC50_URL = 'https://github.com/karoldvl/ESC-50/archive/master.zip'  # what fastaudio's URLs.ESC50 pointed at
 
@@ -164,6 +203,7 @@ def esc50(path=None, # a local copy of ESC-50 (the folder holding audio/ and met
     if path is not None:
         read_esc50_csv(path)
         return Path(path)
+    timeout = check_positive('timeout', timeout)
     from fastai.data.external import untar_data, URLs
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
@@ -188,10 +228,12 @@ def fsdd_items(path)->pd.DataFrame:
     df['take'] = df['take'].astype(int)
     return df
 
-def FSDDSplitter(by:str='take', # 'take': takes `test_takes` are validation (like AVMNIST); 'speaker': `test_speaker` is
-                 test_takes=FSDD_TEST_TAKES, test_speaker:str|None=None):
+def FSDDSplitter(by:str='take', # 'take': takes `test_takes` are validation (like AVMNIST); 'speaker': `test_speaker`
+                 test_takes=FSDD_TEST_TAKES, # with by='take': the takes held out
+                 test_speaker:str|None=None, # with by='speaker': the speaker held out; default: the first, sorted
+                ):
     "Split FSDD items by take (takes 0-4 as test, like AVMNIST) or by speaker (one held-out speaker)"
-    if by not in ('take', 'speaker'): raise ValueError(f"`by` must be 'take' or 'speaker' ({by!r} given)")
+    check_choice('by', by, ('take', 'speaker'))
     def _inner(df):
         if by == 'take': valid = df['take'].isin(list(test_takes)).values
         else:
@@ -202,13 +244,17 @@ def FSDDSplitter(by:str='take', # 'take': takes `test_takes` are validation (lik
         return IndexSplitter(mask2idxs(valid))(df)
     return _inner
 
-def fsdd_dls(path, bs:int=32, by:str='take', test_speaker=None, spec='quick', sr:int|None=8000, duration:float=1.0,
-             wave_norm=False, batch_tfms=None, cache=False, progress=True, **kwargs):
+@_delegates_with_kwargs(_audio_dls)
+def fsdd_dls(path, # a folder of FSDD recordings, `{digit}_{speaker}_{take}.wav`
+             by:str='take', # split by 'take' (takes 0-4 are validation, like AVMNIST) or by 'speaker'
+             test_speaker:str|None=None, # with by='speaker': the speaker held out; default: the first, sorted
+             sr:int|None=8000, # resample every clip to this rate (Hz); None: the spectrogram's
+             duration:float|None=1.0, # crop/pad every clip to this length (s); None: the first clip's
+             **kwargs, # fastai's `DataBlock.dataloaders` arguments (`num_workers`, `device`, ...)
+            )->DataLoaders:
     "`DataLoaders` for FSDD, split by take or speaker; clips padded/cropped to `duration` (default 8 kHz, 1 s)"
     df, splitter = fsdd_items(path), FSDDSplitter(by, test_speaker=test_speaker)
-    dblock = audio_dblock(splitter, spec_config(spec, sr), duration, wave_norm, batch_tfms, cache, files=df['path'],
-                          progress=progress)
-    return _dls(dblock, df, bs, splitter, **kwargs)
+    return _audio_dls(df, splitter, sr=sr, duration=duration, **kwargs)
 
 def folder_items(path)->pd.DataFrame:
     "Audio files in class folders (`path/<label>/*.wav`, or `path/{train,valid}/<label>/*.wav`): path, label, is_valid"
@@ -220,11 +266,14 @@ def folder_items(path)->pd.DataFrame:
     return pd.DataFrame(dict(path=[str(f) for f in files], label=[f.parent.name for f in files],
                              is_valid=[split and f.parent.parent.name == 'valid' for f in files]))
 
-def folder_dls(path, bs:int=32, valid_pct:float=0.2, seed:int=42, spec='quick', sr=None, duration=None, wave_norm=False,
-               batch_tfms=None, cache=False, progress=True, **kwargs):
+@_delegates_with_kwargs(_audio_dls)
+def folder_dls(path, # a folder of class folders, `<label>/*.wav`, or `train/<label>/` and `valid/<label>/`
+               valid_pct:float=0.2, # without train/ and valid/: the fraction of items held out at random
+               seed:int=42, # the random split's seed
+               **kwargs, # fastai's `DataBlock.dataloaders` arguments (`num_workers`, `device`, ...)
+              )->DataLoaders:
     "`DataLoaders` for class-per-folder audio: `train/` and `valid/` when present, else a random `valid_pct` split"
     df = folder_items(path)
-    splitter = ColSplitter('is_valid') if df['is_valid'].any() else RandomSplitter(valid_pct, seed=seed)
-    dblock = audio_dblock(splitter, spec_config(spec, sr), _duration(df, duration), wave_norm, batch_tfms, cache,
-                          files=df['path'], progress=progress)
-    return _dls(dblock, df, bs, splitter, **kwargs)
+    if df['is_valid'].any(): splitter = ColSplitter('is_valid')
+    else: splitter = RandomSplitter(check_frac('valid_pct', valid_pct), seed=seed)
+    return _audio_dls(df, splitter, **kwargs)

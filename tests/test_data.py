@@ -1,4 +1,4 @@
-import shutil, numpy as np, pandas as pd, soundfile as sf, torch, pytest
+import math, shutil, numpy as np, pandas as pd, soundfile as sf, torch, pytest
 from fastnorm.data import *
 from fastnorm.spec import TensorSpec
 from conftest import FSDD, needs
@@ -128,3 +128,74 @@ def test_a_missing_file_in_the_dataframe_is_named(tiny_esc50):
     bad = pd.concat([df, df.iloc[:1].assign(filename='gone-2.wav', fold=2)])  # training: the statistics' pass meets it at once
     with pytest.raises(FileNotFoundError, match=r'gone-2\.wav'):
         esc50_dblock(tiny_esc50, sr=8000, batch_tfms=[FreqSpecNorm()]).dataloaders(bad, bs=8, num_workers=0)
+
+def test_detect_layout_tells_each_layout(tiny_esc50, tmp_path):
+    assert detect_layout(tiny_esc50) == ('esc50', tiny_esc50)
+    fsdd = make_fsdd(tmp_path/'fsdd', speakers=('ann',), takes=range(1), digits=range(2))
+    assert detect_layout(fsdd) == ('fsdd', fsdd)
+    (tmp_path/'corpus').mkdir()
+    rec = make_fsdd(tmp_path/'corpus'/'recordings', speakers=('ann',), takes=range(1), digits=range(1))
+    assert detect_layout(tmp_path/'corpus') == ('fsdd', rec)  # FSDD's repository keeps them in recordings/
+    (tmp_path/'cls'/'dog').mkdir(parents=True)
+    sf.write(tmp_path/'cls'/'dog'/'a.FLAC', np.zeros(800, np.float32), 8000)
+    assert detect_layout(tmp_path/'cls') == ('folders', tmp_path/'cls')
+    assert detect_layout(tmp_path/'cls', allowed='folders') == ('folders', tmp_path/'cls')
+
+def test_detect_layout_errors(tiny_esc50, tmp_path):
+    (tmp_path/'junk').mkdir()
+    (tmp_path/'junk'/'notes.txt').write_text('no audio')
+    with pytest.raises(ValueError, match=r"--data .*junk is not in a layout fastnorm reads here: expected ESC-50's: "
+                       r"meta/esc50.csv .* or FSDD's: .* or class folders: <label>/\*.wav"):
+        detect_layout(tmp_path/'junk', what='--data')
+    with pytest.raises(ValueError, match=r"expected FSDD's: [^;]*\(it is in the 'esc50' layout\)$"):
+        detect_layout(tiny_esc50, allowed=('fsdd',))
+    (tmp_path/'cls'/'dog').mkdir(parents=True)
+    sf.write(tmp_path/'cls'/'dog'/'a.wav', np.zeros(800, np.float32), 8000)
+    with pytest.raises(ValueError, match=r"expected ESC-50's: meta/esc50.csv and the clips in audio/ or FSDD's: [^(]*$"):
+        detect_layout(tmp_path/'cls', allowed=('esc50', 'fsdd'))  # audio in class folders: not a layout read here
+    with pytest.raises(FileNotFoundError, match=r'noise folder .*nowhere: no such folder'):
+        detect_layout(tmp_path/'nowhere', what='noise folder')
+    with pytest.raises(FileNotFoundError, match=r'a\.wav: not a folder'): detect_layout(tmp_path/'cls'/'dog'/'a.wav')
+    with pytest.raises(ValueError, match=r"`allowed` must be one of \('esc50', 'fsdd', 'folders'\) \('csv' given\)"):
+        detect_layout(tiny_esc50, allowed=('esc50', 'csv'))
+
+def test_the_dataloader_helpers_share_one_documented_signature():
+    "The shared arguments are written (and documented) once and delegated: the signature still shows each default"
+    import inspect
+    from fastcore.docments import docments
+    shared = dict(bs=32, spec='quick', wave_norm=False, batch_tfms=None, cache=False, progress=True)
+    own = {esc50_dls: dict(fold=1, sr=None, duration=None), fsdd_dls: dict(by='take', sr=8000, duration=1.0),
+           folder_dls: dict(valid_pct=0.2, seed=42, sr=None, duration=None),
+           esc50_dblock: dict(fold=1, sr=None, duration=None)}
+    for f, defaults in own.items():
+        params = inspect.signature(f).parameters
+        want = {**({k: v for k, v in shared.items() if k != 'bs'} if f is esc50_dblock else shared), **defaults}
+        assert {k: params[k].default for k in want} == want, f.__name__
+        assert ('kwargs' in params) == (f is not esc50_dblock)  # the loaders pass the rest on to `dataloaders`
+        missing = [k for k, v in docments(f, args_kwargs=True).items() if k != 'return' and not v]
+        assert not missing, (f.__name__, missing)
+    assert docments(esc50_dls)['bs'] == docments(folder_dls)['bs'] == 'items per batch'
+
+def test_the_dataloader_helpers_check_their_arguments(tiny_esc50):
+    with pytest.raises(TypeError, match='label_col'): esc50_dblock(tiny_esc50, label_col='target')
+    with pytest.raises(ValueError, match=r'`bs` must be an integer >= 1 \(0 given\)'): esc50_dls(tiny_esc50, bs=0)
+    with pytest.raises(ValueError, match=r"`by` must be one of \('take', 'speaker'\) \('fold' given\)"):
+        FSDDSplitter('fold')
+
+@pytest.mark.parametrize('call, name', [
+    (lambda p: esc50_dls(p, bs=8, sr=8000, duration=math.nan), 'duration'),
+    (lambda p: esc50_dblock(p, duration=-1.), 'duration'),
+    (lambda p: esc50_dls(p, bs=math.nan), 'bs'),
+    (lambda p: check_batch_size(10, math.nan), 'bs'),
+    (lambda p: audio_dblock(None, None, math.nan), 'duration'),
+    (lambda p: esc50(timeout=math.nan), 'timeout'),
+])
+def test_nan_is_refused_naming_the_argument(tiny_esc50, call, name):
+    with pytest.raises(ValueError, match=rf"`{name}` must be .*\(-?\w+\.?\d* given\)"): call(tiny_esc50)
+
+def test_folder_dls_checks_valid_pct(tmp_path):
+    for lbl in ('cat', 'dog'):
+        (tmp_path/lbl).mkdir()
+        for i in range(3): sf.write(tmp_path/lbl/f'{i}.wav', np.zeros(800, np.float32), 8000)
+    with pytest.raises(ValueError, match=r'`valid_pct` must be between 0 and 1 \(nan given\)'):
+        folder_dls(tmp_path, valid_pct=math.nan)
