@@ -199,7 +199,7 @@ class CachedSpecDL(TfmdDL):
         st = self._cache.item_stats
         if st is None or (r < 0).any(): return None
         idx = torch.from_numpy(r)
-        return {k: st[k].index_select(0, idx) for k in ('count', 'mean', 'm2')}  # `t[idx]` took 6 ms on 2 busy cores
+        return {k: st[k].index_select(0, idx) for k in ('count', 'mean', 'm2')}
 
     def do_item(self, s): return 0 if s is None else s
     def do_batch(self, b):

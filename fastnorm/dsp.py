@@ -1,8 +1,9 @@
 """fastnorm's signal front end, in pure torch: STFT spectrograms, mel filterbanks, dB conversion and resampling.
 
-fastnorm does not import torchaudio: its last release (2.11) does not load against newer torch builds, nor against a
-CPU-only torch. Everything here runs on the tensor's own device, batched over any leading dims, and is tested against
-librosa and SciPy (`tests/test_dsp.py`). The transforms (`MelSpec`, `load_audio`, `spec_to_audio`) call these functions.
+fastnorm does not import torchaudio: its releases end at 2.11, and a torchaudio build loads only against the torch
+builds it was made for, so depending on it would cap torch. Everything here runs on the tensor's own device, batched
+over any leading dims, and is tested against librosa and SciPy (`tests/test_dsp.py`). The transforms (`MelSpec`,
+`load_audio`, `spec_to_audio`) call these functions.
 """
 from __future__ import annotations
 import math
@@ -121,7 +122,7 @@ def spectrogram(x:torch.Tensor, # waveforms `[..., N]`, float, any device
     check_choice('power', power, (1., 2.))
     z = torch.view_as_real(stft(x, n_fft, hop_length, win_length, center, pad_mode))
     re, im = z[..., 0], z[..., 1]
-    s = re.square().addcmul_(im, im)  # |X|² in two passes: 5x faster on a CPU than abs().pow(2) (sqrt, then square)
+    s = re.square().addcmul_(im, im)  # |X|² straight from re and im: abs().pow(2) takes a sqrt only to undo it
     if power == 1.: s = s.sqrt_()
     if mel_fb is None: return s
     return torch.matmul(mel_fb.T.to(s.dtype), s)  # [M,F] @ [...,F,T]: no transposed copies of the batch

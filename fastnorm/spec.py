@@ -64,7 +64,7 @@ class SpecConfig:
 SPEC_PRESETS = {
     # small and fast for a CPU: 16 kHz, 64 mels
     'quick': SpecConfig(sr=16000, n_fft=512, hop_length=256, n_mels=64),
-    # the draft normalization post's ESC-50 setup: 44.1 kHz, 128 mels -> [1,128,431] for a 5 s clip
+    # ESC-50 at its own rate: 44.1 kHz, 128 mels -> [1,128,431] for a 5 s clip
     'esc50': SpecConfig(sr=44100, n_fft=2048, hop_length=512, n_mels=128),
     # the published post's setup: 16 kHz, a 201-bin dB spectrogram (n_fft 400, hop 200)
     'paper': SpecConfig(sr=16000, n_fft=400, hop_length=200, n_mels=None),
