@@ -33,17 +33,22 @@ def epoch(dl)->float:
 def bench(setting:str, reps:int, bs:int, workers:int|None):
     "Time the cache build, then `reps` interleaved training epochs of each path; returns a dict of figures"
     kw, preset = SETTINGS[setting]
-    t = time.perf_counter(); path = synth_esc50(**kw); t_synth = time.perf_counter() - t
+    t = time.perf_counter()
+    path = synth_esc50(**kw)
+    t_synth = time.perf_counter() - t
     df, cfg = read_esc50_csv(path), spec_config(preset)
     common = dict(bs=bs, spec=preset, wave_norm=True)
     # the one-off build, into a fresh folder so it is always a real build (the files are in the page cache after generation)
     tmp = tempfile.mkdtemp(dir=fastnorm_home(), prefix='.bench-cache-')
     try:
-        t = time.perf_counter(); SpecCache.build(df['path'], cfg, kw['seconds'], wave_norm=True, dest=f'{tmp}/c', progress=False)
+        t = time.perf_counter()
+        SpecCache.build(df['path'], cfg, kw['seconds'], wave_norm=True, dest=f'{tmp}/c', progress=False)
         t_build = time.perf_counter() - t
     finally: shutil.rmtree(tmp)
     esc50_dls(path, cache=True, **common)  # make (or reuse) the cache esc50_dls keys under $FASTNORM_HOME/cache
-    t = time.perf_counter(); dls_c = esc50_dls(path, cache=True, **common); t_reuse = time.perf_counter() - t
+    t = time.perf_counter()
+    dls_c = esc50_dls(path, cache=True, **common)
+    t_reuse = time.perf_counter() - t
     dls = {'cache': dls_c.train,
            'fly0': esc50_dls(path, cache=False, num_workers=0, **common).train,
            'flyw': esc50_dls(path, cache=False, num_workers=workers, **common).train}

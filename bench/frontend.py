@@ -6,7 +6,8 @@
   fastnorm's settings), 44.1 kHz -> 16 kHz on the same batch.
 
 torchaudio only loads against the torch it was built for, so run this where both load, e.g.
-`pip install "torch==2.11.*" "torchvision==0.26.*" "torchaudio==2.11.*"`; then `python bench/frontend.py [--pairs 15]`.
+`pip install "torch==2.11.0" "torchvision==0.26.*" "torchaudio==2.11.0"` (torchaudio 2.11.1 needs a newer torch);
+then `python bench/frontend.py [--pairs 15]`.
 Each ratio comes from alternating single calls of its two sides (whatever load the machine has hits both alike); the table
 gives medians of the per-pair ratios (torchaudio time / fastnorm time, so > 1 means fastnorm is faster).
 """
@@ -27,7 +28,8 @@ def once(f):
 
 def paired(a, b, pairs):
     "Median time of each side and median of the per-pair ratios a/b, alternating a and b"
-    a(); b()  # warm-up: caches, allocator
+    a()  # warm-up: caches, allocator
+    b()
     ta, tb = [], []
     for _ in range(pairs):
         ta.append(once(a))

@@ -11,6 +11,7 @@ from fastprogress.fastprogress import progress_bar
 from .audio import AudioTensor, AudioNormalize, AudioCropPad
 from .spec import SpecConfig, TensorSpec, MelSpec
 from .utils import fastnorm_home, atomic_dir
+from .checks import check_int, check_positive
 from . import __version__
 
 __all__ = ['SpecCache', 'CachedSpec', 'CachedSpecDL', 'SpecCacheBlock']
@@ -132,6 +133,8 @@ class SpecCache:
         "Compute (or reuse, when the files and settings are unchanged) the spectrograms of `files`"
         files = [str(f) for f in files]
         if not files: raise ValueError("`files` is empty: nothing to cache")
+        check_positive('duration', duration)
+        bs = check_int('bs', bs, lo=1)
         key = cls.key(files, cfg, duration, wave_norm)
         dest = Path(dest) if dest is not None else fastnorm_home()/'cache'/key
         meta_file = dest/'meta.json'
@@ -196,7 +199,7 @@ class CachedSpecDL(TfmdDL):
         st = self._cache.item_stats
         if st is None or (r < 0).any(): return None
         idx = torch.from_numpy(r)
-        return {k: st[k].index_select(0, idx) for k in ('count', 'mean', 'm2')}  # `t[idx]` took 6 ms on 2 busy cores
+        return {k: st[k].index_select(0, idx) for k in ('count', 'mean', 'm2')}
 
     def do_item(self, s): return 0 if s is None else s
     def do_batch(self, b):

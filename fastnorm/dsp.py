@@ -1,14 +1,15 @@
 """fastnorm's signal front end, in pure torch: STFT spectrograms, mel filterbanks, dB conversion and resampling.
 
-fastnorm does not import torchaudio: its last release (2.11) does not load against newer torch builds, nor against a
-CPU-only torch. Everything here runs on the tensor's own device, batched over any leading dims, and is tested against
-librosa and SciPy (`tests/test_dsp.py`). The transforms (`MelSpec`, `load_audio`, `spec_to_audio`) call these functions.
+fastnorm does not import torchaudio: its releases end at 2.11, and a torchaudio build loads only against the torch
+builds it was made for, so depending on it would cap torch. Everything here runs on the tensor's own device, batched
+over any leading dims, and is tested against librosa and SciPy (`tests/test_dsp.py`). The transforms (`MelSpec`,
+`load_audio`, `spec_to_audio`) call these functions.
 """
 from __future__ import annotations
 import math
 from functools import lru_cache
 import numpy as np, torch
-from .checks import check_choice
+from .checks import check_choice, check_frac, check_int, check_number, check_positive
 
 __all__ = ['hz_to_mel', 'mel_to_hz', 'mel_filterbank', 'dct_matrix', 'stft', 'spectrogram', 'power_to_db',
            'amplitude_to_db', 'db_to_power', 'resample']
@@ -59,10 +60,11 @@ def mel_filterbank(n_freqs:int, # STFT bins, n_fft//2 + 1
     "Triangular mel filterbank `[n_freqs, n_mels]` (mel = fbᵀ @ stft), as librosa's `filters.mel` transposed; cached"
     check_choice('norm', norm, MEL_NORMS)
     check_choice('mel_scale', mel_scale, MEL_SCALES)
-    if n_mels <= 0 or n_freqs <= 1:
-        raise ValueError(f"`n_mels` and `n_freqs` must be positive ({n_mels}, {n_freqs} given)")
-    if not 0 <= f_min < f_max <= sr / 2:
-        raise ValueError(f"Need 0 <= f_min < f_max <= sr/2 ({f_min}, {f_max} given with sr={sr})")
+    check_int('n_freqs', n_freqs, lo=2)
+    check_int('n_mels', n_mels, lo=1)
+    check_int('sr', sr, lo=1)
+    check_number('f_min', f_min, lo=0, hi=sr / 2, hi_open=True)
+    check_number('f_max', f_max, lo=f_min, hi=sr / 2, lo_open=True)
     return _mel_fb_on(int(n_freqs), float(f_min), float(f_max), int(n_mels), int(sr), norm, mel_scale,
                       torch.device(device or 'cpu'))
 
@@ -86,7 +88,8 @@ def dct_matrix(n_out:int, # coefficients kept (e.g. n_mfcc)
               )->torch.Tensor:
     "DCT-II as a matrix `[n_in, n_out]`: `x @ D` equals `scipy.fft.dct(x, type=2, norm=norm)[..., :n_out]`"
     check_choice('norm', norm, ('ortho', None))
-    if not 0 < n_out <= n_in: raise ValueError(f"Need 0 < n_out <= n_in ({n_out}, {n_in} given)")
+    check_int('n_out', n_out, lo=1)
+    check_number('n_out', n_out, hi=check_int('n_in', n_in, lo=1))
     return _dct(int(n_out), int(n_in), norm).to(device)  # called once per transform, so not cached per device
 
 @lru_cache(maxsize=16)
@@ -116,10 +119,10 @@ def spectrogram(x:torch.Tensor, # waveforms `[..., N]`, float, any device
                 mel_fb:torch.Tensor|None=None, # `[n_fft//2+1, M]` filterbank (`mel_filterbank`): a mel spectrogram
                )->torch.Tensor:
     "Power (or magnitude) spectrogram `[..., F, T]`, mel-weighted when `mel_fb` is given; librosa's numbers"
-    if power not in (1., 2.): raise ValueError(f"`power` must be 1 or 2 ({power} given)")
+    check_choice('power', power, (1., 2.))
     z = torch.view_as_real(stft(x, n_fft, hop_length, win_length, center, pad_mode))
     re, im = z[..., 0], z[..., 1]
-    s = re.square().addcmul_(im, im)  # |X|² in two passes: 5x faster on a CPU than abs().pow(2) (sqrt, then square)
+    s = re.square().addcmul_(im, im)  # |X|² straight from re and im: abs().pow(2) takes a sqrt only to undo it
     if power == 1.: s = s.sqrt_()
     if mel_fb is None: return s
     return torch.matmul(mel_fb.T.to(s.dtype), s)  # [M,F] @ [...,F,T]: no transposed copies of the batch
@@ -133,8 +136,8 @@ def power_to_db(x:torch.Tensor, # power (or magnitude, with power=1) spectrogram
     """dB of a spectrogram, as `librosa.power_to_db(x, ref=1, amin, top_db)` applied to each item on its own.
     An item is the last `item_ndim` dims (`[C,F,T]`), so a batch gives what its items give one by one, whatever its
     rank (torchaudio's `AmplitudeToDB` clips per item only for 4-D input)."""
-    if amin <= 0: raise ValueError(f"`amin` must be positive ({amin} given)")
-    if top_db is not None and top_db < 0: raise ValueError(f"`top_db` must be non-negative ({top_db} given)")
+    check_positive('amin', amin)
+    if top_db is not None: check_number('top_db', top_db, lo=0)
     db = (20. / power) * torch.log10(x.clamp(min=amin))
     if top_db is None: return db
     k = min(item_ndim, db.ndim)
@@ -186,12 +189,11 @@ def resample(x:torch.Tensor, # waveforms `[..., N]`, float, any device
     """Band-limited resampling between integer rates: a polyphase windowed-sinc filter on the input's device.
     Output length is `ceil(N * new_sr / orig_sr)`; the defaults are within 1e-3 relative RMS of
     `scipy.signal.resample_poly` on speech and music (`tests/test_dsp.py`)."""
-    for k, v in (('orig_sr', orig_sr), ('new_sr', new_sr)):
-        if int(v) != v or v <= 0: raise ValueError(f"`{k}` must be a positive integer rate in Hz ({v!r} given)")
-    if not 0 < rolloff <= 1: raise ValueError(f"`rolloff` must be in (0, 1] ({rolloff} given)")
-    if lowpass_width < 1: raise ValueError(f"`lowpass_width` must be >= 1 ({lowpass_width} given)")
+    orig_sr, new_sr = check_int('orig_sr', orig_sr, lo=1), check_int('new_sr', new_sr, lo=1)
+    check_frac('rolloff', rolloff, lo_open=True)
+    check_int('lowpass_width', lowpass_width, lo=1)
+    if beta is not None: check_number('beta', beta, lo=0)
     if not x.is_floating_point(): raise ValueError(f"`x` must be a float tensor ({x.dtype} given)")
-    orig_sr, new_sr = int(orig_sr), int(new_sr)
     if orig_sr == new_sr: return x.clone()
     g = math.gcd(orig_sr, new_sr)
     orig, new = orig_sr // g, new_sr // g

@@ -11,6 +11,7 @@ import torch
 from .audio import AudioTensor
 from .spec import SpecConfig, TensorSpec
 from .dsp import mel_filterbank, db_to_power
+from .checks import check_int, check_number, check_positive
 
 __all__ = ['mel_pinv', 'mel_to_linear', 'griffinlim', 'spec_to_audio']
 
@@ -33,7 +34,7 @@ def mel_to_linear(mel:torch.Tensor, # `[...,M,T]` mel spectrogram in linear unit
                   n_iter:int=32, # multiplicative NNLS updates after the pseudo-inverse (0: the clamped pseudo-inverse)
                  )->torch.Tensor:
     "`[...,F,T]` non-negative STFT `S` with fbᵀ S ≈ `mel`: pseudo-inverse start, then Lee-Seung NNLS updates"
-    if n_iter < 0: raise ValueError(f"`n_iter` must be >= 0 ({n_iter} given)")
+    n_iter = check_int('n_iter', n_iter)
     if mel.shape[-2] != cfg.n_mels:
         raise ValueError(f"`mel` has {mel.shape[-2]} rows but `cfg.n_mels` is {cfg.n_mels}")
     fb, pinv = mel_pinv(cfg, mel.device)
@@ -65,8 +66,9 @@ def griffinlim(spec:torch.Tensor, # `[...,F,T]` STFT magnitude raised to `power`
                rand_init:bool=True, # random initial phase; False starts from zero phase (deterministic)
               )->torch.Tensor:
     "Waveform `[...,N]` whose STFT magnitude matches `spec`: fast Griffin-Lim with `MelSpec`'s centred frames"
-    if n_iter < 0: raise ValueError(f"`n_iter` must be >= 0 ({n_iter} given)")
-    if not 0 <= momentum < 1: raise ValueError(f"`momentum` must be in [0, 1) ({momentum} given)")
+    n_iter = check_int('n_iter', n_iter)
+    check_number('momentum', momentum, lo=0, hi=1, hi_open=True)
+    check_positive('power', power)
     if spec.shape[-2] != n_fft//2 + 1:
         raise ValueError(f"`spec` has {spec.shape[-2]} rows but n_fft={n_fft} needs {n_fft//2 + 1}")
     shape = spec.shape

@@ -8,6 +8,7 @@ import numpy as np, torch
 from fastprogress.fastprogress import progress_bar
 from .audio import AUDIO_EXTS, load_audio
 from .data import read_esc50_csv, detect_layout
+from .checks import check_choice, check_int, check_number
 
 __all__ = ['NOISE_SPLITS', 'noise_files', 'NoiseClips']
 
@@ -23,9 +24,8 @@ def noise_files(path, # a folder of audio files (searched recursively), or one i
     "The noise clips of `split` in `path`, sorted: train and test are disjoint and together make 'all'"
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"Noise folder not found: {path}")
-    if split not in NOISE_SPLITS: raise ValueError(f"`split` must be one of {NOISE_SPLITS} ({split!r} given)")
-    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
-        raise ValueError(f"`per_class` must be a positive integer or None ({per_class!r} given)")
+    check_choice('split', split, NOISE_SPLITS)
+    if per_class is not None: per_class = check_int('per_class', per_class, lo=1)
     try: layout = detect_layout(path, what='noise folder')[0]
     except ValueError: layout = None  # no audio at all: said below
     if layout == 'esc50':
@@ -48,7 +48,7 @@ def noise_files(path, # a folder of audio files (searched recursively), or one i
     if split == 'all': return files
     if len(files) < 2:
         raise ValueError(f"Noise folder {path} holds {len(files)} clip: a train/test split needs at least 2")
-    if not 0 < test_frac < 1: raise ValueError(f"`test_frac` must be between 0 and 1 ({test_frac!r} given)")
+    check_number('test_frac', test_frac, lo=0, hi=1, lo_open=True, hi_open=True)
     n_test = min(len(files) - 1, max(1, int(round(test_frac * len(files)))))
     is_test = np.zeros(len(files), dtype=bool)
     is_test[np.random.default_rng(seed).permutation(len(files))[:n_test]] = True
@@ -75,18 +75,21 @@ class NoiseClips:
                  silence_db:float=-60., # trim leading/trailing samples quieter than this, relative to the peak (dB)
                  progress:bool=False, # progress bar while the clips load
                 ):
-        if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
-            raise ValueError(f"`sr` must be a positive integer sample rate ({sr!r} given)")
-        self.path, self.sr, self.split, self.seed = Path(path), int(sr), split, seed
+        check_number('silence_db', silence_db, hi=0, hi_open=True)  # relative to the peak: 0 dB would trim it all
+        self.path, self.sr, self.split, self.seed = Path(path), check_int('sr', sr, lo=1), split, seed
         files = noise_files(path, split, test_folds, test_frac, seed, per_class)
         clips, kept, skipped = [], [], []
         for f in (progress_bar(files) if progress else files):
             try: x, _ = load_audio(f, sr=self.sr)
             except (ValueError, RuntimeError) as e:  # AudioLoadError is a ValueError
-                skipped.append(f'{f} ({e})'); continue
+                skipped.append(f'{f} ({e})')
+                continue
             x = _trim(x.mean(0), silence_db)
-            if x is None: skipped.append(f'{f} (silent)'); continue
-            clips.append(x); kept.append(f)
+            if x is None:
+                skipped.append(f'{f} (silent)')
+                continue
+            clips.append(x)
+            kept.append(f)
         if not clips:
             raise ValueError(f"Noise folder {self.path} has no readable, non-silent audio among its {len(files)} "
                              f"{split} file(s), e.g. {skipped[0]}")

@@ -7,6 +7,7 @@ from fastai.torch_core import TensorImageBase
 from fastai.data.transforms import DisplayedTransform
 from .audio import AudioTensor, KeepMeta
 from .dsp import hz_to_mel, mel_to_hz, mel_filterbank, spectrogram, power_to_db
+from .checks import check_choice, check_int, check_number
 
 __all__ = ['SpecConfig', 'SPEC_PRESETS', 'TensorSpec', 'MelSpec', 'mel_frequencies', 'spec_config']
 
@@ -28,19 +29,16 @@ class SpecConfig:
     mel_norm:str|None = 'slaney'  # 'slaney': filters of equal area (librosa's default); None: peak 1 (torchaudio's)
 
     def __post_init__(self):
-        for k in ('sr', 'n_fft', 'hop_length'):
+        # a whole float passes `check_int`: stored as the int it returns, frame counts and cache keys stay ints
+        for k in ('sr', 'n_fft', 'hop_length', 'win_length', 'n_mels'):
             v = getattr(self, k)
-            if not isinstance(v, (int, np.integer)) or v <= 0:
-                raise ValueError(f"`{k}` must be a positive integer ({v!r} given)")
-        if self.n_mels is not None and self.n_mels <= 0:
-            raise ValueError(f"`n_mels` must be positive or None ({self.n_mels!r} given)")
-        if self.f_max is not None and not self.f_min < self.f_max <= self.sr/2:
-            raise ValueError(f"`f_max` must lie in (f_min, sr/2] = ({self.f_min}, {self.sr/2}] ({self.f_max} given)")
-        if self.power not in (1., 2.): raise ValueError(f"`power` must be 1 or 2 ({self.power} given)")
-        if self.mel_scale not in ('slaney', 'htk'):
-            raise ValueError(f"`mel_scale` must be 'slaney' or 'htk' ({self.mel_scale!r} given)")
-        if self.mel_norm not in ('slaney', None):
-            raise ValueError(f"`mel_norm` must be 'slaney' or None ({self.mel_norm!r} given)")
+            if k in ('sr', 'n_fft', 'hop_length') or v is not None: object.__setattr__(self, k, check_int(k, v, lo=1))
+        check_number('f_min', self.f_min, lo=0)
+        if self.f_max is not None: check_number('f_max', self.f_max, lo=self.f_min, hi=self.sr/2, lo_open=True)
+        if self.top_db is not None: check_number('top_db', self.top_db, lo=0)
+        check_choice('power', self.power, (1., 2.))
+        check_choice('mel_scale', self.mel_scale, ('slaney', 'htk'))
+        check_choice('mel_norm', self.mel_norm, ('slaney', None))
 
     @property
     def n_freq(self): return self.n_mels if self.n_mels else self.n_fft//2 + 1
@@ -66,7 +64,7 @@ class SpecConfig:
 SPEC_PRESETS = {
     # small and fast for a CPU: 16 kHz, 64 mels
     'quick': SpecConfig(sr=16000, n_fft=512, hop_length=256, n_mels=64),
-    # the draft normalization post's ESC-50 setup: 44.1 kHz, 128 mels -> [1,128,431] for a 5 s clip
+    # ESC-50 at its own rate: 44.1 kHz, 128 mels -> [1,128,431] for a 5 s clip
     'esc50': SpecConfig(sr=44100, n_fft=2048, hop_length=512, n_mels=128),
     # the published post's setup: 16 kHz, a 201-bin dB spectrogram (n_fft 400, hop 200)
     'paper': SpecConfig(sr=16000, n_fft=400, hop_length=200, n_mels=None),

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, soundfile as sf
 from .utils import fastnorm_home, atomic_dir
 from .data import ESC50_COLUMNS
+from .checks import check_int, check_number, check_positive
 
 __all__ = ['SYNTH_CLASSES', 'synth_esc50']
 
@@ -120,11 +121,11 @@ def synth_esc50(dest=None, # folder to make it in; default: $FASTNORM_HOME/data/
                )->Path:
     """Make (first use) or reuse a small synthetic dataset in ESC-50's exact layout: `audio/*.wav`, `meta/esc50.csv`,
     5 folds"""
-    if not 1 <= n_classes <= len(SYNTH_CLASSES):
-        raise ValueError(f"`n_classes` must be in 1..{len(SYNTH_CLASSES)} ({n_classes} given)")
-    if clips_per_class < 5:
-        raise ValueError(f"`clips_per_class` must be at least 5, one per fold ({clips_per_class} given)")
-    if seconds <= 0 or sr < 4000: raise ValueError(f"`seconds` must be > 0 and `sr` >= 4000 ({seconds}, {sr} given)")
+    n_classes = check_int('n_classes', n_classes, lo=1)
+    check_number('n_classes', n_classes, hi=len(SYNTH_CLASSES))
+    clips_per_class = check_int('clips_per_class', clips_per_class, lo=5)  # one clip per fold at least
+    check_positive('seconds', seconds)
+    sr = check_int('sr', sr, lo=4000)
     params = _params(seed, n_classes, clips_per_class, seconds, sr)
     if dest is None:
         dest = fastnorm_home()/'data'/f'synth_esc50-s{seed}-c{n_classes}-k{clips_per_class}-{seconds:g}s-{sr}'

@@ -1,3 +1,4 @@
+import math
 import numpy as np, torch, pytest, soundfile as sf
 from fastnorm.audio import *
 from conftest import EXAMPLES, needs
@@ -103,3 +104,15 @@ def test_pcm16_wav_read_from_its_bytes_equals_soundfile(tmp_path, channels):
     cut = tmp_path/'cut.wav'
     cut.write_bytes(f.read_bytes()[:-10])  # a truncated data chunk: soundfile decides what is readable
     assert _read_pcm16_wav(cut) is None and load_audio(cut)[0].shape[-1] == sf.info(str(cut)).frames
+
+@pytest.mark.parametrize('call, name', [
+    (lambda f: load_audio(f, sr=math.nan), 'sr'),
+    (lambda f: AudioTensor.create(f, sr=math.nan), 'sr'),
+    (lambda f: AudioCropPad(math.nan), 'duration'),
+    (lambda f: AudioCropPad(1., pad='start'), 'pad'),
+    (lambda f: AudioNormalize(eps=math.nan), 'eps'),
+    (lambda f: AudioBlock(duration=math.nan), 'duration'),
+])
+def test_bad_arguments_are_refused_naming_them(tmp_path, call, name):
+    sf.write(tmp_path/'a.wav', np.zeros(800, np.float32), 8000)
+    with pytest.raises(ValueError, match=rf"`{name}` must be .*\((nan|'start') given\)"): call(tmp_path/'a.wav')

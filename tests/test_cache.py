@@ -120,3 +120,11 @@ def test_item_moments_of_the_cached_dataloader(tiny_esc50, tmp_path):
     assert dl.item_moments()['mean'].shape == (32, 1, 64)
     new = write_variants(read_esc50_csv(tiny_esc50).path[0], tmp_path/'new')
     assert dls.test_dl(new).item_moments() is None  # not in the cache
+
+@pytest.mark.parametrize('kw, name', [(dict(duration=float('nan')), 'duration'), (dict(bs=float('nan')), 'bs'),
+                                      (dict(bs=0), 'bs')])
+def test_build_refuses_bad_arguments_naming_them(tiny_esc50, tmp_path, kw, name):
+    files, cfg = read_esc50_csv(tiny_esc50)['path'], spec_config('quick', 8000)
+    with pytest.raises(ValueError, match=rf"`{name}` must be .*\((nan|0) given\)"):
+        SpecCache.build(files, cfg, **{'duration': 1., **kw}, dest=tmp_path/'c', progress=False)
+    assert not (tmp_path/'c').exists()

@@ -99,3 +99,13 @@ def test_errors():
     with pytest.raises(ValueError, match='momentum'): griffinlim(torch.ones(257, 4), 512, 128, momentum=1.)
     with pytest.raises(ValueError, match='n_fft=512 needs 257'): griffinlim(torch.ones(64, 4), 512, 128)
     with pytest.raises(ValueError, match='n_mels'): mel_pinv(SpecConfig(n_mels=None))
+
+@pytest.mark.parametrize('call, name', [
+    (lambda: griffinlim(torch.ones(257, 4), 512, 128, n_iter=math.nan), 'n_iter'),
+    (lambda: griffinlim(torch.ones(257, 4), 512, 128, momentum=math.nan), 'momentum'),
+    (lambda: griffinlim(torch.ones(257, 4), 512, 128, power=math.nan), 'power'),
+    (lambda: mel_to_linear(torch.ones(64, 4), SpecConfig(), n_iter=math.nan), 'n_iter'),
+    (lambda: spec_to_audio(MelSpec(sr=8000)(AudioTensor(torch.randn(1, 1, 800), sr=8000)), mel_iter=math.nan), 'n_iter'),
+])
+def test_nan_is_refused_naming_the_argument(call, name):
+    with pytest.raises(ValueError, match=rf"`{name}` must be .*\(nan given\)"): call()

@@ -135,3 +135,14 @@ def test_take_pads_the_clips_once_and_pickles_without_the_padding(plain_noise):
     back = pickle.loads(pickle.dumps(nc))
     assert torch.equal(back.clips, loaded) and torch.equal(back.take(torch.tensor([0, 1]), torch.tensor([500, 800]),
                                                                       torch.tensor([.2, .7]), 20000), out)
+
+@pytest.mark.parametrize('call, name', [
+    (lambda p: noise_files(p, 'test', test_frac=math.nan), 'test_frac'),
+    (lambda p: noise_files(p, 'test', test_frac=1.), 'test_frac'),
+    (lambda p: noise_files(p, per_class=math.nan), 'per_class'),
+    (lambda p: NoiseClips(p, sr=math.nan), 'sr'),
+    (lambda p: NoiseClips(p, sr=SR, silence_db=math.nan), 'silence_db'),
+    (lambda p: NoiseClips(p, sr=SR, silence_db=0.), 'silence_db'),
+])
+def test_bad_arguments_are_refused_naming_them(plain_noise, call, name):
+    with pytest.raises(ValueError, match=rf"`{name}` must be .*\((nan|1.0|0.0) given\)"): call(plain_noise)

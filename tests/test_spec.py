@@ -1,3 +1,4 @@
+import math
 import numpy as np, torch, pytest
 from fastnorm.audio import AudioTensor
 from fastnorm.spec import *
@@ -32,7 +33,9 @@ def test_unknown_preset_and_wrong_rate():
     with pytest.raises(ValueError, match='expects audio at sr=16000 Hz but got sr=8000'): MelSpec()(batch())
 
 def test_bad_config_names_the_argument():
-    with pytest.raises(ValueError, match='`hop_length` must be a positive integer'): SpecConfig(hop_length=0)
+    with pytest.raises(ValueError, match=r'`hop_length` must be an integer >= 1 \(0 given\)'): SpecConfig(hop_length=0)
+    with pytest.raises(ValueError, match=r'`sr` must be an integer >= 1 \(True given\)'): SpecConfig(sr=True)
+    with pytest.raises(ValueError, match=r"`power` must be one of \(1.0, 2.0\) \(3 given\)"): SpecConfig(power=3)
     with pytest.raises(ValueError, match='`f_max`'): SpecConfig(sr=8000, f_max=6000)
 
 def test_clip_shorter_than_fft_window_is_padded():
@@ -74,3 +77,16 @@ def test_melspectrogram_matches_librosa(name, n_fft, hop, n_mels):
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(power_to_db(torch.from_numpy(ref)).numpy(), librosa.power_to_db(ref, top_db=None), atol=1e-4)
+
+def test_whole_numbers_are_stored_as_ints():
+    cfg = SpecConfig(sr=8000., n_fft=np.int64(256), hop_length=128, n_mels=40.)
+    assert cfg == SpecConfig(sr=8000, n_fft=256, hop_length=128, n_mels=40) and cfg.key() == SpecConfig(
+        sr=8000, n_fft=256, hop_length=128, n_mels=40).key()
+    assert all(type(getattr(cfg, k)) is int for k in ('sr', 'n_fft', 'hop_length', 'n_mels'))
+
+@pytest.mark.parametrize('name', ['sr', 'n_fft', 'hop_length', 'win_length', 'n_mels', 'f_min', 'f_max', 'power',
+                                  'top_db'])
+def test_nan_is_refused_naming_the_argument(name):
+    with pytest.raises(ValueError, match=rf"`{name}` must be .*\(nan given\)"): SpecConfig(**{name: math.nan})
+    if name not in ('f_min', 'f_max', 'top_db', 'power'): return
+    with pytest.raises(ValueError, match=rf"`{name}` must be .*\(nan given\)"): MelSpec(**{name: math.nan})

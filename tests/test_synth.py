@@ -1,3 +1,4 @@
+import math
 import numpy as np, pandas as pd, soundfile as sf, pytest
 from fastnorm.synth import synth_esc50, SYNTH_CLASSES
 from fastnorm.data import ESC50_COLUMNS
@@ -44,3 +45,9 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match='clips_per_class'): synth_esc50(tmp_path/'x', clips_per_class=3)
     (tmp_path/'mine').mkdir(); (tmp_path/'mine'/'precious.txt').write_text('x')
     with pytest.raises(FileExistsError, match='not a fastnorm synthetic dataset'): synth_esc50(tmp_path/'mine', clips_per_class=5)
+
+@pytest.mark.parametrize('name', ['n_classes', 'clips_per_class', 'seconds', 'sr'])
+def test_nan_is_refused_naming_the_argument(tmp_path, name):
+    with pytest.raises(ValueError, match=rf"`{name}` must be .*\(nan given\)"):
+        synth_esc50(tmp_path/'x', **{name: math.nan})
+    assert not (tmp_path/'x').exists()
