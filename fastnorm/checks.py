@@ -100,7 +100,7 @@ def check_between(name:str, # the argument's name, for the message
         ok = bool(((v >= lo) & (v <= hi) & v.isfinite()).all())
         shown = f"{v.detach().flatten()[:4].tolist()}{'...' if v.numel() > 4 else ''}"
     else:
-        ok = _is_number(v) and math.isfinite(v) and lo <= v <= hi
+        ok = _finite_within(v, lo, hi)
         shown = repr(v)
     if not ok:
         allowed = 'be non-negative' if (lo, hi) == (0, math.inf) else f"lie in [{lo:g}, {hi:g}]"
@@ -152,6 +152,12 @@ def renamed_names(module:str, # the module's `__name__`
         warn_deprecated(f"`{module}.{name}`", f"`{renames[name]}`")
         return getattr(sys.modules[module], renames[name])
     return __getattr__
+
+def _finite_within(v, lo:float, hi:float, lo_open:bool=False, hi_open:bool=False)->bool:
+    "Whether `v` is a finite real number from `lo` to `hi` (an open end excluded): the test under the bound checks"
+    return (_is_number(v) and math.isfinite(v) and (v > lo if lo_open else v >= lo)
+            and (v < hi if hi_open else v <= hi))
+
 def _interval(lo:float, hi:float, lo_open:bool, hi_open:bool)->str:
     "How a message says the interval from `lo` to `hi`: ' in [0, 1)', ' >= 0', ' < 0' or '' (any finite number)"
     if math.isinf(lo) and math.isinf(hi): return ''
@@ -167,6 +173,6 @@ def check_number(name:str, # the argument's name, for the message
                  hi_open:bool=False, # exclude `hi` itself
                 )->float:
     "`v` as a finite float between `lo` and `hi` (NaN and infinities never pass)"
-    ok = _is_number(v) and math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok: raise ValueError(f"`{name}` must be a finite number{_interval(lo, hi, lo_open, hi_open)} ({v!r} given)")
+    if not _finite_within(v, lo, hi, lo_open, hi_open):
+        raise ValueError(f"`{name}` must be a finite number{_interval(lo, hi, lo_open, hi_open)} ({v!r} given)")
     return float(v)
