@@ -9,6 +9,8 @@ __all__ = ['compare', 'synth', 'export', 'main']
 def compare(
     data:str=None, # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or an ESC-50/FSDD folder [preset]
     fold:int=1, # validation fold (ESC-50 layout); FSDD uses takes 0-4 as validation
+    folds:str=None, # cross-validation, e.g. 1-5, 1,3 or all: each fold validates once, training on the others
+    subset:str=None, # esc10: only the rows esc50.csv marks esc10 (ESC-10's 10 classes)
     norms:str=None, # comma list of normalizations (see above) [preset]
     shift:str=None, # comma list of validation shifts (see above), or 'none' [preset]
     speaker:str=None, # FSDD: validate on this speaker, train on the others (a speaker shift); default: split by take
@@ -33,6 +35,7 @@ def compare(
     Shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ.
     [preset]: the --preset's value unless given."""
     from .study import CompareConfig, PRESETS, run_comparison
+    from .study.config import parse_folds
     if preset not in PRESETS:
         raise SystemExit(f"fastnorm compare: unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
     p = dict(PRESETS[preset])
@@ -44,9 +47,9 @@ def compare(
         p['norms'] = tuple(norms.replace(' ', '').split(','))
     if shift is not None:
         p['shifts'] = () if shift.strip() == 'none' else tuple(s for s in shift.replace(' ', '').split(',') if s)
-    cfg = CompareConfig(fold=fold, specaugment=specaugment, frac=frac, seed=seed, pretrained=pretrained,
-                        speaker=speaker, **p)
     try:
+        cfg = CompareConfig(fold=fold, folds=None if folds is None else parse_folds(folds), subset=subset,
+                            specaugment=specaugment, frac=frac, seed=seed, pretrained=pretrained, speaker=speaker, **p)
         run_comparison(cfg, out=out, resume=resume, progress=not no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         raise SystemExit(f"fastnorm compare: error: {e}")

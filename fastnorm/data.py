@@ -57,8 +57,23 @@ def detect_layout(path, # a dataset folder
         raise ValueError(f"{what} {path} is not in a layout fastnorm reads here: expected {expected}{seen}")
     return found
 
-def read_esc50_csv(path)->pd.DataFrame:
-    "Read `path/meta/esc50.csv` of a folder in ESC-50's layout, checking its columns and files; adds a `path` column"
+def _marked(df:pd.DataFrame, col:str, csv:Path)->pd.Series:
+    "The rows of `df` whose `col` says True (a bool column as pandas reads ESC-50's csv, or its text)"
+    v = df[col]
+    if v.dtype == bool:
+        return v
+    text = v.astype(str).str.strip().str.lower()
+    bad = ~text.isin(['true', 'false', '1', '0'])
+    if bad.any():
+        raise ValueError(f"{csv}: column {col!r} must be True or False, not {v[bad].iloc[0]!r} "
+                         f"(row {int(bad.to_numpy().argmax()) + 2})")
+    return text.isin(['true', '1'])
+
+def read_esc50_csv(path, # a folder in ESC-50's layout
+                   subset:str|None=None, # a boolean column of the csv: only the rows marked True (e.g. 'esc10')
+                  )->pd.DataFrame:
+    """Read `path/meta/esc50.csv` of a folder in ESC-50's layout, checking its columns and files; adds a `path`
+    column. With `subset='esc10'`, only ESC-10's rows (their labels are ESC-10's 10 categories)"""
     path = Path(path)
     csv = path/'meta'/'esc50.csv'
     if not csv.is_file():
@@ -67,6 +82,11 @@ def read_esc50_csv(path)->pd.DataFrame:
     missing = [c for c in ESC50_COLUMNS if c not in df.columns]
     if missing: raise ValueError(f"{csv} is missing column(s) {missing}: ESC-50's csv has {ESC50_COLUMNS}")
     if len(df) == 0: raise ValueError(f"{csv} lists no clips")
+    if subset is not None:
+        if subset not in df.columns or subset in ESC50_COLUMNS[:4]:
+            raise ValueError(f"subset {subset!r}: {csv} has no such subset column (ESC-50's is 'esc10')")
+        df = df[_marked(df, subset, csv).to_numpy()].reset_index(drop=True)
+        if len(df) == 0: raise ValueError(f"{csv} marks no clip {subset}=True")
     audio = path/'audio'
     # one listing, not a stat per clip
     present = {e.name for e in os.scandir(audio) if e.is_file()} if audio.is_dir() else set()
@@ -171,19 +191,21 @@ def _esc50_x(path)->dict:
 @delegates(_audio_block, but=['label_col', 'get_x'])
 def esc50_dblock(path, # a folder in ESC-50's layout
                  fold:int=1, # validation fold
+                 subset:str|None=None, # only the csv's rows marked True in this column, e.g. 'esc10'
                  **kwargs)->DataBlock:
     """A `DataBlock` for ESC-50 or any folder in its layout, labelled by `category`, fold `fold` as validation. Its
     items are rows of the csv as pandas reads it (`pd.read_csv(path/'meta'/'esc50.csv')`), or of any DataFrame with
     `filename`, `fold` and `category` columns: each clip is `path/'audio'/filename` (the post's and fastaudio's way)."""
-    return _audio_block(read_esc50_csv(path), CrossValidationSplitter(fold), **_esc50_x(path), **kwargs)
+    return _audio_block(read_esc50_csv(path, subset), CrossValidationSplitter(fold), **_esc50_x(path), **kwargs)
 
 @_delegates_with_kwargs(_audio_dls)
 def esc50_dls(path, # a folder in ESC-50's layout
               fold:int=1, # validation fold
+              subset:str|None=None, # only the csv's rows marked True in this column, e.g. 'esc10'
               **kwargs, # fastai's `DataBlock.dataloaders` arguments (`num_workers`, `device`, ...)
              )->DataLoaders:
     "`DataLoaders` from `esc50_dblock` (same arguments, plus `bs` and fastai's `dataloaders` kwargs)"
-    df = read_esc50_csv(path)  # read (and every clip checked) once for the block and the loaders
+    df = read_esc50_csv(path, subset)  # read (and every clip checked) once for the block and the loaders
     return _audio_dls(df, CrossValidationSplitter(fold), **_esc50_x(path), **kwargs)
 
 ESC50_URL = 'https://github.com/karoldvl/ESC-50/archive/master.zip'  # what fastaudio's URLs.ESC50 pointed at

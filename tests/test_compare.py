@@ -15,9 +15,9 @@ def assert_counts(acc, n=N_VALID):
 
 class CountTraining(Callback):
     "Records the job of every training it joins, and interrupts the `stop_at`-th before it trains"
-    def __init__(self): self.calls, self.stop_at = [], None
+    def __init__(self, folds=False): self.calls, self.stop_at, self.folds = [], None, folds
     def before_fit(self):
-        self.calls.append((self.learn.job.norm, self.learn.job.run))
+        self.calls.append((self.learn.job.norm, self.learn.job.run) + ((self.learn.job.fold,) if self.folds else ()))
         if self.stop_at == len(self.calls): raise KeyboardInterrupt
 
 @pytest.fixture
@@ -35,7 +35,8 @@ def test_cli_end_to_end(tiny_esc50, tmp_path):
               'stats_channel.png', 'stats_global.pt', 'stats_channel.pt']:
         assert (out/f).is_file() and (out/f).stat().st_size > 0, f
     res = pd.read_csv(out/'results.csv')
-    assert list(res.columns) == ['norm', 'run', 'seed', 'final_acc', 'best_acc', 'train_loss', 'valid_loss', 'seconds']
+    assert list(res.columns) == ['norm', 'run', 'fold', 'seed', 'final_acc', 'best_acc', 'train_loss', 'valid_loss', 'seconds']
+    assert (res['fold'] == 1).all()
     assert list(res['norm']) == ['none', 'wave', 'global', 'channel', 'instance', 'imagenet']
     assert_counts(res['final_acc'])
     assert (res['best_acc'] >= res['final_acc']).all() and (res['seconds'] > 0).all()
@@ -144,7 +145,7 @@ def test_shift_columns_and_resume_evaluates_only_missing_shifts(tiny_esc50, tmp_
     assert list(res.columns[-2:]) == ['acc@gain:0', 'acc@gain:-20']
     assert_counts(res['acc@gain:-20'])
     assert res['acc@gain:0'].tolist() == res['final_acc'].tolist()  # the shift path reproduces the learner's own validation
-    assert sorted(p.name for p in (out/'models').iterdir()) == ['fbn-run0.pt', 'none-run0.pt']
+    assert sorted(p.name for p in (out/'models').iterdir()) == ['fbn-run0-fold1.pt', 'none-run0-fold1.pt']
     calls = len(count_training.calls)
     cfg2 = tiny_cfg(tiny_esc50, norms=('none', 'fbn'), shifts=('gain:0', 'gain:-20', 'noise:10'))
     res2 = run_comparison(cfg2, out=out, resume=True, progress=False, log=lambda *_: None, cbs=[count_training])
@@ -169,8 +170,7 @@ def test_fsdd_speaker_split(tmp_path):
             for digit in range(2):
                 t = np.arange(2000) / 8000
                 sf.write(d/f'{digit}_{spk}_{take}.wav', (.3*np.sin(2*np.pi*(300 + 400*digit)*t)).astype(np.float32), 8000)
-    _, _, _, n_train = resolve_data(str(d), 1, 'cy')
-    assert n_train == 12
+    assert resolve_data(str(d), 1, 'cy').n_train == 12
     with pytest.raises(ValueError, match="test_speaker 'zed' does not exist"): resolve_data(str(d), 1, 'zed')
     res = run_comparison(CompareConfig(data=str(d), norms=('none',), runs=1, epochs=1, bs=4, speaker='cy', shifts=('gain:0',)),
                          out=tmp_path/'o', progress=False, log=lambda *_: None)

@@ -1,6 +1,7 @@
 """What decides a comparison's numbers (`CompareConfig`), checked before anything is loaded, and the presets of
 `fastnorm compare`."""
 from __future__ import annotations
+import re
 from dataclasses import dataclass, asdict
 from ..checks import check_choice, check_frac, check_int, check_positive
 from ..spec import spec_config
@@ -9,7 +10,7 @@ from .recipes import RECIPES
 from .models import ARCHS
 from .shift import parse_shifts
 
-__all__ = ['CompareConfig', 'PRESETS']
+__all__ = ['CompareConfig', 'PRESETS', 'SUBSETS', 'parse_folds']
 
 PRESETS = {
     # the CPU default: embedded dataset, small xresnet, minutes on 2 cores
@@ -20,6 +21,30 @@ PRESETS = {
     'paper': dict(data='esc50', spec='paper', arch='xresnet18', epochs=20, runs=5, bs=64, lr=1e-3,
                   norms=('none', 'global', 'channel'), shifts=()),
 }
+
+SUBSETS = ('esc10',)  # `--subset`: ESC-50's csv marks each subset's rows in a column of that name
+
+def parse_folds(text:str)->tuple|str:
+    "`--folds` as a tuple of folds: '1-5', '1,3', '2' or 'all' (kept as 'all': every fold of the data)"
+    t = str(text).replace(' ', '')
+    if t == 'all':
+        return 'all'
+    folds = []
+    for part in t.split(','):
+        m = re.fullmatch(r'(\d+)(?:-(\d+))?', part)
+        if m is None or (m[2] is not None and int(m[2]) < int(m[1])):
+            raise ValueError(f"--folds {text!r}: expected folds like 1-5, 1,3 or all")
+        folds += list(range(int(m[1]), int(m[2] or m[1]) + 1))
+    return tuple(folds)
+
+def _check_folds(folds):
+    "`--folds`: 'all', or distinct positive folds"
+    if folds == 'all':
+        return
+    if not folds or any(not isinstance(f, int) or isinstance(f, bool) or f < 1 for f in folds):
+        raise ValueError(f"--folds {folds}: expected positive whole-number folds like 1-5, 1,3 or all")
+    if len(set(folds)) != len(folds):
+        raise ValueError(f"--folds lists a fold twice: {','.join(map(str, folds))}")
 
 def _check_norms(norms):
     "`--norms`: known recipes, at least one, none twice"
@@ -35,7 +60,9 @@ class CompareConfig:
     """Everything that decides a comparison's numbers; saved as `config.json`, so `--resume` only continues the same
     experiment"""
     data:str = 'synth'
-    fold:int = 1
+    fold:int = 1  # the validation fold of a single split
+    folds:tuple|str|None = None  # cross-validation: each of these folds validates once ('all': every fold)
+    subset:str|None = None  # one of `SUBSETS`: only the csv's rows marked so (e.g. 'esc10')
     norms:tuple = ('none', 'global', 'channel')  # keys of `RECIPES`
     runs:int = 3
     epochs:int = 8
@@ -64,8 +91,20 @@ class CompareConfig:
         check_positive('--lr', self.lr)
         spec_config(self.spec)
         parse_shifts(self.shifts)
+        check_int('--fold', self.fold, lo=1)
+        if self.folds is not None:
+            if self.fold != 1:
+                raise ValueError(f"--fold {self.fold} and --folds {self.folds}: give one of them")
+            _check_folds(self.folds)
+        if self.subset is not None:
+            check_choice('--subset', self.subset, SUBSETS)
         return self
+    @property
+    def cv(self)->tuple:
+        "The validation folds: those of `folds` (resolved from 'all' by `run_comparison`), else `fold` alone"
+        return (self.fold,) if self.folds is None else tuple(self.folds)
     def key(self):
-        "What must match on resume: all but `runs` and `shifts` (more may be added); `speaker` only where it is set"
-        return {k: v for k, v in asdict(self).items()
-                if k not in ('runs', 'shifts') and not (k == 'speaker' and v is None)}
+        """What must match on resume: all but `runs` and `shifts` (more may be added); `speaker`, `subset` and `folds`
+        only where they are set (so comparisons made before they existed resume), `fold` only where `folds` is not"""
+        unset = lambda k, v: (k in ('speaker', 'subset', 'folds') and v is None) or (k == 'fold' and self.folds)
+        return {k: v for k, v in asdict(self).items() if k not in ('runs', 'shifts') and not unset(k, v)}

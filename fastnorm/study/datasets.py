@@ -13,11 +13,13 @@ from ..synth import synth_esc50
 __all__ = ['DataSource', 'resolve_data', 'make_dls', 'spec_cache']
 
 class DataSource(NamedTuple):
-    "A resolved `--data`: its layout ('esc50' or 'fsdd'), the folder of its items, the items, the training set's size"
+    """A resolved `--data`: its layout ('esc50' or 'fsdd'), the folder of its items, the items, the smallest training
+    set's size among the splits, and the validation folds (ESC-50's layout; `(1,)` for FSDD's one split)"""
     layout:str
     path:Path
     items:pd.DataFrame
     n_train:int
+    folds:tuple = (1,)
     @property
     def n_classes(self)->int:
         "The number of classes among the items (for the chance level)"
@@ -35,32 +37,45 @@ def _locate(data:str)->tuple:
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e} (use 'synth', 'esc50' or a dataset folder)") from None
 
+def _no_folds(data:str, folds):
+    "FSDD's layout is split by take or speaker: a fold other than 1, or cross-validation, is an error"
+    takes = f"{FSDD_TEST_TAKES[0]}-{FSDD_TEST_TAKES[-1]}"
+    flag = f"--fold {folds[0]}" if len(folds) == 1 else f"--folds {','.join(map(str, folds))}"
+    raise ValueError(f"{flag}: {data} is in FSDD's layout, which has no folds: "
+                     f"it is split by take (takes {takes} validate) or by --speaker")
+
 def resolve_data(data:str, # 'synth', 'esc50' or a folder in ESC-50's or FSDD's layout
-                 fold:int, # ESC-50's validation fold
+                 folds=1, # ESC-50's validation fold, or several (cross-validation), or 'all' (every fold)
                  speaker:str|None=None, # FSDD: the validation speaker (default: split by take)
+                 subset:str|None=None, # ESC-50's layout: only the rows of this subset (e.g. 'esc10')
                 )->DataSource:
-    "`data` as a `DataSource`; a bad folder, fold or speaker fails here, before training"
+    "`data` as a `DataSource`; a bad folder, fold, subset or speaker fails here, before training"
     layout, path = _locate(data)
-    if layout == 'fsdd' and fold != 1:
-        takes = f"{FSDD_TEST_TAKES[0]}-{FSDD_TEST_TAKES[-1]}"
-        raise ValueError(f"--fold {fold}: {data} is in FSDD's layout, which has no folds: "
-                         f"it is split by take (takes {takes} validate)")
+    folds = (folds,) if isinstance(folds, int) else folds
+    if layout == 'fsdd' and folds != (1,):
+        _no_folds(data, folds)
     if layout == 'esc50' and speaker is not None:
         raise ValueError(f"--speaker {speaker}: only a dataset in FSDD's layout has speakers")
-    if layout == 'esc50':
-        items, split = read_esc50_csv(path), CrossValidationSplitter(fold)
-    else:
-        items, split = fsdd_items(path), FSDDSplitter('take' if speaker is None else 'speaker', test_speaker=speaker)
-    train, _ = split(items)  # a missing fold or speaker is an error now
-    return DataSource(layout, path, items, len(train))
+    if layout == 'fsdd' and subset is not None:
+        raise ValueError(f"--subset {subset}: only a dataset in ESC-50's layout has subsets")
+    if layout == 'fsdd':
+        items = fsdd_items(path)
+        train, _ = FSDDSplitter('take' if speaker is None else 'speaker', test_speaker=speaker)(items)  # checks it
+        return DataSource(layout, path, items, len(train))
+    items = read_esc50_csv(path, subset)
+    if folds == 'all':
+        folds = tuple(sorted(int(f) for f in items['fold'].unique()))
+    # a missing fold is an error now
+    n_train = min(len(CrossValidationSplitter(f)(items)[0]) for f in folds)
+    return DataSource(layout, path, items, n_train, tuple(folds))
 
-def make_dls(src:DataSource, cfg, wave_norm:bool, progress:bool=True):
-    """Cached, seeded DataLoaders for one run of `CompareConfig` `cfg` (spectrograms come from the feature cache, made
-    once for all runs)"""
+def make_dls(src:DataSource, cfg, wave_norm:bool, fold:int, progress:bool=True):
+    """Cached, seeded DataLoaders for one job of `CompareConfig` `cfg`, validating on `fold` (spectrograms come from
+    the feature cache, made once for all runs and folds)"""
     aug = [SpecAugment(policy=cfg.specaugment)] if cfg.specaugment else None
     kw = dict(bs=cfg.bs, spec=cfg.spec, wave_norm=wave_norm, batch_tfms=aug, cache=True, progress=progress)
     if src.layout == 'esc50':
-        return esc50_dls(src.path, fold=cfg.fold, **kw)
+        return esc50_dls(src.path, fold=fold, subset=cfg.subset, **kw)
     by = 'take' if cfg.speaker is None else 'speaker'
     # sr=None: the `--spec` preset's rate, as for ESC-50 (fsdd_dls alone defaults to 8 kHz)
     return fsdd_dls(src.path, by=by, test_speaker=cfg.speaker, sr=None, **kw)

@@ -6,8 +6,10 @@ import numpy as np, pandas as pd
 from scipy import stats as sps
 from ..utils import atomic_path
 
-__all__ = ['summarize', 'summary_markdown', 'summarize_shifts', 'shift_markdown', 'plot_comparison', 'plot_curves',
+__all__ = ['summarize', 'summary_markdown', 'unit_note', 'fold_markdown', 'summarize_shifts', 'shift_markdown', 'plot_comparison', 'plot_curves',
            'save_figure', 'write_report']
+
+NOISE = 1e-6  # a mean or interval below this is float noise (accuracies are counts over at most millions of clips)
 
 def _ci95(x):
     x = np.asarray(x, float)
@@ -18,10 +20,11 @@ def _ci95(x):
 def summarize(results:pd.DataFrame, # a row per run: norm, run, seed, final_acc, ...
               baseline:str='none', # the normalization the others are compared with
               metric:str='final_acc', order=None)->pd.DataFrame:
-    """Per normalization: n, mean, std, 95% CI half-width, and the paired difference to `baseline` over runs sharing a
-    seed"""
+    """Per normalization: n, mean, std, 95% CI half-width, and the paired difference to `baseline` over the models
+    sharing a seed and (under cross-validation, a `fold` column) a validation fold"""
     rows = []
-    base = results[results['norm'] == baseline].set_index('seed')[metric]
+    pair = ['seed', 'fold'] if 'fold' in results else ['seed']
+    base = results[results['norm'] == baseline].set_index(pair)[metric]
     for norm in (order or results['norm'].unique()):
         r = results[results['norm'] == norm]
         if not len(r):
@@ -30,9 +33,9 @@ def summarize(results:pd.DataFrame, # a row per run: norm, run, seed, final_acc,
         std = x.std(ddof=1) if len(x) > 1 else float('nan')
         row = dict(norm=norm, n=len(x), mean=x.mean(), std=std, ci95=_ci95(x))
         if norm != baseline:
-            paired = r.set_index('seed')[metric].align(base, join='inner')
+            paired = r.set_index(pair)[metric].align(base, join='inner')
             d = (paired[0] - paired[1]).to_numpy(float)
-            p = float(sps.ttest_rel(paired[0], paired[1]).pvalue) if len(d) > 1 and d.std() > 0 else float('nan')
+            p = float(sps.ttest_rel(paired[0], paired[1]).pvalue) if len(d) > 1 and d.std() > NOISE else float('nan')
             row.update(diff=d.mean() if len(d) else float('nan'), diff_ci95=_ci95(d), n_pairs=len(d), p_value=p)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -61,25 +64,59 @@ def summary_markdown(summary:pd.DataFrame, cfg=None, n_classes:int|None=None,
         diff = '' if is_base else _diff(r, int(r.get('n_pairs', 0)))
         p = '' if is_base else _f(r.get('p_value'), '{:.3g}')
         lines.append(f"| {r['norm']} | {r['n']} | {_f(r['mean'])} | {_f(r['std'])} | {_ci(r)} | {diff} | {p} |")
+    cv = cfg is not None and len(getattr(cfg, 'cv', (1,))) > 1
     head = "## Normalization comparison\n\n"
     if cfg is not None:
-        where = f"speaker {cfg.speaker} held out" if getattr(cfg, 'speaker', None) else f"fold {cfg.fold}"
-        head += (f"data `{cfg.data}` {where}, arch `{cfg.arch}`, {cfg.epochs} epochs, bs {cfg.bs}, lr {cfg.lr}, "
+        head += (f"data `{cfg.data}`" + (f" (subset {cfg.subset})" if getattr(cfg, 'subset', None) else '')
+                 + f" {_where(cfg)}, arch `{cfg.arch}`, {cfg.epochs} epochs, bs {cfg.bs}, lr {cfg.lr}, "
                  f"spectrogram `{cfg.spec}`, SpecAugment {cfg.specaugment or 'off'}, stats frac {cfg.frac}, "
                  f"seeds {cfg.seed}..{cfg.seed + cfg.runs - 1}"
                  + (f", chance {1/n_classes:.3f}" if n_classes else '') + "\n\n")
-    if legend is not None:
-        notes = '; '.join(f"`{n}`: {legend[n]}" for n in summary['norm'] if n in legend)
-        return head + '\n'.join(lines) + '\n\n' + notes + (
-            ". Accuracy is the final epoch's on the validation set; the 95% CI is the t-interval of the mean over "
-            "runs; the paired difference pairs runs that share a seed.\n")
-    foot = ("\n\n`none`: raw log-mel; `wave`: per-clip waveform AudioNormalize only; `global`/`channel`: "
-            "AudioNormalize, then one statistic for the whole spectrogram / one per mel bin, computed on the training "
-            "folds; `instance`: AudioNormalize, then each spectrogram by its own mean and std; `imagenet`: each "
-            "spectrogram min-max scaled to [0,1] like an image, then ImageNet's mean and std. Accuracy is the final "
-            "epoch's on the validation fold; the 95% CI is the t-interval of the mean over runs; the paired "
-            "difference pairs runs that share a seed.\n")
-    return head + '\n'.join(lines) + foot
+    notes = ('; '.join(f"`{n}`: {legend[n]}" for n in summary['norm'] if n in legend) if legend is not None else
+             "`none`: raw log-mel; `wave`: per-clip waveform AudioNormalize only; `global`/`channel`: "
+             "AudioNormalize, then one statistic for the whole spectrogram / one per mel bin, computed on the training "
+             "folds; `instance`: AudioNormalize, then each spectrogram by its own mean and std; `imagenet`: each "
+             "spectrogram min-max scaled to [0,1] like an image, then ImageNet's mean and std")
+    return head + '\n'.join(lines) + '\n\n' + notes + '. ' + unit_note(cv) + '\n'
+
+def _where(cfg)->str:
+    "Which split the models validate on, in words"
+    if getattr(cfg, 'speaker', None):
+        return f"speaker {cfg.speaker} held out"
+    folds = tuple(getattr(cfg, 'cv', (cfg.fold,)))
+    if len(folds) == 1:
+        return f"fold {folds[0]}"
+    contiguous = folds == tuple(range(folds[0], folds[0] + len(folds)))
+    text = f"{folds[0]}-{folds[-1]}" if contiguous else ','.join(map(str, folds))
+    return f"{len(folds)}-fold cross-validation (folds {text}: each validates once, the others train)"
+
+def unit_note(cv:bool)->str:
+    "What the summary's n, CI and paired test are over"
+    if not cv:
+        return ("Accuracy is the final epoch's on the validation set; the 95% CI is the t-interval of the mean over "
+                "runs; the paired difference pairs runs that share a seed.")
+    return ("Accuracy is the final epoch's on each model's validation fold. n counts models, one per (run, fold); the "
+            "mean over them is the cross-validated accuracy (every fold weighs the same), the 95% CI is the t-interval "
+            "of that mean over the n models, and the paired difference and t-test pair the models that share a seed "
+            "and a validation fold. Folds are not independent samples (their training sets overlap), so read the "
+            "interval as a guide, not an exact test.")
+
+def fold_markdown(results:pd.DataFrame, # a row per (norm, run, fold) model
+                  order=None, metric:str='final_acc')->str:
+    "Cross-validation per fold: each normalization's mean accuracy on each validation fold (over runs)"
+    folds = sorted(int(f) for f in results['fold'].unique())
+    norms = [n for n in (order or results['norm'].unique()) if n in set(results['norm'])]
+    by = results.groupby(['norm', 'fold'])[metric].mean()
+    lines = ["## Per validation fold\n", "Mean accuracy on each validation fold (over runs), and the spread over folds "
+             "of those means:\n", "| normalization | " + ' | '.join(f"fold {f}" for f in folds) + " | mean | std over folds |",
+             '|---|' + '---|' * (len(folds) + 2)]
+    for n in norms:
+        m = np.array([by.get((n, f), np.nan) for f in folds], float)
+        ok = m[~np.isnan(m)]
+        std = ok.std(ddof=1) if len(ok) > 1 else float('nan')
+        lines.append(f"| {n} | " + ' | '.join(_f(v) for v in m) + f" | {_f(ok.mean() if len(ok) else np.nan)} "
+                     f"| {_f(std)} |")
+    return '\n'.join(lines) + '\n'
 
 def summarize_shifts(results:pd.DataFrame, # rows with `final_acc` and an `acc@<shift>` column per shift
                      shifts, # shift names, e.g. ['gain:-20', 'noise:10']
@@ -121,8 +158,8 @@ def shift_markdown(shift_summary:pd.DataFrame, baseline:str='none')->str:
             p = '' if base else _f(r.get('p_value'), '{:.3g}')
             lines.append(f"| {r['norm']} | {r['n']} | {_f(r['mean'])} | {_ci(r)} | {drop} | {diff} | {p} |")
     lines.append("\nEach shift is applied to the validation waveforms before the spectrogram (the noise with a fixed "
-                 "seed, the same for every model); the change pairs each model with itself unshifted; ± is the 95% "
-                 "t-interval.\n")
+                 "seed, the same for every model); the change pairs each model with itself unshifted, the difference "
+                 f"to {baseline} pairs models as in the table above; ± is the 95% t-interval.\n")
     return '\n'.join(lines)
 
 def save_figure(fig, path):
@@ -132,11 +169,21 @@ def save_figure(fig, path):
         fig.savefig(tmp, dpi=110, bbox_inches='tight', format='png')
     plt.close(fig)
 
+def _denoised(v)->np.ndarray:
+    "`v` with float noise made exactly zero, so a plot never draws a change of 1e-9 as a bar or scales an axis to it"
+    v = np.asarray(v, float)
+    return np.where(np.abs(v) < NOISE, 0., v)
+
+def _min_span(ax, half:float=.02):
+    "Keep at least ±`half` around zero on `ax`'s y axis (all-zero changes read as zero, not as a tiny scale)"
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(min(lo, -half), max(hi, half))
+
 def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str='final_acc', order=None,
                     shift_summary:pd.DataFrame|None=None, # from `summarize_shifts`: each shift's accuracy and drop
                    ):
-    """Bars of mean accuracy with 95% CI error bars and each run's dot; with shifts, grouped bars per shift and a panel
-    of drops"""
+    """Bars of mean accuracy with 95% CI error bars and each model's dot; with shifts, grouped bars per shift and a
+    panel of drops. Saved to `path`; returns the (closed) figure"""
     import matplotlib.pyplot as plt
     order = [n for n in (order or summary['norm']) if n in set(summary['norm'])]
     s = summary.set_index('norm').loc[order]
@@ -150,26 +197,27 @@ def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str
             t = shift_summary[shift_summary['shift'] == sh].set_index('norm').reindex(order)
             off = -.4 + w/2 + w*(k + 1)
             ax.bar(xs + off, t['mean'], w, yerr=t['ci95'].fillna(0), capsize=2, label=sh, color=f'C{k + 1}')
-            ax2.bar(xs + off - w/2, t['drop'], w, yerr=t['drop_ci95'].fillna(0), capsize=2, label=sh,
-                    color=f'C{k + 1}')
+            ax2.bar(xs + off - w/2, _denoised(t['drop']), w, yerr=_denoised(t['drop_ci95'].fillna(0)), capsize=2,
+                    label=sh, color=f'C{k + 1}')
         ax.set_ylim(0, 1)
         ax.set_ylabel('validation accuracy')
         ax.set_title('Accuracy, unshifted and under each shift')
         ax2.axhline(0, color='k', lw=.8)
+        _min_span(ax2)
         ax2.set_ylabel('change from unshifted (paired)')
-        ax2.set_title('Accuracy change under each shift (the same models, paired by run)')
+        ax2.set_title('Accuracy change under each shift (each model paired with itself unshifted)')
         ax2.set_xticks(xs)
         ax2.set_xticklabels(order, rotation=30, ha='right')
         ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
         save_figure(fig, path)
-        return
+        return fig
     fig, ax = plt.subplots(figsize=(1.4 + 1.3*len(order), 3.6))
     ax.bar(xs, s['mean'], yerr=s['ci95'].fillna(0), capsize=5, color='#9ecae1', edgecolor='#3182bd',
            label='mean ± 95% CI')
     rng = np.random.default_rng(0)
     for i, n in enumerate(order):
         y = results.loc[results['norm'] == n, metric].to_numpy(float)
-        ax.scatter(i + rng.uniform(-.15, .15, len(y)), y, s=16, color='k', zorder=3, label='a run' if i == 0 else None)
+        ax.scatter(i + rng.uniform(-.15, .15, len(y)), y, s=16, color='k', zorder=3, label='a model' if i == 0 else None)
     lo = max(0., float(results[metric].min()) - .1)
     ax.set_ylim(lo, min(1., float(results[metric].max()) + .05))
     ax.set_xticks(xs)
@@ -178,9 +226,10 @@ def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str
     ax.set_title('Spectrogram normalization')
     ax.legend(loc='lower right', fontsize=8)
     save_figure(fig, path)
+    return fig
 
 def plot_curves(curves:pd.DataFrame, path, order=None):
-    "Validation accuracy per epoch: each run thin, the mean over runs thick"
+    "Validation accuracy per epoch: each model (run, fold) thin, the mean over them thick"
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for i, n in enumerate(order or curves['norm'].unique()):
@@ -188,7 +237,7 @@ def plot_curves(curves:pd.DataFrame, path, order=None):
         if not len(c):
             continue
         col = f'C{i}'
-        for _, r in c.groupby('run'):
+        for _, r in c.groupby(['run', 'fold'] if 'fold' in c else 'run'):
             ax.plot(r['epoch'], r['accuracy'], color=col, alpha=.3, lw=.8)
         m = c.groupby('epoch')['accuracy'].mean()
         ax.plot(m.index, m.values, color=col, lw=2, label=n)
@@ -207,10 +256,13 @@ def write_report(results:pd.DataFrame, # the comparison's rows (`results.csv`)
                  out:Path, # the folder for summary.md, comparison.png, curves.png
                 )->str:
     "summary.md, comparison.png and curves.png from the rows of the runs asked for; returns summary.md's text"
-    results = results[results['norm'].isin(cfg.norms) & (results['run'] < cfg.runs)]
+    asked = lambda df: df[df['norm'].isin(cfg.norms) & (df['run'] < cfg.runs) & df['fold'].isin(cfg.cv)]
+    results, curves = asked(results), asked(curves)
     base = 'none' if 'none' in cfg.norms else cfg.norms[0]
     summary = summarize(results, baseline=base, order=cfg.norms)
     md = summary_markdown(summary, cfg, n_classes=n_classes, legend=legend)
+    if len(cfg.cv) > 1:
+        md += '\n' + fold_markdown(results, order=cfg.norms)
     conds = [s.name for s in shifts if s.column in results]
     shift_sum = summarize_shifts(results, conds, baseline=base, order=cfg.norms) if conds else None
     if shift_sum is not None:
@@ -218,5 +270,5 @@ def write_report(results:pd.DataFrame, # the comparison's rows (`results.csv`)
     with atomic_path(out/'summary.md') as tmp:
         tmp.write_text(md)
     plot_comparison(results, summary, out/'comparison.png', order=cfg.norms, shift_summary=shift_sum)
-    plot_curves(curves[curves['norm'].isin(cfg.norms) & (curves['run'] < cfg.runs)], out/'curves.png', order=cfg.norms)
+    plot_curves(curves, out/'curves.png', order=cfg.norms)
     return md

@@ -19,39 +19,54 @@ def _read_nonempty(paths)->list:
     dfs = [pd.read_csv(p) for p in paths if p.exists() and p.stat().st_size > 0]
     return [d for d in dfs if len(d)]
 
-def read_table(out:Path, name:str)->pd.DataFrame:
+KEY = ['norm', 'run', 'fold']  # a job's columns: a row of results.csv per job, of curves.csv per job and epoch
+
+def _with_fold(df:pd.DataFrame, fold:int)->pd.DataFrame:
+    "`df` with a `fold` column after `run`: a table of fastnorm 0.2 (one split, no such column) gets `fold`"
+    if 'fold' not in df and len(df):
+        df.insert(df.columns.get_loc('run') + 1, 'fold', fold)
+    return df
+
+def read_table(out:Path, name:str, fold:int=1)->pd.DataFrame:
     """`out/name.csv` with the rows the ranks of an earlier distributed run left in `name.rank*.csv`; where both hold a
-    job, the first wins"""
-    dfs = _read_nonempty([out/f'{name}.csv'] + part_files(out, name))
+    job, the first wins. A table without a `fold` column (fastnorm 0.2's) holds fold `fold`'s rows"""
+    dfs = [_with_fold(d, fold) for d in _read_nonempty([out/f'{name}.csv'] + part_files(out, name))]
     if not dfs:
         return pd.DataFrame()
     df = pd.concat(dfs, ignore_index=True)
-    keys = ['norm', 'run'] + (['epoch'] if 'epoch' in df else [])
+    keys = KEY + (['epoch'] if 'epoch' in df else [])
     return df.drop_duplicates(keys, keep='first').reset_index(drop=True)
 
 def canonical(df:pd.DataFrame, norms)->pd.DataFrame:
-    "Rows by run, then in the order of `--norms` (the same order whatever process trained them)"
+    "Rows by run, then fold, then in the order of `--norms` (the same order whatever process trained them)"
     if not len(df):
         return df
     pos = {n: i for i, n in enumerate(norms)}
-    key = df['run'].astype(int) * (len(pos) + 1) + df['norm'].map(lambda n: pos.get(n, len(pos)))
-    return df.iloc[np.argsort(key.to_numpy(), kind='stable')].reset_index(drop=True)
+    order = pd.DataFrame(dict(run=df['run'].astype(int).to_numpy(),
+                              fold=(df['fold'] if 'fold' in df else pd.Series(0, index=df.index)).astype(int).to_numpy(),
+                              norm=df['norm'].map(lambda n: pos.get(n, len(pos))).to_numpy()))
+    return df.iloc[order.sort_values(['run', 'fold', 'norm'], kind='stable').index].reset_index(drop=True)
 
 def _curves(frames:list)->pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+def _key(row:dict)->tuple:
+    return tuple(row[k] for k in KEY)
+
 class Ledger:
     """The rows of one comparison: those found in `out` on resume, and those this process adds. Rows are dicts by job
-    `(norm, run)`; `columns` keeps the order the results' columns first appeared in"""
-    def __init__(self, out:Path, norms, cols:list, ranks:Ranks, resume:bool):
+    `(norm, run, fold)`; `columns` keeps the order the results' columns first appeared in"""
+    def __init__(self, out:Path, norms, cols:list, ranks:Ranks, resume:bool,
+                 fold:int=1, # the fold of rows saved without a `fold` column (a single-split comparison's)
+                ):
         "Read what `out` holds (on `resume`), with a NaN in every column of `cols` a row lacks"
-        self.out, self.norms, self.ranks = out, tuple(norms), ranks
-        old = read_table(out, 'results') if resume else pd.DataFrame()
+        self.out, self.norms, self.ranks, self.fold = out, tuple(norms), ranks, fold
+        old = read_table(out, 'results', fold) if resume else pd.DataFrame()
         self.columns = list(old.columns) + [c for c in cols if len(old) and c not in old]
-        self.rows = {(r['norm'], r['run']): {**{c: np.nan for c in self.columns}, **r} for r in old.to_dict('records')}
-        curves = read_table(out, 'curves') if resume else pd.DataFrame()
+        self.rows = {_key(r): {**{c: np.nan for c in self.columns}, **r} for r in old.to_dict('records')}
+        curves = read_table(out, 'curves', fold) if resume else pd.DataFrame()
         if len(curves):  # a job counts once it is in results.csv: drop curves of a job cut between the two writes
-            curves = curves[[k in self.rows for k in zip(curves['norm'], curves['run'])]]
+            curves = curves[[k in self.rows for k in zip(*(curves[c] for c in KEY))]]
         self.curves = [curves] if len(curves) else []
         self.mine, self.mine_curves = {}, []  # what this process trains or updates: a rank's part
     @property
@@ -59,16 +74,16 @@ class Ledger:
         "The jobs that have a row"
         return set(self.rows)
     def missing(self, job, shifts)->list:
-        "Those of `shifts` job `(norm, run)`'s row has no accuracy for"
+        "Those of `shifts` job `(norm, run, fold)`'s row has no accuracy for"
         return [sh for sh in shifts if pd.isna(self.rows[job].get(sh.column, np.nan))]
     def add(self, row:dict, curve:pd.DataFrame):
         "A trained job's results row and curve"
         self.columns += [c for c in row if c not in self.columns]
-        self.rows[row['norm'], row['run']] = self.mine[row['norm'], row['run']] = row
+        self.rows[_key(row)] = self.mine[_key(row)] = row
         self.curves.append(curve)
         self.mine_curves.append(curve)
     def update(self, job, values:dict):
-        "New columns (accuracies under new shifts) of the row of `job` `(norm, run)`"
+        "New columns (accuracies under new shifts) of the row of `job` `(norm, run, fold)`"
         self.rows[job].update(values)
         self.mine[job] = self.rows[job]
     def _results(self, rows:dict)->pd.DataFrame:
@@ -85,12 +100,13 @@ class Ledger:
         results, curves = self._results(self.rows), _curves(self.curves)
         if self.ranks.world == 1:
             return canonical(results, self.norms), curves
-        parts = _read_nonempty(part_files(self.out, 'results'))
+        parts = [_with_fold(d, self.fold) for d in _read_nonempty(part_files(self.out, 'results'))]
         if parts:
             results = pd.concat(parts[::-1] + [results], ignore_index=True)
-            results = results.drop_duplicates(['norm', 'run'], keep='first')
-        curves = pd.concat([curves] + _read_nonempty(part_files(self.out, 'curves')), ignore_index=True)
-        curves = curves.drop_duplicates(['norm', 'run', 'epoch'])
+            results = results.drop_duplicates(KEY, keep='first')
+        parts = [_with_fold(d, self.fold) for d in _read_nonempty(part_files(self.out, 'curves'))]
+        curves = pd.concat([curves] + parts, ignore_index=True)
+        curves = curves.drop_duplicates(KEY + ['epoch'])
         write_csv(curves, self.out/'curves.csv')
         write_csv(canonical(results, self.norms), self.out/'results.csv')
         for p in part_files(self.out, 'results') + part_files(self.out, 'curves'):

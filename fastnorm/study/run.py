@@ -3,6 +3,7 @@ models under new shifts, train the missing jobs, merge and report. The ranks of 
 `Ranks` keeps that bookkeeping out of the phases."""
 from __future__ import annotations
 import json
+from dataclasses import replace
 from pathlib import Path
 import pandas as pd
 from fastai.torch_core import set_seed
@@ -21,11 +22,14 @@ from .report import write_report
 
 __all__ = ['run_comparison']
 
-def _check_out(cfg:CompareConfig, out:Path, resume:bool):
-    "`out` holds no comparison, or (on `resume`) one made with the same settings"
+def _check_out(out:Path, resume:bool):
+    "`out` holds no comparison, unless this is a `resume`"
     if ((out/'results.csv').exists() or part_files(out, 'results')) and not resume:
         raise FileExistsError(f"{out/'results.csv'} exists: pass --resume to complete that comparison, "
                               "or choose another --out")
+
+def _check_same(cfg:CompareConfig, out:Path, resume:bool):
+    "On `resume`, the comparison in `out` was made with the same settings"
     if not (resume and (out/'config.json').exists()):
         return
     old = json.loads((out/'config.json').read_text())
@@ -36,28 +40,37 @@ def _check_out(cfg:CompareConfig, out:Path, resume:bool):
                          "use another --out")
 
 def _open(cfg:CompareConfig, out:Path, ranks:Ranks, shifts:list, resume:bool)->tuple:
-    "(data, ledger): the data resolved (rank 0 first: it may make it), the settings kept, what a resume continues read"
-    data = ranks.main_first(lambda: resolve_data(cfg.data, cfg.fold, cfg.speaker))
+    """(cfg, data, ledger): the data resolved (rank 0 first: it may make it) and `--folds all` with it, the settings
+    checked against a resumed comparison's and kept, what a resume continues read"""
+    data = ranks.main_first(lambda: resolve_data(cfg.data, cfg.cv if cfg.folds != 'all' else 'all', cfg.speaker,
+                                                 cfg.subset))
+    if cfg.folds == 'all':
+        cfg = replace(cfg, folds=data.folds)
     check_batch_size(data.n_train, cfg.bs, f'the training set of --data {cfg.data}')
+    _check_same(cfg, out, resume)
     out.mkdir(parents=True, exist_ok=True)
     if ranks.main:
         with atomic_path(out/'config.json') as tmp:
             tmp.write_text(json.dumps({**cfg.key(), 'fastnorm': __version__}, indent=1))
-    ledger = Ledger(out, cfg.norms, [s.column for s in shifts], ranks, resume)
+    ledger = Ledger(out, cfg.norms, [s.column for s in shifts], ranks, resume, fold=cfg.fold)
     ranks.barrier()  # every rank has read what is there before anyone writes its own part
-    return data, ledger
+    return cfg, data, ledger
 
 class _Comparison:
-    "The state the phases share: settings, data, the ranks, the rows and the shifted validation set"
+    "The state the phases share: settings, data, the ranks, the rows and the shifted validation sets"
     def __init__(self, cfg:CompareConfig, out:Path, ranks:Ranks, shifts:list, resume:bool, progress:bool, log, cbs):
-        self.cfg, self.out, self.ranks, self.shifts, self.progress, self.cbs = cfg, out, ranks, shifts, progress, cbs
+        self.out, self.ranks, self.shifts, self.progress, self.cbs = out, ranks, shifts, progress, cbs
         self.log = ranks.log(log)
-        self.data, self.ledger = _open(cfg, out, ranks, shifts, resume)
-        self._shifted = None
+        self.cfg, self.data, self.ledger = _open(cfg, out, ranks, shifts, resume)
+        self._shifted = {}
+    def name(self, job:Job)->str:
+        "How the log names a job"
+        return f"run {job.run}" + (f" fold {job.fold}" if self.cfg.folds is not None else '') + f" {job.norm:>8}"
     def plan(self)->tuple:
-        "(to evaluate, to train): jobs trained but not under every shift, and jobs not trained; run by run"
+        """(to evaluate, to train): jobs trained but not under every shift, and jobs not trained; run by run, each run
+        fold by fold (every fold of a run shares its seed, so runs pair by seed and fold)"""
         cfg, done = self.cfg, self.ledger.done
-        jobs = [Job(n, r, cfg.seed + r) for r in range(cfg.runs) for n in cfg.norms]
+        jobs = [Job(n, r, cfg.seed + r, f) for r in range(cfg.runs) for f in cfg.cv for n in cfg.norms]
         evals = [j for j in jobs if j.key in done and self.ledger.missing(j.key, self.shifts)]
         train = [j for j in jobs if j.key not in done]
         if done and self.ranks.main:
@@ -68,38 +81,39 @@ class _Comparison:
         "The feature caches, one per waveform normalization, made by rank 0 before the other ranks look for them"
         if self.ranks.main:
             with one_process():
-                for wave in sorted({RECIPES[n].wave for n in self.cfg.norms}):
-                    make_dls(self.data, self.cfg, wave, self.progress)
+                for wave in sorted({RECIPES[n].wave for n in self.cfg.norms}):  # one cache serves every fold
+                    make_dls(self.data, self.cfg, wave, self.cfg.cv[0], self.progress)
         self.ranks.barrier()
-    def shifted(self, dls)->ShiftedValid:
-        "The shifted validation set, made from the first job's DataLoaders (every recipe validates on the same clips)"
-        if self._shifted is None:
-            self._shifted = ShiftedValid(dls, self.shifts)
-        return self._shifted
+    def shifted(self, dls, fold:int)->ShiftedValid:
+        """The shifted validation set of `fold`, made from its first job's DataLoaders (every recipe validates on the
+        same clips)"""
+        if fold not in self._shifted:
+            self._shifted[fold] = ShiftedValid(dls, self.shifts)
+        return self._shifted[fold]
     def evaluate(self, job:Job):
         "A trained job's accuracy under the shifts its row lacks, from its kept weights"
         need = self.ledger.missing(job.key, self.shifts)
         if not model_path(self.out, job).exists():
-            self.log(f"run {job.run} {job.norm}: its weights are not in {self.out/'models'}, "
+            self.log(f"{self.name(job)}: its weights are not in {self.out/'models'}, "
                      f"so it cannot be evaluated under {', '.join(s.name for s in need)}")
             return
         set_seed(job.seed, reproducible=True)
         with one_process():
-            dls = make_dls(self.data, self.cfg, RECIPES[job.norm].wave, False)
-            got = evaluate_kept(dls, self.cfg, job, self.out, self.shifted(dls), need)
+            dls = make_dls(self.data, self.cfg, RECIPES[job.norm].wave, job.fold, False)
+            got = evaluate_kept(dls, self.cfg, job, self.out, self.shifted(dls, job.fold), need)
         self.ledger.update(job.key, got)
         self.ledger.save()
-        self.log(f"run {job.run} {job.norm:>8}: evaluated under {', '.join(s.name for s in need)}")
+        self.log(f"{self.name(job)}: evaluated under {', '.join(s.name for s in need)}")
     def train(self, job:Job):
         "Train a job, evaluate it under the shifts and save its rows"
         set_seed(job.seed, reproducible=True)
         with one_process():
-            dls = make_dls(self.data, self.cfg, RECIPES[job.norm].wave, self.progress and self.ranks.main)
-            shifted = self.shifted(dls) if self.shifts else None
+            dls = make_dls(self.data, self.cfg, RECIPES[job.norm].wave, job.fold, self.progress and self.ranks.main)
+            shifted = self.shifted(dls, job.fold) if self.shifts else None
             row, curve = train_job(dls, self.cfg, job, self.out, shifted, cbs=self.cbs)
         self.ledger.add(row, curve)
         self.ledger.save()
-        self.log(f"run {job.run} {job.norm:>8}: accuracy {row['final_acc']:.4f} (best {row['best_acc']:.4f}) "
+        self.log(f"{self.name(job)}: accuracy {row['final_acc']:.4f} (best {row['best_acc']:.4f}) "
                  f"in {row['seconds']:.1f}s" + ''.join(f", {s.name} {row[s.column]:.4f}" for s in self.shifts))
     def report(self)->pd.DataFrame:
         "On rank 0: every rank's rows merged, summary.md and the plots written; returns the results"
@@ -122,12 +136,12 @@ def run_comparison(cfg:CompareConfig, # what to compare
                    log=print, # where the per-run lines go
                    cbs=None, # fastai callbacks added to every training; the learner's job is `learn.job`
                   )->pd.DataFrame:
-    """Train every (run, normalization) job that `out/results.csv` lacks, saving after each, and evaluate each model
-    under `cfg.shifts`; then write the summary and plots. Under `torchrun` the jobs are shared among the ranks by rank
-    and world size"""
+    """Train every (normalization, run, fold) job that `out/results.csv` lacks, saving after each, and evaluate each
+    model under `cfg.shifts`; then write the summary and plots. Under `torchrun` the jobs are shared among the ranks by
+    rank and world size"""
     cfg.check()
     out = Path(out)
-    _check_out(cfg, out, resume)
+    _check_out(out, resume)
     shifts = parse_shifts(cfg.shifts, seed=cfg.seed)
     run = _Comparison(cfg, out, Ranks.join(), shifts, resume, progress, log, cbs)
     evals, train = run.plan()
