@@ -225,3 +225,7 @@ def test_esc10_five_folds_cli_resumes(tmp_path):
     assert res2.drop(columns='seconds').equals(res.drop(columns='seconds'))
     md = (out/'summary.md').read_text()
     assert '5-fold cross-validation (folds 1-5' in md and 'chance 0.100' in md and '| none | 5 |' in md
+
+def test_float_noise_prints_as_zero():
+    from fastnorm.study.report import _f
+    assert _f(-1e-12, '{:+.4f}') == '+0.0000' and _f(-0.00005, '{:+.4f}') == '-0.0001' and _f(float('nan')) == '–'

@@ -42,7 +42,9 @@ def summarize(results:pd.DataFrame, # a row per run: norm, run, seed, final_acc,
 
 def _f(v, fmt='{:.4f}'):
     "`v` formatted, or a dash for a missing value"
-    return '–' if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return '–'
+    return fmt.format(0. if abs(v) < NOISE else v)  # float noise prints as 0, not -0.0000
 
 def _ci(r:dict)->str:
     "A summary row's 95% CI as 'low – high'"
