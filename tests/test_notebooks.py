@@ -1,5 +1,6 @@
 """Execute every notebook in `nbs/` at the small scale set in settings.ini, so the documentation stays runnable, and
-check that each saved notebook shows the outputs of its current code (made by `python tools/run_nbs.py`)"""
+check that each saved notebook shows the outputs of its current code at the scale it documents (made by
+`python tools/run_nbs.py`; the tests never save over it)"""
 import base64
 import copy
 import io
@@ -88,6 +89,38 @@ def test_execute_records_what_ran_and_stale_sees_every_change(tmp_path):
 
 
 @pytest.mark.slow
+def test_docs_scale_runs_the_notebooks_own_parameters_and_every_cell(tmp_path):
+    "What is saved for the docs: no injected cell, flagged cells run; a test-scale run is stale for the docs"
+    nb = nbformat.v4.new_notebook(cells=[code('#| params\nn = 10'), code('#| notest\nflagged = 1'),
+                                         code('print(n, flagged)')])
+    s = dict(tst_flags=['notest'], tst_params=['n = 3'])
+    docs = run_nbs.execute(copy.deepcopy(nb), s, cwd=tmp_path/'docs', scale='docs')
+    assert injected(docs) == [] and [c.execution_count for c in docs.cells] == [1, 2, 3]
+    assert docs.cells[2].outputs[0].text == '10 1\n'
+    assert docs.metadata[run_nbs.RECORD_KEY]['scale'] == 'docs'
+    assert run_nbs.stale(docs, s) == [] and run_nbs.stale(docs, s, scale='docs') == []
+    assert run_nbs.stale(docs, dict(s, tst_params=['n = 4'])) == []     # the tests' scale does not touch the docs
+    edited = copy.deepcopy(docs)
+    edited.cells[1].source += '  # edited'                                # a flagged cell is part of the docs' code
+    assert run_nbs.stale(edited, s) == ['its code or the settings changed since it was executed']
+    nb.cells[1].source = '#| notest\nflagged = 2'
+    tst = run_nbs.execute(copy.deepcopy(nb), dict(s, tst_flags=[]), cwd=tmp_path/'tst')
+    assert injected(tst)[0].source.endswith('\nn = 3') and tst.cells[3].outputs[0].text == '3 2\n'
+    assert run_nbs.stale(tst, dict(s, tst_flags=[]), scale='docs') == ["its outputs were made at the 'tst' scale, not at 'docs'"]
+    with pytest.raises(ValueError, match="scale must be one of docs, tst, not 'big'"):
+        run_nbs.execute(nb, s, scale='big')
+
+
+def test_records_from_before_scales_read_as_the_test_scale():
+    nb = nbformat.v4.new_notebook(cells=[code('x = 1')])
+    s = dict(tst_flags=[], tst_params=[])
+    nb.cells[0].execution_count = 1
+    nb.metadata[run_nbs.RECORD_KEY] = dict(executed_sha256=run_nbs.code_hash(nb.cells), tst_params=[], tst_flags=[])
+    assert run_nbs.stale(nb, s) == []
+    assert run_nbs.stale(nb, s, scale='docs') == ["its outputs were made at the 'tst' scale, not at 'docs'"]
+
+
+@pytest.mark.slow
 def test_failing_cell_stops_the_run(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[code('raise ValueError("broken notebook")')])
     with pytest.raises(Exception, match='broken notebook'):
@@ -96,12 +129,15 @@ def test_failing_cell_stops_the_run(tmp_path):
 
 @pytest.mark.parametrize('path', run_nbs.notebooks(), ids=lambda p: p.name)
 def test_saved_notebook_shows_outputs_of_its_code(path):
-    "The saved notebook was executed by tools/run_nbs.py from its current code; a copy with one cell edited is stale"
+    """The saved notebook was executed by tools/run_nbs.py from its current code at the scale it documents; a copy with
+    one cell edited is stale"""
     s = run_nbs.nb_settings()
     nb = nbformat.read(path, as_version=4)
-    assert run_nbs.stale(nb, s) == [], f'run `python tools/run_nbs.py {path.relative_to(ROOT)}` and commit the notebook'
+    assert run_nbs.stale(nb, s, scale='docs') == [], \
+        f'run `python tools/run_nbs.py {path.relative_to(ROOT)}` and commit the notebook'
+    assert injected(nb) == []
     edited = copy.deepcopy(nb)
-    cell = run_nbs.executed_cells(edited, s)[-1]
+    cell = run_nbs.executed_cells(edited, s, 'docs')[-1]
     cell.source += '\nNone'
     assert run_nbs.stale(edited, s) == ['its code or the settings changed since it was executed']
 

@@ -1,22 +1,24 @@
 #!/usr/bin/env python
-"""Execute the notebooks in `nbs/` at the small scale set in settings.ini and save them with their outputs.
+"""Execute the notebooks in `nbs/` at the scale they document and save them with their outputs.
 
-    python tools/run_nbs.py                          # every notebook
+    python tools/run_nbs.py                          # every notebook, at its documented scale (minutes each)
     python tools/run_nbs.py nbs/03_specaugment.ipynb # some of them
     python tools/run_nbs.py --check                  # only say which saved notebooks are stale (exit 1 if any)
 
-One place for how a notebook runs, shared with tests/test_notebooks.py (which imports this file):
+Two scales, one place for how a notebook runs, shared with tests/test_notebooks.py (which imports this file):
 
-- the cells whose first line is `#| <flag>` for a flag in `tst_flags` are skipped (they keep no outputs);
-- the `tst_params` assignments go into a cell inserted right after the `#| params` cell, tagged `injected-parameters`
-  (papermill's convention), so a reader sees the scale the outputs were made at; a rerun replaces it;
+- `docs` (what is saved): the values of each notebook's `#| params` cell, every cell run, flagged ones included, as
+  nbdev's authors do before rendering; the outputs are worth reading (the quick preset on the embedded data);
+- `tst` (what the tests run, never saved over the docs): the cells whose first line is `#| <flag>` for a flag in
+  `tst_flags` are skipped (they keep no outputs), and the `tst_params` assignments go into a cell inserted right after
+  the `#| params` cell, tagged `injected-parameters` (papermill's convention); a rerun replaces it;
 - each notebook runs top to bottom in a fresh kernel, in a temporary working folder, with a fresh `$FASTNORM_HOME`,
   the inline matplotlib backend, figures at `DPI` dots per inch and images drawn one block per pixel of data;
 - the saved outputs name the temporary folders `.` and `~/.fastnorm`, paths in the repository relative to its root
   and installed packages `site-packages/...`, so a rerun elsewhere gives the same text; PNGs are quantized to 256
   colours when that makes them smaller;
-- the notebook's metadata records a SHA-256 of the code that ran (the sources of the executed cells, the injected
-  parameters included), which `stale` compares with the notebook's current code.
+- the notebook's metadata records the scale and a SHA-256 of the code that ran (the sources of the executed cells, the
+  injected parameters included), which `stale` compares with the notebook's current code.
 """
 import argparse
 import base64
@@ -34,13 +36,14 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ['ROOT', 'DPI', 'RECORD_KEY', 'INJECTED_TAG', 'nb_settings', 'notebooks', 'cell_flags', 'with_params',
+__all__ = ['ROOT', 'DPI', 'RECORD_KEY', 'INJECTED_TAG', 'SCALES', 'nb_settings', 'notebooks', 'cell_flags', 'with_params',
            'executed_cells', 'code_hash', 'execute', 'stale', 'run_notebook', 'main']
 
 ROOT = Path(__file__).resolve().parents[1]
 DPI = 72                          # figure resolution of the saved PNGs: keeps the notebooks small
 RECORD_KEY = 'fastnorm'           # notebook metadata key holding what was executed
 INJECTED_TAG = 'injected-parameters'
+SCALES = ('docs', 'tst')          # what the notebooks document (saved) and the tests' small scale (settings.ini)
 
 
 def nb_settings(path=ROOT/'settings.ini'):
@@ -80,23 +83,32 @@ def _injected_sources(nb):
     return [c.source for c in nb.cells if INJECTED_TAG in c.get('metadata', {}).get('tags', [])]
 
 
-def with_params(nb, s):
-    "Replace `nb`'s injected-parameters cell (if any) by one holding `s['tst_params']`, after `#| params`; in place"
+def _check_scale(scale):
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, not {scale!r}")
+    return scale
+
+
+def with_params(nb, s, scale='tst'):
+    """Replace `nb`'s injected-parameters cell (if any) by one holding `s['tst_params']`, after `#| params`, in place;
+    at `scale='docs'` only remove it: the `#| params` cell's own values are the documented scale"""
+    _check_scale(scale)
     cells = []
     for c in nb.cells:
         if INJECTED_TAG in c.get('metadata', {}).get('tags', []):
             continue
         cells.append(c)
-        if 'params' in cell_flags(c) and s['tst_params']:
+        if scale == 'tst' and 'params' in cell_flags(c) and s['tst_params']:
             cells.append(_injected_cell(s['tst_params']))
     nb.cells = cells
     return nb
 
 
-def executed_cells(nb, s):
-    "The code cells that run: not blank and not flagged with one of `s['tst_flags']`"
+def executed_cells(nb, s, scale='tst'):
+    "The code cells that run: not blank, and at `scale='tst'` not flagged with one of `s['tst_flags']`"
+    skipped = set(s['tst_flags']) if _check_scale(scale) == 'tst' else set()
     def runs(c):
-        return c.cell_type == 'code' and c.source.strip() and not set(cell_flags(c)) & set(s['tst_flags'])
+        return c.cell_type == 'code' and c.source.strip() and not set(cell_flags(c)) & skipped
     return [c for c in nb.cells if runs(c)]
 
 
@@ -148,9 +160,10 @@ def _tidy(outputs, subs):
     return outputs
 
 
-def execute(nb, s=None, cwd=None, home=None, timeout=600):
-    """Run `nb` in place as the docs and the tests do: parameters injected, flagged cells skipped, a fresh kernel in
-    `cwd` (default: a temporary folder) with `$FASTNORM_HOME` at `home` (default: a new temporary folder).
+def execute(nb, s=None, cwd=None, home=None, timeout=600, scale='tst'):
+    """Run `nb` in place at `scale`: 'tst' as the tests do (parameters injected, flagged cells skipped), 'docs' as it
+    is saved (its own parameters, every cell); a fresh kernel in `cwd` (default: a temporary folder) with
+    `$FASTNORM_HOME` at `home` (default: a new temporary folder).
     Returns `nb` with its outputs and the record of what ran in `nb.metadata['fastnorm']`."""
     import nbclient
     s = s or nb_settings()
@@ -162,12 +175,12 @@ def execute(nb, s=None, cwd=None, home=None, timeout=600):
         rc.write_text(f'figure.dpi: {DPI}\nimage.interpolation: nearest\n')   # one block per bin: small PNGs
         env = dict(os.environ, FASTNORM_HOME=str(home), MATPLOTLIBRC=str(rc),
                    MPLBACKEND='module://matplotlib_inline.backend_inline')
-        with_params(nb, s)
+        with_params(nb, s, scale)
         for c in nb.cells:
             if c.cell_type == 'code':
                 c.outputs = []
                 c.execution_count = None
-        cells = executed_cells(nb, s)
+        cells = executed_cells(nb, s, scale)
         run = nbformat.v4.new_notebook()
         run.cells, run.metadata = cells, nb.metadata   # the same objects, not copies: the outputs land in `nb`
         client = nbclient.NotebookClient(run, timeout=timeout, kernel_name='python3', record_timing=False,
@@ -176,33 +189,39 @@ def execute(nb, s=None, cwd=None, home=None, timeout=600):
         subs = _path_subs(home=home, cwd=cwd)
         for c in cells:
             c.outputs = _tidy(c.outputs, subs)
-    nb.metadata[RECORD_KEY] = dict(executed_sha256=code_hash(cells), tst_params=s['tst_params'],
-                                   tst_flags=s['tst_flags'], runner='tools/run_nbs.py')
+    record = dict(scale=scale, executed_sha256=code_hash(cells), runner='tools/run_nbs.py')
+    if scale == 'tst':
+        record.update(tst_params=s['tst_params'], tst_flags=s['tst_flags'])
+    nb.metadata[RECORD_KEY] = record
     return nb
 
 
-def stale(nb, s=None):
-    "Why the saved notebook `nb` does not show the outputs of its current code at the settings' scale ([] if it does)"
+def stale(nb, s=None, scale=None):
+    """Why the saved notebook `nb` does not show the outputs of its current code at the scale it was executed at, or
+    at `scale` when given ([] if it does). Notebooks recorded before scales existed were made at 'tst'."""
     s = s or nb_settings()
     record = nb.metadata.get(RECORD_KEY, {})
     if 'executed_sha256' not in record:
         return ['it was never executed by tools/run_nbs.py (no record in its metadata)']
+    made = record.get('scale', 'tst')
     problems = []
-    expected = with_params(copy.deepcopy(nb), s)
-    if code_hash(executed_cells(expected, s)) != record['executed_sha256']:
+    if scale is not None and _check_scale(scale) != made:
+        problems.append(f"its outputs were made at the {made!r} scale, not at {scale!r}")
+    expected = with_params(copy.deepcopy(nb), s, made)
+    if code_hash(executed_cells(expected, s, made)) != record['executed_sha256']:
         problems.append('its code or the settings changed since it was executed')
     if _injected_sources(nb) != _injected_sources(expected):
         problems.append('its injected-parameters cell is not the one the settings give')
-    counts = [c.get('execution_count') for c in executed_cells(nb, s)]
+    counts = [c.get('execution_count') for c in executed_cells(nb, s, made)]
     if counts != list(range(1, len(counts) + 1)):
         problems.append(f'its cells were not all run once top to bottom (execution counts {counts})')
     return problems
 
 
-def run_notebook(path, s=None, timeout=600):
-    "Execute the notebook at `path` and save it with its outputs (atomically: a temporary file, then a rename)"
+def run_notebook(path, s=None, timeout=1800, scale='docs'):
+    "Execute the notebook at `path` at `scale` and save it with its outputs (atomically: a temporary file, a rename)"
     path = Path(path)
-    nb = execute(nbformat.read(path, as_version=4), s, timeout=timeout)
+    nb = execute(nbformat.read(path, as_version=4), s, timeout=timeout, scale=scale)
     tmp = path.with_name(f'.{path.name}.tmp')
     nbformat.write(nb, tmp)
     os.replace(tmp, path)
@@ -214,20 +233,23 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('paths', nargs='*', type=Path, help='notebooks to run (default: every notebook in nbs_path)')
     p.add_argument('--check', action='store_true', help='only report the notebooks whose outputs are stale')
-    p.add_argument('--timeout', type=int, default=600, help='seconds allowed for one cell')
+    p.add_argument('--timeout', type=int, default=1800, help='seconds allowed for one cell')
+    p.add_argument('--scale', choices=SCALES, default='docs',
+                   help="'docs': each notebook's own parameters (what is committed); 'tst': the tests' small scale, "
+                        "for a quick look (the saved notebook then fails the test that wants the docs' scale)")
     args = p.parse_args(argv)
     s = nb_settings()
     paths = args.paths or notebooks(s)
     bad = 0
     for path in paths:
         if args.check:
-            problems = stale(nbformat.read(path, as_version=4), s)
+            problems = stale(nbformat.read(path, as_version=4), s, scale='docs')
             bad += bool(problems)
             print(f'{path}: ' + ('; '.join(problems) if problems else 'up to date'))
             continue
         start = time.perf_counter()
-        run_notebook(path, s, timeout=args.timeout)
-        print(f'{path}: executed and saved in {time.perf_counter() - start:.0f} s', flush=True)
+        run_notebook(path, s, timeout=args.timeout, scale=args.scale)
+        print(f'{path}: executed at the {args.scale!r} scale and saved in {time.perf_counter() - start:.0f} s', flush=True)
     return 1 if bad else 0
 
 
