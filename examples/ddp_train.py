@@ -32,9 +32,10 @@ import torch, torch.distributed as dist
 from fastcore.script import call_parse, store_true
 from fastai.distributed import DistributedDL
 from fastai.torch_core import set_seed
-from fastnorm.data import esc50_dls
+from fastnorm.checks import check_choice
+from fastnorm.data import detect_layout, esc50_dls
 from fastnorm.norm import FreqSpecNorm
-from fastnorm.study.models import make_learner
+from fastnorm.study.models import ARCHS, make_learner
 from fastnorm.synth import synth_esc50
 from fastnorm.utils import atomic_path
 
@@ -94,12 +95,14 @@ def main(data:str='synth', # an ESC-50-layout folder, or 'synth': the embedded d
          lr:float=3e-3, # its maximum learning rate
          bs:int=16, # batch size of each rank (the effective batch is bs x ranks)
          arch:str='xresnet18_tiny', # the network: one of `fastnorm.study.ARCHS`
-         seed:int=0, # seeds the weights, the shuffling and the augmentation, the same on every rank
+         seed:int=0, # seeds the weights and the shuffling, the same on every rank
          out:str='runs/ddp', # folder for rank{K}.pt and (rank 0) learner.pkl
          cpu:store_true=False, # train on the CPU (gloo) even where GPUs are present
          timeout:float=1800., # seconds any collective may wait for the other ranks before failing
         ):
     "Train one learner data-parallel on fastnorm's DataLoaders, with FreqSpecNorm's statistics all-reduced in setups"
+    check_choice('--arch', arch, ARCHS)
+    if data != 'synth': detect_layout(data, 'esc50', what='--data')  # on every rank, before any waits for another
     cpu = cpu or not torch.cuda.is_available()
     rank, world, device = init_group(cpu, timeout)
     out = Path(out)
