@@ -18,13 +18,14 @@ Each rank is one process with the whole dataset; the recipe, in the order it mus
 5. each rank saves what it holds to OUT/rank{K}.pt (statistics in float64, losses, weights); rank 0 exports the learner
    to OUT/learner.pkl (`load_learner` it to predict: the statistics travel inside it).
 
-On the CPU (no GPU, or `--cpu`) the model keeps plain `BatchNorm` (`sync_bn=False`: `SyncBatchNorm` needs GPUs), and
-fastai's `DistributedDL`, which moves its shuffled indices to the GPU to broadcast them, gets a CPU broadcast.
+On the CPU (no GPU, or `--cpu`) the model keeps plain `BatchNorm` (`sync_bn=False`: "SyncBatchNorm layers only work
+with GPU modules"; DDP copies rank 0's running statistics to the others at each forward), and fastai's `DistributedDL`,
+which moves the shuffled indices to CUDA to broadcast them ("Found no NVIDIA driver"), gets a CPU broadcast.
 `accelerate launch --cpu` starts ONE process (several CPU processes need `--mpirun_hostfile` and MPI): use
 `--multi_gpu --num_processes N`, which starts N processes through torchrun, GPUs or not.
 """
 from __future__ import annotations
-import os, warnings
+import os
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
@@ -104,7 +105,7 @@ def main(data:str='synth', # an ESC-50-layout folder, or 'synth': the embedded d
     check_choice('--arch', arch, ARCHS)
     if data != 'synth': detect_layout(data, 'esc50', what='--data')  # on every rank, before any waits for another
     cpu = cpu or not torch.cuda.is_available()
-    rank, world, device = init_group(cpu, timeout)
+    rank, world, device = init_group(cpu, timeout)  # 1. the process group, before any DataLoaders
     out = Path(out)
     set_seed(seed, reproducible=True)  # before the DataLoaders: their shuffling draws from it
     # 2. the dataset and its feature cache, made by rank 0 alone (no statistics yet: they would need every rank)
@@ -123,9 +124,7 @@ def main(data:str='synth', # an ESC-50-layout folder, or 'synth': the embedded d
     loss0, w0 = mean_loss(learn, train_all), weights(learn.model)
     # 4. one model across the ranks
     on_gloo = cpu and dist.is_initialized()
-    with warnings.catch_warnings(), cpu_distributed(learn) if on_gloo else nullcontext(), \
-         learn.distrib_ctx(sync_bn=not cpu, cpu=cpu):
-        warnings.filterwarnings('ignore', message='Grad strides do not match')  # channels-last convolutions
+    with cpu_distributed(learn) if on_gloo else nullcontext(), learn.distrib_ctx(sync_bn=not cpu, cpu=cpu):
         learn.fit_one_cycle(epochs, lr)
     # 5. what this rank holds
     res = dict(rank=rank, world=world, mean=norm.stats.mean.double().cpu(), std=norm.stats.std.double().cpu(),

@@ -1,10 +1,9 @@
 """examples/ddp_train.py: one learner trained data-parallel by 2 gloo processes on the CPU, launched by torchrun and by
 accelerate; FreqSpecNorm's statistics (sharded and all-reduced in `setups`) equal one process's"""
-import math, os, socket, subprocess, sys
+import importlib.util, math, os, socket, subprocess, sys
 import pytest, torch
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
 SCRIPT = ROOT/'examples'/'ddp_train.py'
 BS = 8  # tiny_esc50's fold 2-5 hold 32 clips: 4 training batches, 2 per rank
 
@@ -21,6 +20,20 @@ LAUNCHERS = {
                            '1', '--mixed_precision', 'no', '--dynamo_backend', 'no',
                            '--main_process_port', str(_free_port())],
 }
+
+def _example():
+    "examples/ddp_train.py as a module: its `main` called in this process is one process, with no group"
+    spec = importlib.util.spec_from_file_location('ddp_train', SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+def test_bad_arguments_fail_before_any_process_waits(tmp_path):
+    main = _example().main
+    with pytest.raises(FileNotFoundError, match='--data .*nope: no such folder'): main(data=str(tmp_path/'nope'))
+    with pytest.raises(ValueError, match="is not in a layout fastnorm reads here: expected ESC-50's"): main(data=str(tmp_path))
+    with pytest.raises(ValueError, match="`--arch` must be one of .*'resnet9' given"): main(arch='resnet9')
+    assert not list(tmp_path.iterdir())
 
 @pytest.fixture(scope='module')
 def runs(tiny_esc50, tmp_path_factory):
@@ -47,6 +60,7 @@ def single(tiny_esc50):
     dls = esc50_dls(tiny_esc50, fold=1, bs=BS, wave_norm=True, cache=True, progress=False)
     return compute_stats(dls.train, scope='freq', progress=False)
 
+@pytest.mark.slow
 @pytest.mark.parametrize('launcher', LAUNCHERS)
 def test_every_rank_holds_the_single_process_statistics(runs, single, launcher):
     r0, r1 = runs[launcher][1]
@@ -57,6 +71,7 @@ def test_every_rank_holds_the_single_process_statistics(runs, single, launcher):
         assert (r0[k] - getattr(single, k).cpu()).abs().max() <= 1e-12
     assert r0['std'].min() > 0
 
+@pytest.mark.slow
 @pytest.mark.parametrize('launcher', LAUNCHERS)
 def test_one_model_trains_across_the_ranks(runs, launcher):
     r0, r1 = runs[launcher][1]
@@ -67,10 +82,12 @@ def test_one_model_trains_across_the_ranks(runs, launcher):
     assert math.isfinite(r0['train_loss']) and r0['train_loss'] == r1['train_loss']
     for r in (r0, r1): assert math.isfinite(r['loss']) and r['loss'] < r['loss_init']
 
+@pytest.mark.slow
 def test_torchrun_and_accelerate_train_the_same_model(runs):
     "Same seed, same ranks: the two launchers run the same data-parallel training"
     assert torch.equal(runs['torchrun'][1][0]['weights'], runs['accelerate'][1][0]['weights'])
 
+@pytest.mark.slow
 def test_rank0_exports_a_learner_with_the_statistics(runs):
     from fastai.learner import load_learner
     from fastnorm.norm import FreqSpecNorm
@@ -79,3 +96,12 @@ def test_rank0_exports_a_learner_with_the_statistics(runs):
     norm, = [t for t in learn.dls.after_batch.fs if isinstance(t, FreqSpecNorm)]
     assert torch.equal(norm.stats.mean.cpu(), r0['mean'])
     assert torch.equal(torch.cat([p.detach().flatten() for p in learn.model.parameters()]), r0['weights'])
+
+@pytest.mark.slow
+def test_one_process_without_a_launcher(tiny_esc50, single, tmp_path):
+    "`python examples/ddp_train.py`: no process group, the same statistics, a learner trained and exported"
+    _example().main(data=str(tiny_esc50), bs=BS, epochs=1, out=str(tmp_path), cpu=True)
+    r = torch.load(tmp_path/'rank0.pt')
+    assert (r['rank'], r['world']) == (0, 1) and (tmp_path/'learner.pkl').is_file()
+    assert (r['mean'] - single.mean.cpu()).abs().max() <= 1e-12 and (r['std'] - single.std.cpu()).abs().max() <= 1e-12
+    assert math.isfinite(r['train_loss']) and not torch.equal(r['weights'], r['weights_init'])
