@@ -45,7 +45,7 @@ def runs(tiny_esc50, tmp_path_factory):
         env = {**os.environ, 'OMP_NUM_THREADS': '1', 'FASTNORM_HOME': str(tmp/'home'), 'HF_HOME': str(tmp/'hf'),
                'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
         cmd = [sys.executable, *launcher(), str(SCRIPT), '--data', str(tiny_esc50), '--bs', str(BS), '--epochs', '2',
-               '--out', str(tmp/'out'), '--cpu']
+               '--out', str(tmp/'out'), '--cpu', '--timeout', '120']  # a bounded wait at test scale
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert r.returncode == 0, f"{name}: {r.stderr[-4000:]}"
         assert sorted(p.name for p in (tmp/'out').iterdir()) == ['learner.pkl', 'rank0.pt', 'rank1.pt']
