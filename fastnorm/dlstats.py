@@ -10,9 +10,12 @@ from .stats import StatsRecorder, STATS_SCOPES
 from .cache import CachedSpecDL
 from .checks import check_choice, check_frac, check_int, renamed_kwargs, warn_deprecated
 
-__all__ = ['NORM_ORDER', 'stats_pipeline', 'stats_items', 'dist_shard', 'compute_stats']
+__all__ = ['NORM_ORDER', 'SYNCS', 'stats_pipeline', 'stats_items', 'dist_shard', 'compute_stats']
 
 NORM_ORDER = 99  # fastai's `Normalize.order`: statistics describe what the transforms before it make
+# where `compute_stats` runs under torch.distributed: across the process group (each rank its shard, then an
+# all-reduce: one model trained data-parallel) or in this process alone (independent trainings, e.g. `fastnorm compare`)
+SYNCS = ('all_reduce', 'local')
 
 def stats_pipeline(dl)->list:
     """The `after_batch` transforms of `dl` that make the data statistics are taken on: order below `NORM_ORDER`
@@ -93,13 +96,13 @@ def _stream(batches, rec, total, progress):
 
 def _is_fastai_dl(dl)->bool: return hasattr(dl, 'after_batch') and hasattr(dl, 'get_idxs') and hasattr(dl, 'dataset')
 
-def _dl_stats(dl, rec, frac, n_batches, seed, progress, cache_stats):
-    """Stream the chosen batches of this rank through the fastai `DataLoader` itself (keeping its caches and workers),
-    in order, with its `after_batch` cut before normalization and augmentation and restored afterwards, even on an
-    error; or merge the cache's per-item moments of the same items"""
+def _dl_stats(dl, rec, frac, n_batches, seed, progress, cache_stats, local):
+    """Stream the chosen batches of this rank (all of them when `local`) through the fastai `DataLoader` itself
+    (keeping its caches and workers), in order, with its `after_batch` cut before normalization and augmentation and
+    restored afterwards, even on an error; or merge the cache's per-item moments of the same items"""
     bs = dl.bs or 1
     chosen = stats_items(dl, frac, n_batches, seed)
-    pos = dist_shard(range(len(chosen)), bs)
+    pos = list(range(len(chosen))) if local else dist_shard(range(len(chosen)), bs)
     if cache_stats and _cached_stats(dl, rec, chosen, pos): return
     mine = [chosen[p] for p in pos]
     # `partial`, not a lambda: workers started by spawn (macOS, Windows, torch.multiprocessing) pickle `dl`
@@ -139,21 +142,26 @@ def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training se
                   progress:bool=True, # show a fastprogress bar
                   unbiased:bool=False, # Bessel-corrected std
                   cache_stats:bool=True, # a `CachedSpecDL` with nothing before normalization: merge per-item moments
+                  sync:str='all_reduce', # under torch.distributed: 'all_reduce' across the ranks, or 'local' (`SYNCS`)
                  )->StatsRecorder:
     """One pass over `dl`'s batches after the spectrogram transform, before normalization or augmentation: a
     `StatsRecorder`. Over a feature cache with nothing to apply before normalization, reducing over the batch and time
     dims, the same items' moments stored in the cache are merged instead (no batch is read; exact in float64, where the
     pass sums float32 batches). Under `torch.distributed` (`distrib_ctx`, `torchrun`, `accelerate launch`) each rank
     reads its shard of whole batches of a fastai `DataLoader` and the ranks all-reduce, so all hold the statistics of
-    the whole set (a plain iterable is taken to be the rank's shard already, as with a `DistributedSampler`)."""
+    the whole set (a plain iterable is taken to be the rank's shard already, as with a `DistributedSampler`): what one
+    model trained with DDP needs, every rank taking part. `sync='local'` reads all of `dl` in this process and talks to
+    no other rank, whether a process group exists or not: what independent trainings need, such as the jobs of
+    `fastnorm compare` shared among ranks, each computing its own statistics when it gets to them."""
+    local = check_choice('sync', sync, SYNCS) == 'local'
     if red_dims is None: red_dims = _scope_dims(scope)
     frac = check_frac('frac', frac, lo_open=True)
     if n_batches is not None: n_batches = check_int('n_batches', n_batches, lo=1)
     if hasattr(dl, 'loaders') and hasattr(dl, 'train'): dl = dl.train
     rec = StatsRecorder(red_dims, unbiased=unbiased)
-    if _is_fastai_dl(dl): _dl_stats(dl, rec, frac, n_batches, seed, progress, cache_stats)
+    if _is_fastai_dl(dl): _dl_stats(dl, rec, frac, n_batches, seed, progress, cache_stats, local)
     else: _iter_stats(dl, rec, frac, n_batches, seed, progress)
-    if _rank_world()[1] > 1: rec.all_reduce()
+    if not local and _rank_world()[1] > 1: rec.all_reduce()
     if rec.kept_shape is None: raise ValueError("compute_stats got no batches from `dl`")
     dev = getattr(dl, 'device', None)
     return rec if dev is None else rec.to(dev)

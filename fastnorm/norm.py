@@ -11,7 +11,7 @@ from fastai.data.transforms import DisplayedTransform
 from .audio import AudioTensor
 from .spec import TensorSpec
 from .stats import StatsRecorder
-from .dlstats import compute_stats
+from .dlstats import SYNCS, compute_stats
 from .checks import check_batch4d, check_choice, check_frac, check_int, check_positive
 from .checks import renamed_kwargs, renamed_names, warn_deprecated
 
@@ -66,11 +66,13 @@ class SpecNormalize(DisplayedTransform):
                  frac:float=1.0, # statistics computed in `setups`: on this fraction of the training batches,
                  n_batches:int|None=None, # at most this many batches,
                  seed:int=0, # chosen with this seed,
-                 progress:bool=True, # with a progress bar
+                 progress:bool=True, # with a progress bar,
+                 sync:str='all_reduce', # across the ranks of torch.distributed, or 'local' (see `compute_stats`)
                 ):
         super().__init__()
         self.eps, self.frac = check_positive('eps', eps), check_frac('frac', frac, lo_open=True)
         self.n_batches = None if n_batches is None else check_int('n_batches', n_batches, lo=1)
+        self.sync = check_choice('sync', sync, SYNCS)
         store_attr('cfg,seed,progress')
         self.axes = tuple(self._axes if axes is None else axes)
         self.mean = self.std = self.stats = None
@@ -108,7 +110,8 @@ class SpecNormalize(DisplayedTransform):
     def setups(self, dl):
         "Compute the statistics from the training `DataLoader` `dl` when none were given (called as fastai builds it)"
         if not self.computed or dl is None: return
-        kw = dict(frac=self.frac, n_batches=self.n_batches, seed=self.seed, progress=self.progress)
+        kw = dict(frac=self.frac, n_batches=self.n_batches, seed=self.seed, progress=self.progress,
+                  sync=getattr(self, 'sync', 'all_reduce'))  # pickles of fastnorm <= 0.2 have no `sync`
         try: stats = compute_stats(dl, red_dims=self.axes, **kw)
         except (AttributeError, NotFoundLookupError) as e:  # fasttransform's `Transform.setup` would swallow these
             raise RuntimeError(f"{type(self).__name__} could not compute its statistics from the training DataLoader: "
@@ -274,7 +277,7 @@ class ImageNetSpecNorm(_ItemSpecNorm):
 _SPEC_NORMS = (SpecNormalize, InstanceSpecNorm, ImageNetSpecNorm)
 _NORMS = ('freq', 'global', 'instance', 'imagenet')  # the `norm`s of `add_spec_norm`
 
-def _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps):
+def _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps, sync):
     "The normalizer `add_spec_norm` adds"
     if norm == 'channel':
         warn_deprecated("`add_spec_norm(norm='channel')`", "norm='freq' (one statistic per frequency bin)")
@@ -284,7 +287,7 @@ def _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps):
     if norm == 'imagenet': return ImageNetSpecNorm(eps=eps)
     cls = GlobalSpecNorm if norm == 'global' else FreqSpecNorm
     if stats is not None: return cls(stats, eps=eps)
-    return cls(eps=eps, frac=frac, n_batches=n_batches, seed=seed, progress=progress)
+    return cls(eps=eps, frac=frac, n_batches=n_batches, seed=seed, progress=progress, sync=sync)
 
 @renamed_kwargs(kind='norm')
 def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
@@ -295,11 +298,12 @@ def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
                   stats:StatsRecorder|None=None, # use these statistics instead of computing them
                   progress:bool=True, # show a progress bar while the statistics are computed
                   eps:float=1e-6, # std floor
+                  sync:str='all_reduce', # statistics across the ranks of torch.distributed, or 'local' (`compute_stats`)
                  ):
     """Add a normalizer to existing DataLoaders with fastai's `dls.add_tfms`, after `MelSpec` and before SpecAugment,
     replacing an earlier one; its statistics come from `dls.train` through the normalizer's `setups` (as in
     `batch_tfms`)"""
-    tfm = _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps)
+    tfm = _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps, sync)
     for dl in dls.loaders:  # drop an earlier normalizer: a new list per loader (loaders made with `new` share one)
         dl.after_batch.fs = dl.after_batch.fs.filter(lambda t: not isinstance(t, _SPEC_NORMS))
     tfm.setup(dls.train)

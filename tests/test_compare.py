@@ -199,7 +199,7 @@ def test_torchrun_two_processes_equal_one(tiny_esc50, tmp_path):
 
 def test_ranks_share_jobs_and_name_parts(tmp_path):
     from fastnorm.study.ranks import Ranks
-    one, r1 = Ranks(), Ranks(1, 3)
+    one, r1 = Ranks(), Ranks(1, 3, tmp_path/"meet")
     assert one.share(list(range(7))) == list(range(7)) and r1.share(list(range(7))) == [1, 4]
     assert one.part(tmp_path, 'results') == tmp_path/'results.csv'
     assert r1.part(tmp_path, 'results') == tmp_path/'results.rank1.csv' and not r1.main and one.main

@@ -43,7 +43,7 @@ def _open(cfg:CompareConfig, out:Path, ranks:Ranks, shifts:list, resume:bool)->t
     """(cfg, data, ledger): the data resolved (rank 0 first: it may make it) and `--folds all` with it, the settings
     checked against a resumed comparison's and kept, what a resume continues read"""
     data = ranks.main_first(lambda: resolve_data(cfg.data, cfg.cv if cfg.folds != 'all' else 'all', cfg.speaker,
-                                                 cfg.subset))
+                                                 cfg.subset), 'data')
     if cfg.folds == 'all':
         cfg = replace(cfg, folds=data.folds)
     check_batch_size(data.n_train, cfg.bs, f'the training set of --data {cfg.data}')
@@ -53,7 +53,7 @@ def _open(cfg:CompareConfig, out:Path, ranks:Ranks, shifts:list, resume:bool)->t
         with atomic_path(out/'config.json') as tmp:
             tmp.write_text(json.dumps({**cfg.key(), 'fastnorm': __version__}, indent=1))
     ledger = Ledger(out, cfg.norms, [s.column for s in shifts], ranks, resume, fold=cfg.fold)
-    ranks.barrier()  # every rank has read what is there before anyone writes its own part
+    ranks.wait('read')  # every rank has read what is there before anyone writes its own part
     return cfg, data, ledger
 
 class _Comparison:
@@ -83,7 +83,7 @@ class _Comparison:
             with one_process():
                 for wave in sorted({RECIPES[n].wave for n in self.cfg.norms}):  # one cache serves every fold
                     make_dls(self.data, self.cfg, wave, self.cfg.cv[0], self.progress)
-        self.ranks.barrier()
+        self.ranks.wait('caches')
     def shifted(self, dls, fold:int)->ShiftedValid:
         """The shifted validation set of `fold`, made from its first job's DataLoaders (every recipe validates on the
         same clips)"""
@@ -124,9 +124,9 @@ class _Comparison:
         return results
     def finish(self)->pd.DataFrame:
         "Once every rank is done, rank 0 reports; returns the results (on another rank, the rows it made)"
-        self.ranks.barrier()
+        self.ranks.wait('jobs done')
         results = self.report() if self.ranks.main else self.ledger.own_rows()
-        self.ranks.barrier()  # the other ranks wait for the report
+        self.ranks.wait('report')  # the other ranks wait for the report: its failure is theirs
         return results
 
 def run_comparison(cfg:CompareConfig, # what to compare
@@ -138,16 +138,21 @@ def run_comparison(cfg:CompareConfig, # what to compare
                   )->pd.DataFrame:
     """Train every (normalization, run, fold) job that `out/results.csv` lacks, saving after each, and evaluate each
     model under `cfg.shifts`; then write the summary and plots. Under `torchrun` the jobs are shared among the ranks by
-    rank and world size"""
+    rank and world size, each job a single-process training; when one rank fails, every rank stops at its next job or
+    wait with that rank's error, keeping the rows already saved for `resume` (see `ranks`)"""
     cfg.check()
     out = Path(out)
     _check_out(out, resume)
     shifts = parse_shifts(cfg.shifts, seed=cfg.seed)
-    run = _Comparison(cfg, out, Ranks.join(), shifts, resume, progress, log, cbs)
-    evals, train = run.plan()
-    run.make_caches()
-    for job in run.ranks.progress(run.ranks.share(evals), progress):
-        run.evaluate(job)
-    for job in run.ranks.progress(run.ranks.share(train), progress):
-        run.train(job)
-    return run.finish()
+    ranks = Ranks.join(out)
+    with ranks.watch():
+        run = _Comparison(cfg, out, ranks, shifts, resume, progress, log, cbs)
+        evals, train = run.plan()
+        run.make_caches()
+        for job in ranks.progress(ranks.share(evals), progress):
+            ranks.check()
+            run.evaluate(job)
+        for job in ranks.progress(ranks.share(train), progress):
+            ranks.check()
+            run.train(job)
+        return run.finish()
