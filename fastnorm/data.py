@@ -7,7 +7,7 @@ from fastcore.meta import delegates
 from fastai.data.block import DataBlock, CategoryBlock
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import ColReader, RandomSplitter, ColSplitter, IndexSplitter, mask2idxs
-from .audio import AudioBlock, AudioNormalize, AUDIO_EXTS
+from .audio import AudioBlock, AudioNormalize, AudioLoadError, AUDIO_EXTS
 from .spec import MelSpec, spec_config
 from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
 from .checks import check_choice, check_frac, check_int, check_positive
@@ -230,9 +230,15 @@ def _audio_block(df, # the items: a DataFrame with a `path` column (the files a 
                  get_x=None, # how a row gives its audio file; default: `ColReader('path')`
                 )->DataBlock:
     "`audio_dblock` over `df` from the arguments the dataset helpers share: their docments live here, once"
-    if duration is None: duration = sf.info(df['path'].iloc[0]).duration
+    if duration is None: duration = _duration(df['path'].iloc[0])
     return audio_dblock(splitter, spec_config(spec, sr), duration, wave_norm, batch_tfms, cache, files=df['path'],
                         label_col=label_col, progress=progress, get_x=get_x)
+
+def _duration(path)->float:
+    "Length (s) of an audio file from its header; an unreadable one is an `AudioLoadError` naming it"
+    try: return sf.info(str(path)).duration
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        raise AudioLoadError(f"Could not decode audio file {path}: {e}") from e
 
 _BLOCK_ARGS = tuple(inspect.signature(_audio_block).parameters)
 
