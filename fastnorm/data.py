@@ -357,7 +357,7 @@ def folder_items(path)->pd.DataFrame:
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"Dataset folder not found: {path}")
     split = (path/'train').is_dir() and (path/'valid').is_dir()
-    files = sorted(f for f in path.rglob('*') if f.suffix.lower() in AUDIO_EXTS)
+    files = sorted(f for f in path.rglob('*') if f.suffix.lower() in AUDIO_EXTS and f.is_file())
     if not files: raise ValueError(f"{path} holds no audio files ({', '.join(AUDIO_EXTS)}) in class folders")
     return pd.DataFrame(dict(path=[str(f) for f in files], label=[f.parent.name for f in files],
                              is_valid=[split and f.parent.parent.name == 'valid' for f in files]))
