@@ -313,7 +313,7 @@ def fsdd_items(path)->pd.DataFrame:
     "FSDD recordings `{digit}_{speaker}_{take}.wav` in `path` as a DataFrame: path, label (digit), speaker, take"
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"FSDD folder not found: {path}")
-    files = sorted(path.glob('*.wav'))
+    files = sorted(f for f in path.glob('*.wav') if f.is_file())
     rows = [(str(f), *m.groups()) for f in files if (m := FSDD_RE.match(f.name))]
     if not rows:
         raise ValueError(f"{path} holds no FSDD recordings named {{digit}}_{{speaker}}_{{take}}.wav "
@@ -359,6 +359,14 @@ def folder_items(path)->pd.DataFrame:
     split = (path/'train').is_dir() and (path/'valid').is_dir()
     files = sorted(f for f in path.rglob('*') if f.suffix.lower() in AUDIO_EXTS and f.is_file())
     if not files: raise ValueError(f"{path} holds no audio files ({', '.join(AUDIO_EXTS)}) in class folders")
+    # a file elsewhere would be labelled by the wrong folder (its split's, a subfolder's, the dataset's)
+    depth = 3 if split else 2
+    astray = [f for f in files if len(f.relative_to(path).parts) != depth or (split and f.relative_to(path).parts[0]
+                                                                              not in ('train', 'valid'))]
+    if astray:
+        where = 'train/<label>/ or valid/<label>/' if split else '<label>/'
+        raise ValueError(f"{astray[0]} is not in a class folder of {path}: expected the audio in {where} "
+                         f"({len(astray)} file(s) elsewhere)")
     return pd.DataFrame(dict(path=[str(f) for f in files], label=[f.parent.name for f in files],
                              is_valid=[split and f.parent.parent.name == 'valid' for f in files]))
 
