@@ -80,7 +80,7 @@ def _read_index(f:Path, meta:dict)->pd.DataFrame:
     try: index = pd.read_csv(f, dtype={'file': str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise _damaged(f, f"not a csv ({type(e).__name__}: {e})") from None
-    if list(index.columns) != ['file', 'row']: raise _damaged(f, f"columns {list(index.columns)}, not ['file', 'row']")
+    if list(index.columns) != ['file', 'row'] or not isinstance(index.index, pd.RangeIndex): raise _damaged(f, f"columns {list(index.columns)}, not ['file', 'row']")
     n = meta['shape'][0]
     rows = pd.to_numeric(index['row'], errors='coerce')
     if len(index) != n or not (rows.to_numpy() == np.arange(n)).all():

@@ -134,6 +134,9 @@ def read_esc50_csv(path, # a folder in ESC-50's layout
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"{csv} is not a csv pandas can read (ESC-50's has a header row {ESC50_COLUMNS}): "
                          f"{type(e).__name__}: {e}") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas makes the first cells an index when rows outnumber the header
+        raise ValueError(f"{csv}: its rows have more cells than its header's {len(df.columns)} columns (a cell with an "
+                         f"unquoted comma?), e.g. the row starting {df.index[0]!r}")
     missing = [c for c in ESC50_COLUMNS if c not in df.columns]
     if missing: raise ValueError(f"{csv} is missing column(s) {missing}: ESC-50's csv has {ESC50_COLUMNS}")
     if len(df) == 0: raise ValueError(f"{csv} lists no clips")

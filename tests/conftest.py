@@ -24,7 +24,8 @@ def tiny_esc50(tmp_path_factory):
     return synth_esc50(tmp_path_factory.mktemp('synth')/'tiny', seed=0, n_classes=4, clips_per_class=10, seconds=1.0, sr=8000)
 
 # property-based tests (tests/test_fuzz.py): a small, fixed budget in the quick loop (`-m "not slow"`), a larger one in
-# the full suite; FASTNORM_FUZZ=quick|full chooses. Deterministic (derandomize, no example database) and no deadline:
+# the full suite; FASTNORM_FUZZ=quick|full chooses, and FASTNORM_FUZZ=N explores: N random (not fixed) examples each,
+# to look for new failures (keep each one found as an `@example`). Deterministic (derandomize, no example database) and no deadline:
 # a slow machine must not fail a property
 try:
     from hypothesis import settings as _hyp, HealthCheck as _HC
@@ -38,4 +39,8 @@ except ImportError:  # hypothesis is in the `test` extra; without it test_fuzz.p
 def pytest_configure(config):
     if _hyp is None: return
     quick = 'not slow' in (config.getoption('markexpr', '') or '')
-    _hyp.load_profile(os.environ.get('FASTNORM_FUZZ', 'quick' if quick else 'full'))
+    profile = os.environ.get('FASTNORM_FUZZ', 'quick' if quick else 'full')
+    if profile.isdigit():
+        _hyp.register_profile('explore', max_examples=int(profile), **{**_common, 'derandomize': False})
+        profile = 'explore'
+    _hyp.load_profile(profile)

@@ -25,6 +25,9 @@ def _read_csv(p:Path)->pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise ValueError(f"{p} is not a table fastnorm wrote ({type(e).__name__}: {e}): repair or remove it, "
                          "or choose another --out") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas makes the first cells an index when rows outnumber the header
+        raise ValueError(f"{p}: its rows have more cells than its header's {len(df.columns)} columns: repair or remove "
+                         "it, or choose another --out")
     if not len(df): return df
     name = p.name.split('.')[0]
     need = [c for c in NEEDED.get(name, KEY) if c not in df and not (c == 'fold' and 'run' in df)]
