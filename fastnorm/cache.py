@@ -10,7 +10,7 @@ from fasttransform import Pipeline
 from fastprogress.fastprogress import progress_bar
 from .audio import AudioTensor, AudioNormalize, AudioCropPad
 from .spec import SpecConfig, TensorSpec, MelSpec
-from .utils import fastnorm_home, atomic_dir
+from .utils import fastnorm_home, atomic_dir, reserve, explain_full_disk
 from .checks import check_int, check_positive
 from . import __version__
 
@@ -208,6 +208,8 @@ class SpecCache:
         "Compute (or reuse, when the files and settings are unchanged) the spectrograms of `files`"
         files = [str(f) for f in files]
         if not files: raise ValueError("`files` is empty: nothing to cache")
+        twice = pd.Series(files)[pd.Series(files).duplicated()]
+        if len(twice): raise ValueError(f"`files` lists {twice.iloc[0]} more than once: a cache holds each file once")
         check_positive('duration', duration)
         bs = check_int('bs', bs, lo=1)
         key = cls.key(files, cfg, duration, wave_norm)
@@ -220,11 +222,13 @@ class SpecCache:
                 warnings.warn(f"Rebuilding the feature cache in {dest}: {e}")
         elif dest.exists() and any(dest.iterdir()):
             raise FileExistsError(f"{dest} exists and is not a fastnorm feature cache: choose another `dest`")
-        with atomic_dir(dest) as tmp:
+        n = int(round(duration*cfg.sr))
+        shape = (len(files), 1, cfg.n_freq, cfg.n_frames(n))
+        need = 4 * int(np.prod(shape)) + 3 * 8 * int(np.prod(shape[:3])) + sum(len(f) + 8 for f in files) + (1 << 16)
+        with explain_full_disk(dest, need), atomic_dir(dest) as tmp:  # a failure removes `tmp`
             tfms = (AudioCropPad(duration), AudioNormalize(), MelSpec(cfg=cfg))
-            n = int(round(duration*cfg.sr))
-            shape = (len(files), 1, cfg.n_freq, cfg.n_frames(n))
             mm = np.lib.format.open_memmap(tmp/'data.npy', mode='w+', dtype=np.float32, shape=shape)
+            reserve(tmp/'data.npy', name=dest/'data.npy')  # before any write: a memmap page the disk cannot hold is a SIGBUS
             st = dict(count=np.full(shape[:3], float(shape[3])), mean=np.empty(shape[:3]), m2=np.empty(shape[:3]))
             starts = range(0, len(files), bs)
             for s in (progress_bar(starts) if progress else starts):

@@ -1,10 +1,12 @@
-"Small helpers shared by the modules: fastnorm's home folder and atomic file writes."
+"Small helpers shared by the modules: fastnorm's home folder, atomic file writes, disk space reserved before a write."
 from __future__ import annotations
-import os, shutil, tempfile
+import errno, os, shutil, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ['fastnorm_home', 'atomic_path', 'atomic_dir']
+__all__ = ['fastnorm_home', 'atomic_path', 'atomic_dir', 'reserve', 'no_space', 'explain_full_disk', 'SPACE_MARGIN']
+
+SPACE_MARGIN = 16 << 20  # where the disk cannot reserve space, this much must stay free beyond what is needed
 
 def fastnorm_home()->Path:
     "Where fastnorm keeps generated data and caches: `$FASTNORM_HOME`, else `~/.fastnorm`"
@@ -43,3 +45,54 @@ def atomic_path(path, suffix:str|None=None):
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
+
+def _mib(n:int)->str: return f"{n / 2**20:.1f} MiB ({n} bytes)"
+
+def no_space(path, # the file that could not be written
+             needed:int, # bytes it needs
+             free:int|None=None, # bytes free there; default: asked of the disk now
+             name=None, # how the message names `path` (e.g. where a temporary file goes once complete)
+            )->OSError:
+    "An `OSError` (ENOSPC) that says how much `path` needs, where, and how much is free"
+    path = Path(path)
+    if free is None: free = shutil.disk_usage(path.parent if path.parent.exists() else '.').free
+    name = Path(name or path)
+    return OSError(errno.ENOSPC, f"No space left on device for {name}: it needs {_mib(needed)}, and the disk holding "
+                                 f"{name.parent} has {_mib(free)} free. Free some space, or choose another folder "
+                                 "(FASTNORM_HOME for the feature cache, --out for a comparison or an export)")
+
+def reserve(path, # an existing file, e.g. a `.npy` that `np.lib.format.open_memmap` made (sparse)
+            size:int|None=None, # bytes to reserve from its start; default: its length
+            margin:int=SPACE_MARGIN, # without `posix_fallocate`: bytes that must stay free beyond `size`
+            name=None, # how an error names `path`; default: `path`
+           )->Path:
+    """Give `path` its `size` bytes on disk now, so writing them later through a memmap cannot find the disk full (the
+    kernel would kill the process with SIGBUS). `os.posix_fallocate` where the system and filesystem have it, else a
+    check that the disk has `size` + `margin` bytes free; too little space is `no_space`'s `OSError`"""
+    path = Path(path)
+    size = path.stat().st_size if size is None else int(size)
+    if size == 0: return path
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if hasattr(os, 'posix_fallocate'):
+            try:
+                os.posix_fallocate(fd, 0, size)
+                return path
+            except OSError as e:
+                if e.errno == errno.ENOSPC: raise no_space(path, size, name=name) from None
+                if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL): raise
+        free = shutil.disk_usage(path.parent).free
+        have = os.fstat(fd).st_blocks * 512  # what the file holds on disk already
+        if free + have < size + margin: raise no_space(path, size + margin, free, name)
+        return path
+    finally: os.close(fd)
+
+@contextmanager
+def explain_full_disk(path, # the file (or folder) being written
+                      needed:int, # about how many bytes the writing needs
+                     ):
+    "Turn a bare `OSError` ENOSPC raised inside into `no_space`'s, which says how much was needed and is free"
+    try: yield
+    except OSError as e:
+        if e.errno != errno.ENOSPC or 'needs' in str(e): raise
+        raise no_space(path, needed) from e

@@ -22,7 +22,7 @@ from ..audio import AudioTensor, load_audio
 from ..checks import check_choice, check_int
 from ..spec import SpecConfig, TensorSpec, MelSpec
 from ..noise import NoiseClips, NOISE_SPLITS
-from ..utils import atomic_path
+from ..utils import atomic_path, reserve, explain_full_disk
 from .. import __version__
 from .items import dataset_items, follow_labels
 from .schemes import SCHEMES, NOISE_COLORS, Scheme, scheme_image
@@ -272,9 +272,10 @@ class _Export:
             return _check_arrays(part, self.n, self.hw, self.dtype, self.ys)
         with atomic_path(part/'data.npy') as p:
             np.lib.format.open_memmap(p, mode='w+', dtype=self.dtype, shape=(self.n, *self.hw)).flush()
-        with atomic_path(part/'labels.npy') as p:
+            reserve(p, name=part/'data.npy')  # the rows are written through a memmap: a page the disk cannot hold would be a SIGBUS
+        with explain_full_disk(part/'labels.npy', self.ys.nbytes + 128), atomic_path(part/'labels.npy') as p:
             np.save(p, self.ys)
-        with atomic_path(part/'export.json') as p:
+        with explain_full_disk(part/'export.json', 1 << 16), atomic_path(part/'export.json') as p:
             p.write_text(json.dumps(self.head(), indent=1))
 
     def manifest(self, part:Path, first:int)->Path:
@@ -308,6 +309,7 @@ class _Export:
         load = _Clips(self.rate)
         # batch k + workers is submitted once batch k is computed, so the two never share a `Scheme` at once
         compute = lambda k: self.compute(todo[k], schemes[k % workers], device, load)
+        reserve(part/'data.npy')  # a no-op when set_up reserved it; a partial from an earlier fastnorm may be sparse
         mm = np.lib.format.open_memmap(part/'data.npy', mode='r+')
         threads = torch.get_num_threads()
         if workers > 1: torch.set_num_threads(1)
@@ -351,8 +353,9 @@ class _Export:
         man = dict(rows=[first, end], files=self.paths[first:end], labels=self.ys[first:end].tolist(), noise=noise,
                    scheme=self.scheme, scheme_params=SCHEMES[self.scheme], seed=self.seed, batch_seed=bseed,
                    settings=self.settings, device=str(device), fastnorm=__version__)
-        with atomic_path(self.manifest(part, first)) as p:
-            p.write_text(json.dumps(man))
+        text = json.dumps(man)
+        with explain_full_disk(self.manifest(part, first), len(text)), atomic_path(self.manifest(part, first)) as p:
+            p.write_text(text)
         return end
 
 def export_dataset(out, # folder to write (data.npy, labels.npy, export.json, manifest/)

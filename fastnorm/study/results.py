@@ -4,15 +4,16 @@ merged by rank 0 at the end."""
 from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
-from ..utils import atomic_path
+from ..utils import atomic_path, explain_full_disk
 from .ranks import Ranks, part_files
 
 __all__ = ['Ledger', 'canonical', 'read_table', 'write_csv']
 
 def write_csv(df:pd.DataFrame, path:Path):
-    "`df` to `path` atomically: an interrupted write leaves the old file"
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+    "`df` to `path` atomically: an interrupted write (or a full disk) leaves the old file"
+    text = df.to_csv(index=False)
+    with explain_full_disk(path, len(text.encode())), atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 KEY = ['norm', 'run', 'fold']  # a job's columns: a row of results.csv per job, of curves.csv per job and epoch
 NEEDED = {'results': KEY + ['final_acc'], 'curves': KEY + ['epoch', 'accuracy']}  # what resume and the report read
