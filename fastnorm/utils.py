@@ -1,10 +1,10 @@
 "Small helpers shared by the modules: fastnorm's home folder, atomic file writes, disk space reserved before a write."
 from __future__ import annotations
-import errno, os, shutil, tempfile
+import errno, os, re, shutil, socket, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ['fastnorm_home', 'atomic_path', 'atomic_dir', 'reserve', 'no_space', 'explain_full_disk', 'SPACE_MARGIN']
+__all__ = ['fastnorm_home', 'atomic_path', 'atomic_dir', 'remove_stale', 'reserve', 'no_space', 'explain_full_disk', 'SPACE_MARGIN']
 
 SPACE_MARGIN = 16 << 20  # where the disk cannot reserve space, this much must stay free beyond what is needed
 
@@ -17,27 +17,74 @@ def _umask()->int:
     os.umask(m)
     return m
 
+# a temporary name carries the host and process that made it: `.NAME.tmp-HOST-PID-RANDOM`; a later writer in the same
+# folder removes those of processes of this host that are gone (killed), and leaves a live one's (a concurrent writer)
+_TMP = re.compile(r'^\..+\.tmp-(?P<host>[^-/]*)-(?P<pid>\d+)-[^/]*$')
+
+def _host()->str: return re.sub(r'[^A-Za-z0-9_.]', '_', socket.gethostname())[:64]
+
+def _tmp_prefix(name:str)->str: return f'.{name}.tmp-{_host()}-{os.getpid()}-'
+
+def _alive(pid:int)->bool:
+    "Whether process `pid` of this host runs (a process of another user counts as running)"
+    if pid == os.getpid(): return True
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OverflowError, OSError): return True
+    return True
+
+def remove_stale(folder)->list:
+    """Remove the temporary files and folders (`atomic_dir`, `atomic_path`) in `folder` that processes of this host left
+    when they were killed; those of a running process stay. Returns what was removed"""
+    gone, host = [], _host()
+    try: entries = list(os.scandir(folder))
+    except OSError: return gone
+    for e in entries:
+        m = _TMP.match(e.name)
+        if m is None or m['host'] != host or _alive(int(m['pid'])): continue
+        try:
+            if e.is_dir(follow_symlinks=False): shutil.rmtree(e.path)
+            else: os.remove(e.path)
+            gone.append(e.path)
+        except FileNotFoundError: pass  # another process removed it first
+    return gone
+
 @contextmanager
 def atomic_dir(dest):
-    "Yield a temporary folder beside `dest`; on success it replaces `dest` whole: readers never see a half-made folder"
+    """Yield a temporary folder beside `dest`; on success it replaces `dest` whole: readers never see a half-made folder,
+    and a process killed at any point leaves `dest` as it was (or gone, when killed while replacing it) and a
+    temporary folder that the next writer beside it removes"""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.tmp-'))
+    remove_stale(dest.parent)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=_tmp_prefix(dest.name)))
+    old = []
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result gets the usual permissions
-        if dest.exists(): shutil.rmtree(dest)
-        tmp.rename(dest)
+        for _ in range(5):  # another process may put its own `dest` there in between: it is moved aside in turn
+            if dest.exists():
+                old.append(Path(tempfile.mkdtemp(dir=dest.parent, prefix=_tmp_prefix(dest.name))))
+                try: dest.rename(old[-1]/'old')  # moved aside whole, never half-deleted in place
+                except FileNotFoundError: pass
+            try:
+                tmp.rename(dest)
+                break
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST): raise
+        else: raise FileExistsError(f"{dest}: other processes keep replacing it; try again")
     finally:
-        if tmp.exists(): shutil.rmtree(tmp)
+        for p in [tmp, *old]:
+            if p.exists(): shutil.rmtree(p, ignore_errors=True)
 
 @contextmanager
 def atomic_path(path, suffix:str|None=None):
     "Yield a temporary path beside `path`; on success it is renamed onto `path`: readers never see a half-written file"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent)
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=suffix)
     os.close(fd)
     try:
         yield Path(tmp)
