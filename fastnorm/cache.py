@@ -44,7 +44,8 @@ def _make_specs(waves, cfg:SpecConfig, duration:float, wave_norm:bool, tfms=None
 
 def _digest(meta:dict)->str:
     "What `meta.json` holds about itself: the sha1 of its other entries, so a hand-edited file is known"
-    return hashlib.sha1(json.dumps({k: v for k, v in meta.items() if k != 'check'}, sort_keys=True).encode()).hexdigest()
+    rest = {k: v for k, v in meta.items() if k != 'check'}
+    return hashlib.sha1(json.dumps(rest, sort_keys=True).encode()).hexdigest()
 
 def _files_sha1(files)->str: return hashlib.sha1('\n'.join(map(str, files)).encode()).hexdigest()
 
@@ -65,8 +66,8 @@ def _read_meta(f:Path)->tuple:
     try: cfg = SpecConfig(**meta['cfg'])
     except (TypeError, ValueError) as e: raise _damaged(f, f"cfg {meta['cfg']!r}: {e}") from None
     shape, dur = meta['shape'], meta['duration']
-    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                                                 for v in shape)):
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if not (isinstance(shape, list) and len(shape) == 4 and all(whole(v) and v >= 1 for v in shape)):
         raise _damaged(f, f"shape {shape!r} is not 4 positive integers")
     if not (isinstance(dur, (int, float)) and not isinstance(dur, bool) and 0 < dur < 1e7
             and isinstance(meta['wave_norm'], bool)):
@@ -80,7 +81,8 @@ def _read_index(f:Path, meta:dict)->pd.DataFrame:
     try: index = pd.read_csv(f, dtype={'file': str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise _damaged(f, f"not a csv ({type(e).__name__}: {e})") from None
-    if list(index.columns) != ['file', 'row'] or not isinstance(index.index, pd.RangeIndex): raise _damaged(f, f"columns {list(index.columns)}, not ['file', 'row']")
+    if list(index.columns) != ['file', 'row'] or not isinstance(index.index, pd.RangeIndex):  # extra cells: an index
+        raise _damaged(f, f"columns {list(index.columns)}, not ['file', 'row']")
     n = meta['shape'][0]
     rows = pd.to_numeric(index['row'], errors='coerce')
     if len(index) != n or not (rows.to_numpy() == np.arange(n)).all():
@@ -175,19 +177,20 @@ class SpecCache:
         try:
             with np.load(p, allow_pickle=False) as z: st = {k: z[k] for k in ('count', 'mean', 'm2')}
         except Exception as e:  # zip, CRC, a missing array, a header numpy cannot parse
-            raise _damaged(p, f"not the arrays count, mean, m2 of a .npz numpy can read ({type(e).__name__}: {e})") from None
+            raise _damaged(p, f"not the arrays count, mean, m2 of a .npz numpy can read ({type(e).__name__}: "
+                              f"{e})") from None
         shape = tuple(self.meta['shape'][:3])
         for k, v in st.items():
-            if v.dtype != np.float64 or v.shape != shape: raise _damaged(p, f"{k} is {v.dtype} {list(v.shape)}, not "
-                                                                           f"float64 {list(shape)}")
+            if v.dtype != np.float64 or v.shape != shape:
+                raise _damaged(p, f"{k} is {v.dtype} {list(v.shape)}, not float64 {list(shape)}")
         if not all(np.isfinite(v).all() for v in st.values()) or (st['count'] <= 0).any() or (st['m2'] < 0).any():
             raise _damaged(p, "NaN, Inf, a count <= 0 or a negative m2")
         return {k: torch.from_numpy(v) for k, v in st.items()}
 
     def check(self)->SpecCache:
         "Open every file of the cache (data.npy's header, stats.npz), raising `CacheError` where one is damaged"
-        self.__dict__.pop('_data', None); self.__dict__.pop('_item_stats', None)
-        self.data, self.item_stats
+        for k in ('_data', '_item_stats'): self.__dict__.pop(k, None)
+        _ = self.data, self.item_stats  # each checks its file as it opens it
         return self
 
     @staticmethod
@@ -228,7 +231,7 @@ class SpecCache:
         with explain_full_disk(dest, need), atomic_dir(dest) as tmp:  # a failure removes `tmp`
             tfms = (AudioCropPad(duration), AudioNormalize(), MelSpec(cfg=cfg))
             mm = np.lib.format.open_memmap(tmp/'data.npy', mode='w+', dtype=np.float32, shape=shape)
-            reserve(tmp/'data.npy', name=dest/'data.npy')  # before any write: a memmap page the disk cannot hold is a SIGBUS
+            reserve(tmp/'data.npy', name=dest/'data.npy')  # before any write: a page the disk cannot hold is a SIGBUS
             st = dict(count=np.full(shape[:3], float(shape[3])), mean=np.empty(shape[:3]), m2=np.empty(shape[:3]))
             starts = range(0, len(files), bs)
             for s in (progress_bar(starts) if progress else starts):

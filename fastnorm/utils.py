@@ -4,7 +4,8 @@ import errno, os, re, shutil, socket, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ['fastnorm_home', 'atomic_path', 'atomic_dir', 'remove_stale', 'reserve', 'no_space', 'explain_full_disk', 'SPACE_MARGIN']
+__all__ = ['fastnorm_home', 'atomic_path', 'atomic_dir', 'remove_stale', 'reserve', 'no_space', 'explain_full_disk',
+           'SPACE_MARGIN']
 
 SPACE_MARGIN = 16 << 20  # where the disk cannot reserve space, this much must stay free beyond what is needed
 
@@ -51,8 +52,8 @@ def remove_stale(folder)->list:
 
 @contextmanager
 def atomic_dir(dest):
-    """Yield a temporary folder beside `dest`; on success it replaces `dest` whole: readers never see a half-made folder,
-    and a process killed at any point leaves `dest` as it was (or gone, when killed while replacing it) and a
+    """Yield a temporary folder beside `dest`; on success it replaces `dest` whole: readers never see a half-made
+    folder, and a process killed at any point leaves `dest` as it was (or gone, when killed while replacing it) and a
     temporary folder that the next writer beside it removes"""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

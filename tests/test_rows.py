@@ -1,4 +1,5 @@
-"Labels and rows: empty labels, files listed twice, folds that are not integers and splits without training rows are refused, naming the csv's rows"
+"""Labels and rows: empty labels, files listed twice, folds that are not integers and splits without training rows are
+refused, naming the csv's rows (1-based, the header is row 1)"""
 import shutil, numpy as np, pandas as pd, soundfile as sf, pytest
 from fastnorm.data import read_esc50_csv, esc50_dls, CrossValidationSplitter, FSDDSplitter, fsdd_items, folder_dls
 from fastnorm.noise import noise_files

@@ -143,7 +143,8 @@ def _load_labels(f:Path)->np.ndarray:
         raise ValueError(f"labels file {f} is not a .npy array numpy can read ({type(e).__name__}: {e}): expected "
                          "a 1-D array of integer labels, as np.save writes it") from None
     if not isinstance(labels, np.ndarray):
-        raise ValueError(f"labels file {f} holds {type(labels).__name__} (an .npz?), not one 1-D array of integer labels")
+        raise ValueError(f"labels file {f} holds {type(labels).__name__} (an .npz?), not one 1-D array of integer "
+                         "labels")
     return labels
 
 def _read_json(f:Path, what:str)->dict:
@@ -272,7 +273,7 @@ class _Export:
             return _check_arrays(part, self.n, self.hw, self.dtype, self.ys)
         with atomic_path(part/'data.npy') as p:
             np.lib.format.open_memmap(p, mode='w+', dtype=self.dtype, shape=(self.n, *self.hw)).flush()
-            reserve(p, name=part/'data.npy')  # the rows are written through a memmap: a page the disk cannot hold would be a SIGBUS
+            reserve(p, name=part/'data.npy')  # rows go in through a memmap: a page the disk cannot hold is a SIGBUS
         with explain_full_disk(part/'labels.npy', self.ys.nbytes + 128), atomic_path(part/'labels.npy') as p:
             np.save(p, self.ys)
         with explain_full_disk(part/'export.json', 1 << 16), atomic_path(part/'export.json') as p:

@@ -38,7 +38,8 @@ def _check_same(cfg:CompareConfig, out:Path, resume:bool):
         raise ValueError(f"--resume: {f} is not the JSON fastnorm writes ({type(e).__name__}: {e}): "
                          "remove it to resume with today's settings, or use another --out") from None
     if not isinstance(old, dict):
-        raise ValueError(f"--resume: {f} holds a {type(old).__name__}, not the settings (a JSON object) fastnorm writes")
+        raise ValueError(f"--resume: {f} holds a {type(old).__name__}, not the settings (a JSON object) fastnorm "
+                         "writes")
     # through JSON, so a tuple compares equal to the list it was saved as
     diff = {k: (old.get(k), v) for k, v in json.loads(json.dumps(cfg.key())).items() if old.get(k) != v}
     if diff:
