@@ -19,8 +19,9 @@ def _umask()->int:
     return m
 
 # a temporary name carries the host and process that made it: `.NAME.tmp-HOST-PID-RANDOM`; a later writer in the same
-# folder removes those of processes of this host that are gone (killed), and leaves a live one's (a concurrent writer)
-_TMP = re.compile(r'^\..+\.tmp-(?P<host>[^-/]*)-(?P<pid>\d+)-[^/]*$')
+# folder removes those of processes of this host that are gone (killed), and leaves a live one's (a concurrent writer);
+# `.NAME.tmp-PID-RANDOM`, without the host, counts as this host's
+_TMP = re.compile(r'^\..+\.tmp-(?:(?P<host>[^-/]*)-)?(?P<pid>\d+)-[^/]*$')
 
 def _host()->str: return re.sub(r'[^A-Za-z0-9_.]', '_', socket.gethostname())[:64]
 
@@ -42,7 +43,7 @@ def remove_stale(folder)->list:
     except OSError: return gone
     for e in entries:
         m = _TMP.match(e.name)
-        if m is None or m['host'] != host or _alive(int(m['pid'])): continue
+        if m is None or m['host'] not in (None, host) or _alive(int(m['pid'])): continue
         try:
             if e.is_dir(follow_symlinks=False): shutil.rmtree(e.path)
             else: os.remove(e.path)

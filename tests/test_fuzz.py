@@ -535,3 +535,34 @@ def test_export_resume_completes_the_same_bytes_or_names_the_file(fsdd_dir, expo
     # the arrays of the uninterrupted export (a header with other spacing, numpy's reading the same, may stay)
     assert np.array_equal(np.load(out/'data.npy'), data) and np.load(out/'data.npy').dtype == data.dtype
     assert np.array_equal(np.load(out/'labels.npy'), labels) and np.load(out/'labels.npy').dtype == labels.dtype
+
+curve_row = st.tuples(cell('none', 'global', ''), cell('0', '1', 'x'), cell('1', '', '2'), cell('1', '2', '0.5', ''),
+                      cell('0.5', '2', '', 'x'))
+curve_text = st.lists(curve_row, max_size=4).map(lambda rows: 'norm,run,fold,epoch,accuracy\n' + ''.join(
+    ','.join(r) + '\n' for r in rows))
+
+@given(curve_text, st.lists(mutation, max_size=2))
+def test_curves_csv_under_resume_reads_as_pandas_or_names_the_file(tmp_path_factory, text, muts):
+    "curves.csv beside a good results.csv: its rows of the jobs in results.csv are kept as pandas reads them"
+    out = tmp_path_factory.mktemp('curves')
+    (out/'results.csv').write_text('norm,run,fold,seed,final_acc\nnone,0,1,0,0.5\nglobal,1,1,1,0.25\n')
+    f = out/'curves.csv'
+    f.write_bytes(mutate(text.encode(), muts))
+    try: ref = pd.read_csv(f)
+    except Exception as e: ref = e
+    try: led = Ledger(out, ('none', 'global'), ['final_acc'], Ranks(), resume=True)
+    except Exception as e:
+        own_error(e, f)
+        return
+    got = pd.concat(led.curves) if led.curves else pd.DataFrame()
+    if isinstance(ref, Exception) or not len(ref):
+        assert not len(got)
+        return
+    ref = pd.DataFrame({c: ref[c] if c == 'norm' else _ints(ref[c]) for c in ('norm', 'run', 'fold', 'epoch')})
+    keep = [(n, int(r), int(fo)) in led.rows for n, r, fo in zip(ref['norm'], ref['run'], ref['fold'])]
+    # the curves of jobs without a results row are dropped (cut between the two writes), a repeated epoch read once
+    ref = ref[keep].drop_duplicates(keep='first')
+    assert len(got) == len(ref)
+    if len(got):
+        assert got['epoch'].dtype == np.int64 and got['accuracy'].between(0, 1).all()
+        assert (got[['run', 'fold', 'epoch']].to_numpy() == ref[['run', 'fold', 'epoch']].to_numpy()).all()

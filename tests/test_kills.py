@@ -27,6 +27,8 @@ def test_stale_temporary_folders_of_dead_processes_are_removed(tmp_path):
         other_host.mkdir()
         plain = tmp_path/'.KEY.tmp-abc'  # an older fastnorm's name, without its process
         plain.mkdir()
+        gone.append(tmp_path/f'.KEY.tmp-{dead}-x2')  # a process's name without its host: this host's
+        gone[-1].mkdir()
         with atomic_dir(tmp_path/'KEY') as t: (t/'a').write_text('x')
         assert not any(p.exists() for p in gone) and all(p.exists() for p in kept) and other_host.exists()
         assert plain.exists() and (tmp_path/'KEY'/'a').read_text() == 'x'
