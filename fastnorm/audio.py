@@ -23,23 +23,30 @@ class AudioLoadError(ValueError):
 def _read_pcm16_wav(path:Path):
     """`([samples, channels] float32, rate)` of a plain 16-bit PCM WAV straight from its bytes, with soundfile's numbers
     (x / 32768) and without its per-file setup, which outweighs the reading on short clips such as FSDD's; None for
-    any other file, known from its header, before its samples are read (soundfile then reads it once)"""
+    any other file, known from its header, before its samples are read (soundfile then reads it once). A header this
+    reader cannot follow (cut short, garbled, sizes past the end) is also None: soundfile decides, and says what is
+    wrong"""
     with open(path, 'rb') as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b'RIFF' or head[8:12] != b'WAVE': return None
         fmt = None
         while len(chunk := f.read(8)) == 8:
             cid, size = chunk[:4], int.from_bytes(chunk[4:], 'little')
-            if cid == b'fmt ' and size >= 16:
-                fmt = struct.unpack('<HHIIHH', f.read(16))  # tag, channels, rate, bytes/s, block align, bits
-                f.seek(size - 16 + (size & 1), 1)
+            if cid == b'fmt ':
+                body = f.read(size + (size & 1))
+                if fmt is not None or size < 16 or len(body) < size: return None  # cut short, or a second fmt
+                fmt = struct.unpack('<HHIIHH', body[:16])  # tag, channels, rate, bytes/s, block align, bits
             elif cid == b'data':
-                if fmt is None or fmt[0] != 1 or fmt[5] != 16 or fmt[1] < 1 or size % (2 * fmt[1]): return None
+                if (fmt is None or fmt[0] != 1 or fmt[5] != 16 or not 1 <= fmt[1] <= 1024 or fmt[4] != 2 * fmt[1]
+                        or not 1 <= fmt[2] < 2**31 or size % (2 * fmt[1])): return None  # libsndfile's limits
                 data = f.read(size)
-                if len(data) < size: return None  # truncated: soundfile decides what is readable
+                # truncated, empty, or chunks after the samples (soundfile reads those too, and may refuse the file)
+                if len(data) < size or size == 0 or len(f.read(2)) > (size & 1): return None
                 pcm = np.frombuffer(data, '<i2').reshape(-1, fmt[1])
                 return pcm.astype(np.float32) / np.float32(32768), fmt[2]
-            else: f.seek(size + (size & 1), 1)  # chunks are padded to an even size
+            elif cid in (b'LIST', b'fact', b'cue ', b'PAD ', b'JUNK', b'bext', b'smpl', b'inst', b'id3 ', b'ID3 '):
+                f.seek(size + (size & 1), 1)  # chunks are padded to an even size
+            else: return None  # a chunk soundfile may read otherwise (or junk): it decides
     return None
 
 def load_audio(path, # WAV, FLAC, OGG or AIFF file
@@ -52,7 +59,7 @@ def load_audio(path, # WAV, FLAC, OGG or AIFF file
     if sr is not None: sr = check_int('sr', sr, lo=1)
     pcm = _read_pcm16_wav(path) if path.suffix.lower() == '.wav' else None
     try: data, file_sr = pcm if pcm is not None else sf.read(str(path), dtype='float32', always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, MemoryError) as e:
         raise AudioLoadError(f"Could not decode audio file {path}: {e}") from e
     if data.shape[0] == 0: raise AudioLoadError(f"Audio file {path} is empty: it holds 0 samples")
     x = torch.from_numpy(np.ascontiguousarray(data.T))

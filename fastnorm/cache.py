@@ -1,6 +1,6 @@
 "Feature cache: a dataset's spectrograms computed once into a `.npy` memmap with an index, reused on the next call."
 from __future__ import annotations
-import hashlib, json
+import hashlib, json, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastai.data.block import TransformBlock
@@ -10,11 +10,11 @@ from fasttransform import Pipeline
 from fastprogress.fastprogress import progress_bar
 from .audio import AudioTensor, AudioNormalize, AudioCropPad
 from .spec import SpecConfig, TensorSpec, MelSpec
-from .utils import fastnorm_home, atomic_dir
+from .utils import fastnorm_home, atomic_dir, reserve, explain_full_disk
 from .checks import check_int, check_positive
 from . import __version__
 
-__all__ = ['SpecCache', 'CachedSpec', 'CachedSpecDL', 'SpecCacheBlock']
+__all__ = ['SpecCache', 'CacheError', 'CachedSpec', 'CachedSpecDL', 'SpecCacheBlock']
 
 # 2: per-item statistics in `stats.npz`; caches of format 1 lack them (`item_stats` is None) and are rebuilt by `build`
 CACHE_FORMAT = 2
@@ -42,6 +42,56 @@ def _make_specs(waves, cfg:SpecConfig, duration:float, wave_norm:bool, tfms=None
     if wave_norm: x = norm(x)
     return tospec(x)
 
+def _digest(meta:dict)->str:
+    "What `meta.json` holds about itself: the sha1 of its other entries, so a hand-edited file is known"
+    rest = {k: v for k, v in meta.items() if k != 'check'}
+    return hashlib.sha1(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+def _files_sha1(files)->str: return hashlib.sha1('\n'.join(map(str, files)).encode()).hexdigest()
+
+class CacheError(ValueError):
+    "A feature cache folder whose files are damaged, cut short or edited: `SpecCache.build` rebuilds it"
+
+def _damaged(f:Path, what:str):
+    return CacheError(f"The feature cache file {f} is damaged: {what}. Delete {f.parent} (fastnorm rebuilds it)")
+
+def _read_meta(f:Path)->tuple:
+    "(meta, cfg) of a cache's `meta.json`, checked: JSON, every entry of its type, its own digest, shape and cfg agree"
+    try: meta = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e: raise _damaged(f, f"not JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict): raise _damaged(f, f"a {type(meta).__name__}, not a JSON object")
+    missing = [k for k in ('key', 'cfg', 'duration', 'wave_norm', 'shape') if k not in meta]
+    if missing: raise _damaged(f, f"it lacks {missing}")
+    if 'check' in meta and meta['check'] != _digest(meta): raise _damaged(f, "edited since it was written")
+    try: cfg = SpecConfig(**meta['cfg'])
+    except (TypeError, ValueError) as e: raise _damaged(f, f"cfg {meta['cfg']!r}: {e}") from None
+    shape, dur = meta['shape'], meta['duration']
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if not (isinstance(shape, list) and len(shape) == 4 and all(whole(v) and v >= 1 for v in shape)):
+        raise _damaged(f, f"shape {shape!r} is not 4 positive integers")
+    if not (isinstance(dur, (int, float)) and not isinstance(dur, bool) and 0 < dur < 1e7
+            and isinstance(meta['wave_norm'], bool)):
+        raise _damaged(f, f"duration {dur!r} or wave_norm {meta['wave_norm']!r}")
+    want = [shape[0], 1, cfg.n_freq, cfg.n_frames(int(round(dur * cfg.sr)))]
+    if shape != want: raise _damaged(f, f"shape {shape} is not what its cfg and duration make ({want})")
+    return meta, cfg
+
+def _read_index(f:Path, meta:dict)->pd.DataFrame:
+    "A cache's `index.csv`, checked: a file per row, rows 0..N-1 in order, the files `meta.json` was written for"
+    try: index = pd.read_csv(f, dtype={'file': str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise _damaged(f, f"not a csv ({type(e).__name__}: {e})") from None
+    if list(index.columns) != ['file', 'row'] or not isinstance(index.index, pd.RangeIndex):  # extra cells: an index
+        raise _damaged(f, f"columns {list(index.columns)}, not ['file', 'row']")
+    n = meta['shape'][0]
+    rows = pd.to_numeric(index['row'], errors='coerce')
+    if len(index) != n or not (rows.to_numpy() == np.arange(n)).all():
+        raise _damaged(f, f"its rows are not 0..{n - 1} in order ({len(index)} rows)")
+    if index['file'].isna().any() or index['file'].duplicated().any(): raise _damaged(f, "a file is empty or twice")
+    if 'files' in meta and meta['files'] != _files_sha1(index['file']):
+        raise _damaged(f, "its files are not those the cache was built for")
+    return index.assign(row=rows.astype('int64'))
+
 class SpecCache:
     """Spectrograms of `files` (as `SpecCache.build` made them) in `data.npy` (a memmap) with `index.csv`; `cache[file]`
     is a `TensorSpec`. `stats.npz` holds each item's statistics over time, which `compute_stats` merges instead of
@@ -49,10 +99,11 @@ class SpecCache:
     loads where the cache is not; `spec` computes what the cache lacks with the same settings."""
     def __init__(self, path):
         self.path = Path(path)
-        self.meta = json.loads((self.path/'meta.json').read_text())
-        self.cfg = SpecConfig(**self.meta['cfg'])
-        self.index = pd.read_csv(self.path/'index.csv')
-        self.rows = dict(zip(self.index['file'], self.index['row']))
+        for f in ('meta.json', 'index.csv'):
+            if not (self.path/f).is_file(): raise FileNotFoundError(f"Not a feature cache: {self.path/f} not found")
+        self.meta, self.cfg = _read_meta(self.path/'meta.json')
+        self.index = _read_index(self.path/'index.csv', self.meta)
+        self.rows = dict(zip(self.index['file'], self.index['row'].tolist()))
 
     @property
     def duration(self)->float:
@@ -72,7 +123,14 @@ class SpecCache:
         if '_data' not in self.__dict__:
             f = self.path/'data.npy'
             if not f.is_file(): raise FileNotFoundError(f"The feature cache's spectrograms are gone: {f} not found")
-            self._data = np.load(f, mmap_mode='r')
+            try: data = np.load(f, mmap_mode='r')
+            except Exception as e:  # numpy's header parser or mmap: whatever it says of bytes it cannot read
+                raise _damaged(f, f"not a .npy file numpy can map ({type(e).__name__}: {e})") from None
+            if (not isinstance(data, np.ndarray) or data.dtype != np.dtype('<f4') or not data.flags.c_contiguous
+                    or list(data.shape) != list(self.meta['shape'])):
+                what = f"{getattr(data, 'dtype', type(data).__name__)} {list(getattr(data, 'shape', ()))}"
+                raise _damaged(f, f"it holds {what}, not float32 {self.meta['shape']} in C order")
+            self._data = data
         return self._data
 
     def __getstate__(self):
@@ -111,9 +169,29 @@ class SpecCache:
         if '_item_stats' not in self.__dict__:
             p = self.path/'stats.npz'
             self._item_stats = None
-            if p.is_file():
-                with np.load(p) as z: self._item_stats = {k: torch.from_numpy(z[k]) for k in ('count', 'mean', 'm2')}
+            if p.is_file(): self._item_stats = self._read_stats(p)
         return self._item_stats
+
+    def _read_stats(self, p:Path)->dict:
+        "`stats.npz`, checked: count, mean and m2 float64 `[N,C,F]`, finite, count > 0 and m2 >= 0"
+        try:
+            with np.load(p, allow_pickle=False) as z: st = {k: z[k] for k in ('count', 'mean', 'm2')}
+        except Exception as e:  # zip, CRC, a missing array, a header numpy cannot parse
+            raise _damaged(p, f"not the arrays count, mean, m2 of a .npz numpy can read ({type(e).__name__}: "
+                              f"{e})") from None
+        shape = tuple(self.meta['shape'][:3])
+        for k, v in st.items():
+            if v.dtype != np.float64 or v.shape != shape:
+                raise _damaged(p, f"{k} is {v.dtype} {list(v.shape)}, not float64 {list(shape)}")
+        if not all(np.isfinite(v).all() for v in st.values()) or (st['count'] <= 0).any() or (st['m2'] < 0).any():
+            raise _damaged(p, "NaN, Inf, a count <= 0 or a negative m2")
+        return {k: torch.from_numpy(v) for k, v in st.items()}
+
+    def check(self)->SpecCache:
+        "Open every file of the cache (data.npy's header, stats.npz), raising `CacheError` where one is damaged"
+        for k in ('_data', '_item_stats'): self.__dict__.pop(k, None)
+        _ = self.data, self.item_stats  # each checks its file as it opens it
+        return self
 
     @staticmethod
     def key(files, cfg:SpecConfig, duration:float, wave_norm:bool)->str:
@@ -133,19 +211,27 @@ class SpecCache:
         "Compute (or reuse, when the files and settings are unchanged) the spectrograms of `files`"
         files = [str(f) for f in files]
         if not files: raise ValueError("`files` is empty: nothing to cache")
+        twice = pd.Series(files)[pd.Series(files).duplicated()]
+        if len(twice): raise ValueError(f"`files` lists {twice.iloc[0]} more than once: a cache holds each file once")
         check_positive('duration', duration)
         bs = check_int('bs', bs, lo=1)
         key = cls.key(files, cfg, duration, wave_norm)
         dest = Path(dest) if dest is not None else fastnorm_home()/'cache'/key
-        meta_file = dest/'meta.json'
-        if meta_file.is_file() and json.loads(meta_file.read_text()).get('key') == key: return cls(dest)
-        if dest.exists() and any(dest.iterdir()) and not (dest/'meta.json').is_file():
+        if (dest/'meta.json').is_file():
+            try:
+                c = cls(dest)
+                if c.meta['key'] == key: return c.check()
+            except (CacheError, FileNotFoundError) as e:  # ours, damaged: made again
+                warnings.warn(f"Rebuilding the feature cache in {dest}: {e}")
+        elif dest.exists() and any(dest.iterdir()):
             raise FileExistsError(f"{dest} exists and is not a fastnorm feature cache: choose another `dest`")
-        with atomic_dir(dest) as tmp:
+        n = int(round(duration*cfg.sr))
+        shape = (len(files), 1, cfg.n_freq, cfg.n_frames(n))
+        need = 4 * int(np.prod(shape)) + 3 * 8 * int(np.prod(shape[:3])) + sum(len(f) + 8 for f in files) + (1 << 16)
+        with explain_full_disk(dest, need), atomic_dir(dest) as tmp:  # a failure removes `tmp`
             tfms = (AudioCropPad(duration), AudioNormalize(), MelSpec(cfg=cfg))
-            n = int(round(duration*cfg.sr))
-            shape = (len(files), 1, cfg.n_freq, cfg.n_frames(n))
             mm = np.lib.format.open_memmap(tmp/'data.npy', mode='w+', dtype=np.float32, shape=shape)
+            reserve(tmp/'data.npy', name=dest/'data.npy')  # before any write: a page the disk cannot hold is a SIGBUS
             st = dict(count=np.full(shape[:3], float(shape[3])), mean=np.empty(shape[:3]), m2=np.empty(shape[:3]))
             starts = range(0, len(files), bs)
             for s in (progress_bar(starts) if progress else starts):
@@ -157,9 +243,9 @@ class SpecCache:
             del mm
             np.savez(tmp/'stats.npz', **st)
             pd.DataFrame(dict(file=files, row=range(len(files)))).to_csv(tmp/'index.csv', index=False)
-            meta = dict(key=key, cfg=cfg.to_dict(), duration=duration, wave_norm=wave_norm, shape=shape,
-                        fmt=CACHE_FORMAT, fastnorm=__version__)
-            (tmp/'meta.json').write_text(json.dumps(meta))
+            meta = dict(key=key, cfg=cfg.to_dict(), duration=duration, wave_norm=wave_norm, shape=list(shape),
+                        fmt=CACHE_FORMAT, fastnorm=__version__, files=_files_sha1(files))
+            (tmp/'meta.json').write_text(json.dumps({**meta, 'check': _digest(meta)}))
         return cls(dest)
 
 class CachedSpec(Transform):

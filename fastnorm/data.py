@@ -7,7 +7,7 @@ from fastcore.meta import delegates
 from fastai.data.block import DataBlock, CategoryBlock
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import ColReader, RandomSplitter, ColSplitter, IndexSplitter, mask2idxs
-from .audio import AudioBlock, AudioNormalize, AUDIO_EXTS
+from .audio import AudioBlock, AudioNormalize, AudioLoadError, AUDIO_EXTS
 from .spec import MelSpec, spec_config
 from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
 from .checks import check_choice, check_frac, check_int, check_positive
@@ -57,36 +57,97 @@ def detect_layout(path, # a dataset folder
         raise ValueError(f"{what} {path} is not in a layout fastnorm reads here: expected {expected}{seen}")
     return found
 
-def _marked(df:pd.DataFrame, col:str, csv:Path)->pd.Series:
+def _row_list(mask, lines, k:int=3)->str:
+    "How a message names the csv rows (1-based lines, the header is line 1) where `mask` holds: the first `k`"
+    at = [int(l) for l in lines[mask.to_numpy() if hasattr(mask, 'to_numpy') else mask]]
+    first = ', '.join(map(str, at[:k])) + (f" ... ({len(at)} rows)" if len(at) > k else '')
+    return f"row{'s' if len(at) > 1 else ''} {first}"
+
+def _marked(df:pd.DataFrame, col:str, csv:Path, lines=None)->pd.Series:
     "The rows of `df` whose `col` says True (a bool column as pandas reads ESC-50's csv, or its text)"
     v = df[col]
     if v.dtype == bool:
         return v
+    lines = df.index.to_numpy() + 2 if lines is None else lines
     text = v.astype(str).str.strip().str.lower()
     bad = ~text.isin(['true', 'false', '1', '0'])
     if bad.any():
-        raise ValueError(f"{csv}: column {col!r} must be True or False, not {v[bad].iloc[0]!r} "
-                         f"(row {int(bad.to_numpy().argmax()) + 2})")
+        raise ValueError(f"{csv}: column {col!r} must be True or False, not {_cell(v[bad].iloc[0])!r} "
+                         f"(row {int(lines[int(bad.to_numpy().argmax())])})")
     return text.isin(['true', '1'])
+
+def _cell(v):
+    "A cell as Python holds it, for a message: 2.5, not np.float64(2.5)"
+    return v.item() if hasattr(v, 'item') else v
+
+def _empty(v:pd.Series)->pd.Series:
+    "Cells of `v` that are empty: NaN (an empty cell as pandas reads it) or only spaces"
+    return v.isna() | (v.astype(str).str.strip() == '')
+
+def _integers(df:pd.DataFrame, col:str, csv:Path, lines, lo:int|None=None)->pd.Series:
+    "Column `col` as int64, refusing a value that is not a whole number (`fold1`, 1.5) or is below `lo`, by value"
+    v = df[col]
+    num = pd.to_numeric(v, errors='coerce')
+    ok = num.notna() & (num == num.round()) & (num.abs() < 2**62)
+    if lo is not None: ok &= num >= lo
+    if not ok.all():
+        i = int((~ok).to_numpy().argmax())
+        what = 'integers' + (f' >= {lo}' if lo is not None else '')
+        raise ValueError(f"{csv}: column {col!r} must hold {what}, not {_cell(v.iloc[i])!r} ({_row_list(~ok, lines)})")
+    return num.astype('int64')
+
+def _check_rows(df:pd.DataFrame, csv:Path, lines)->pd.DataFrame:
+    """`df` with integer `fold` and `target`, refusing empty cells in ESC-50's columns, a non-integer fold or target,
+    and a file listed twice (in two folds: a leak of validation into training); messages name the csv's rows `lines`"""
+    for col in ESC50_COLUMNS[:4]:
+        empty = _empty(df[col])
+        if empty.any():
+            what = 'label' if col in ('category', 'target') else 'value'
+            raise ValueError(f"{csv}: column {col!r} is empty in {_row_list(empty, lines)}: every clip needs a {what}")
+    df = df.assign(fold=_integers(df, 'fold', csv, lines), target=_integers(df, 'target', csv, lines, lo=0))
+    dup = df['filename'].duplicated(keep=False)
+    if dup.any():
+        name = df['filename'][dup].iloc[0]
+        same = (df['filename'] == name).to_numpy()
+        folds = sorted(set(df['fold'][same].tolist()))
+        n_names = df['filename'][dup].nunique()
+        also = f" ({n_names} files are listed more than once)" if n_names > 1 else ''
+        if len(folds) > 1:
+            raise ValueError(f"{csv} lists {name!r} {int(same.sum())} times ({_row_list(same, lines)}), in folds "
+                             f"{folds}: a clip in two folds leaks the validation set into training{also}")
+        raise ValueError(f"{csv} lists {name!r} {int(same.sum())} times ({_row_list(same, lines)}): each clip must be "
+                         f"listed once{also}")
+    return df
 
 def read_esc50_csv(path, # a folder in ESC-50's layout
                    subset:str|None=None, # a boolean column of the csv: only the rows marked True (e.g. 'esc10')
                   )->pd.DataFrame:
-    """Read `path/meta/esc50.csv` of a folder in ESC-50's layout, checking its columns and files; adds a `path`
-    column. With `subset='esc10'`, only ESC-10's rows (their labels are ESC-10's 10 categories)"""
+    """Read `path/meta/esc50.csv` of a folder in ESC-50's layout, checking its columns, rows and files; adds a `path`
+    column. With `subset='esc10'`, only ESC-10's rows (their labels are ESC-10's 10 categories). Refused, naming the
+    csv's rows: an empty cell in `filename`, `fold`, `target` or `category`, a fold or target that is not an integer,
+    and a file listed twice (across folds, a leak of validation into training)"""
     path = Path(path)
     csv = path/'meta'/'esc50.csv'
     if not csv.is_file():
         raise FileNotFoundError(f"{path} is not in ESC-50's layout: expected {csv} (and the clips in {path/'audio'})")
-    df = pd.read_csv(csv)
+    try: df = pd.read_csv(csv, dtype={'filename': str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{csv} is not a csv pandas can read (ESC-50's has a header row {ESC50_COLUMNS}): "
+                         f"{type(e).__name__}: {e}") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas makes the first cells an index when rows outnumber the header
+        raise ValueError(f"{csv}: its rows have more cells than its header's {len(df.columns)} columns (a cell with an "
+                         f"unquoted comma?), e.g. the row starting {df.index[0]!r}")
     missing = [c for c in ESC50_COLUMNS if c not in df.columns]
     if missing: raise ValueError(f"{csv} is missing column(s) {missing}: ESC-50's csv has {ESC50_COLUMNS}")
     if len(df) == 0: raise ValueError(f"{csv} lists no clips")
+    lines = df.index.to_numpy() + 2  # the csv's line of each row: the header is line 1
     if subset is not None:
         if subset not in df.columns or subset in ESC50_COLUMNS[:4]:
             raise ValueError(f"subset {subset!r}: {csv} has no such subset column (ESC-50's is 'esc10')")
-        df = df[_marked(df, subset, csv).to_numpy()].reset_index(drop=True)
+        keep = _marked(df, subset, csv, lines).to_numpy()
+        df, lines = df[keep].reset_index(drop=True), lines[keep]
         if len(df) == 0: raise ValueError(f"{csv} marks no clip {subset}=True")
+    df = _check_rows(df, csv, lines)
     audio = path/'audio'
     # one listing, not a stat per clip
     present = {e.name for e in os.scandir(audio) if e.is_file()} if audio.is_dir() else set()
@@ -94,6 +155,12 @@ def read_esc50_csv(path, # a folder in ESC-50's layout
     if absent: raise FileNotFoundError(f"{len(absent)} clip(s) listed in {csv} are missing, e.g. {absent[0]}")
     df['path'] = [str(audio/f) for f in df['filename']]
     return df
+
+def _check_train(n_train:int, n:int, what:str):
+    "A split must leave training rows: `what` says which validation set took all `n`"
+    if n_train == 0:
+        raise ValueError(f"{what} holds all {n} items: the split leaves no training rows (choose another validation "
+                         "set, or add items outside it)")
 
 def CrossValidationSplitter(fold:int=1, # the validation fold
                             col:str='fold', # column holding each item's fold
@@ -103,7 +170,9 @@ def CrossValidationSplitter(fold:int=1, # the validation fold
         folds = sorted(df[col].unique().tolist())
         if fold not in folds:
             raise ValueError(f"fold {fold!r} does not exist: the data has folds {folds} in column {col!r}")
-        return ColSplitter(col, on=fold)(df)
+        train, valid = ColSplitter(col, on=fold)(df)
+        _check_train(len(train), len(df), f"validation fold {fold!r} (column {col!r})")
+        return train, valid
     return _inner
 
 def audio_dblock(splitter, # a fastai splitter over the items (rows of a DataFrame with `path` and `label`)
@@ -164,9 +233,15 @@ def _audio_block(df, # the items: a DataFrame with a `path` column (the files a 
                  get_x=None, # how a row gives its audio file; default: `ColReader('path')`
                 )->DataBlock:
     "`audio_dblock` over `df` from the arguments the dataset helpers share: their docments live here, once"
-    if duration is None: duration = sf.info(df['path'].iloc[0]).duration
+    if duration is None: duration = _duration(df['path'].iloc[0])
     return audio_dblock(splitter, spec_config(spec, sr), duration, wave_norm, batch_tfms, cache, files=df['path'],
                         label_col=label_col, progress=progress, get_x=get_x)
+
+def _duration(path)->float:
+    "Length (s) of an audio file from its header; an unreadable one is an `AudioLoadError` naming it"
+    try: return sf.info(str(path)).duration
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        raise AudioLoadError(f"Could not decode audio file {path}: {e}") from e
 
 _BLOCK_ARGS = tuple(inspect.signature(_audio_block).parameters)
 
@@ -241,7 +316,7 @@ def fsdd_items(path)->pd.DataFrame:
     "FSDD recordings `{digit}_{speaker}_{take}.wav` in `path` as a DataFrame: path, label (digit), speaker, take"
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"FSDD folder not found: {path}")
-    files = sorted(path.glob('*.wav'))
+    files = sorted(f for f in path.glob('*.wav') if f.is_file())
     rows = [(str(f), *m.groups()) for f in files if (m := FSDD_RE.match(f.name))]
     if not rows:
         raise ValueError(f"{path} holds no FSDD recordings named {{digit}}_{{speaker}}_{{take}}.wav "
@@ -263,6 +338,8 @@ def FSDDSplitter(by:str='take', # 'take': takes `test_takes` are validation (lik
             spk = test_speaker if test_speaker is not None else speakers[0]
             if spk not in speakers: raise ValueError(f"test_speaker {spk!r} does not exist: speakers are {speakers}")
             valid = (df['speaker'] == spk).values
+        what = (f"the test takes {list(test_takes)}" if by == 'take' else f"test speaker {spk!r}") + " of FSDD"
+        _check_train(int((~valid).sum()), len(df), what)
         return IndexSplitter(mask2idxs(valid))(df)
     return _inner
 
@@ -283,8 +360,16 @@ def folder_items(path)->pd.DataFrame:
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"Dataset folder not found: {path}")
     split = (path/'train').is_dir() and (path/'valid').is_dir()
-    files = sorted(f for f in path.rglob('*') if f.suffix.lower() in AUDIO_EXTS)
+    files = sorted(f for f in path.rglob('*') if f.suffix.lower() in AUDIO_EXTS and f.is_file())
     if not files: raise ValueError(f"{path} holds no audio files ({', '.join(AUDIO_EXTS)}) in class folders")
+    # a file elsewhere would be labelled by the wrong folder (its split's, a subfolder's, the dataset's)
+    depth = 3 if split else 2
+    astray = [f for f in files if len(f.relative_to(path).parts) != depth or (split and f.relative_to(path).parts[0]
+                                                                              not in ('train', 'valid'))]
+    if astray:
+        where = 'train/<label>/ or valid/<label>/' if split else '<label>/'
+        raise ValueError(f"{astray[0]} is not in a class folder of {path}: expected the audio in {where} "
+                         f"({len(astray)} file(s) elsewhere)")
     return pd.DataFrame(dict(path=[str(f) for f in files], label=[f.parent.name for f in files],
                              is_valid=[split and f.parent.parent.name == 'valid' for f in files]))
 
@@ -296,6 +381,8 @@ def folder_dls(path, # a folder of class folders, `<label>/*.wav`, or `train/<la
               )->DataLoaders:
     "`DataLoaders` for class-per-folder audio: `train/` and `valid/` when present, else a random `valid_pct` split"
     df = folder_items(path)
-    if df['is_valid'].any(): splitter = ColSplitter('is_valid')
+    if df['is_valid'].any():
+        _check_train(int((~df['is_valid']).sum()), len(df), f"{Path(path)/'valid'} (with no audio in train/)")
+        splitter = ColSplitter('is_valid')
     else: splitter = RandomSplitter(check_frac('valid_pct', valid_pct), seed=seed)
     return _audio_dls(df, splitter, **kwargs)

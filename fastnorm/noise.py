@@ -36,6 +36,9 @@ def noise_files(path, # a folder of audio files (searched recursively), or one i
             raise ValueError(f"test_folds {list(test_folds)} name fold(s) {bad} that {path} lacks (its folds: {folds})")
         test = df['fold'].isin(list(test_folds))
         if split != 'all': df = df[test if split == 'test' else ~test]
+        if len(df) == 0:
+            raise ValueError(f"Noise folder {path} has no {split} clips: test_folds {list(test_folds)} hold all of "
+                             "them")
         if per_class is not None:  # each category in sorted order draws its picks from one generator
             rng, groups = np.random.default_rng(seed), df.groupby('category', sort=True).indices
             picks = [groups[c][np.sort(rng.permutation(len(groups[c]))[:per_class])] for c in sorted(groups)]

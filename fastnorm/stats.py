@@ -25,6 +25,43 @@ def _merge_moments(na, ma, m2a, nb, mb, m2b):
     m2 = m2a + m2b + delta * delta * (na * nb / safe)
     return n, mean, m2
 
+_STATE_KEYS = ('red_dims', 'ndim', 'kept_shape', 'unbiased', 'time_dim', 'n_batches', 'cfg', 'count', 'mean', 'm2')
+
+def _is_int(v)->bool: return isinstance(v, int) and not isinstance(v, bool)
+
+def _check_state(d)->tuple:
+    """(cfg, problem): the `SpecConfig` of a `state_dict` and what is wrong with it (None when nothing): every entry
+    there, of its type, the moments finite and of the kept shape"""
+    if not isinstance(d, dict) or d.get('format') != STATS_FORMAT:
+        return None, f"expected a dict with format {STATS_FORMAT!r}"
+    missing = [k for k in _STATE_KEYS if k not in d]
+    if missing: return None, f"it lacks {missing}"
+    rd, nd, ks, mom = d['red_dims'], d['ndim'], d['kept_shape'], [d[k] for k in ('count', 'mean', 'm2')]
+    if not (isinstance(rd, (list, tuple)) and rd and all(map(_is_int, rd))): return None, f"red_dims {rd!r}"
+    if not (isinstance(d['unbiased'], bool) and _is_int(d['time_dim']) and _is_int(d['n_batches'])
+            and d['n_batches'] >= 0):
+        return None, f"unbiased, time_dim, n_batches {d['unbiased']!r}, {d['time_dim']!r}, {d['n_batches']!r}"
+    if nd is None:
+        if ks is not None or any(v is not None for v in mom): return None, "moments without a rank (ndim None)"
+    else:
+        if not (_is_int(nd) and nd >= 1 and isinstance(ks, (list, tuple)) and len(ks) == nd
+                and all(_is_int(v) and v >= 1 for v in ks)):
+            return None, f"ndim {nd!r} and kept_shape {ks!r}"
+        if sorted(set(rd)) != list(rd) or rd[0] < 0 or rd[-1] >= nd or any(ks[i] != 1 for i in rd):
+            return None, f"red_dims {rd!r} for kept_shape {ks!r}"
+        for k, v in zip(('count', 'mean', 'm2'), mom):
+            if not (isinstance(v, torch.Tensor) and v.is_floating_point() and list(v.shape) == list(ks)):
+                what = f"{v.dtype} {list(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+                return None, f"{k} must be a float tensor of the kept shape {list(ks)} ({what} given)"
+            if not torch.isfinite(v).all() or (k != 'mean' and (v < 0).any()):
+                return None, f"{k} holds NaN, Inf{'' if k == 'mean' else ' or negative'} values"
+    cfg = d['cfg']
+    if cfg is not None:
+        from .spec import SpecConfig
+        try: cfg = SpecConfig(**cfg)
+        except (TypeError, ValueError) as e: return None, f"cfg {d['cfg']!r}: {e}"
+    return cfg, None
+
 class StatsRecorder:
     "Exact streaming mean and std of batches, reduced over `red_dims` and kept (with `keepdim`) over the other dims"
     def __init__(self, red_dims=(0,2,3), # dims to reduce, the others kept: (0,3) of `[B,C,F,T]` gives one per mel bin
@@ -317,12 +354,8 @@ class StatsRecorder:
 
     def load_state_dict(self, d:dict)->StatsRecorder:
         "Take over the state `state_dict` gave (also of an empty recorder); returns `self`"
-        if not isinstance(d, dict) or d.get('format') != STATS_FORMAT:
-            raise ValueError(f"Not a StatsRecorder state: expected a dict with format {STATS_FORMAT!r}")
-        cfg = d['cfg']
-        if cfg is not None:
-            from .spec import SpecConfig
-            cfg = SpecConfig(**cfg)
+        cfg, problem = _check_state(d)
+        if problem: raise ValueError(f"Not a StatsRecorder state: {problem}")
         self._given, self.unbiased, self.time_dim = tuple(d['red_dims']), d['unbiased'], d['time_dim']
         self.n_batches = d['n_batches']
         self.ndim, self.cfg = d['ndim'], cfg
@@ -350,9 +383,14 @@ class StatsRecorder:
     @classmethod
     def load(cls, path, map_location='cpu')->StatsRecorder:
         "Statistics saved with `save`"
-        d = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(d, dict) or d.get('format') != STATS_FORMAT:
-            raise ValueError(f"{path} does not hold fastnorm statistics")
+        path = Path(path)
+        if not path.is_file(): raise FileNotFoundError(f"Statistics file not found: {path}")
+        try: d = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # whatever torch's reader says of bytes it cannot read (zip, pickle, EOF)
+            raise ValueError(f"{path} does not hold fastnorm statistics: not a file StatsRecorder.save wrote, or cut "
+                             f"short ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        _, problem = _check_state(d)
+        if problem: raise ValueError(f"{path} does not hold fastnorm statistics: {problem}")
         return cls.from_state_dict(d)
 
     # ---- display ----

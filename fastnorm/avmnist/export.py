@@ -22,7 +22,7 @@ from ..audio import AudioTensor, load_audio
 from ..checks import check_choice, check_int
 from ..spec import SpecConfig, TensorSpec, MelSpec
 from ..noise import NoiseClips, NOISE_SPLITS
-from ..utils import atomic_path
+from ..utils import atomic_path, reserve, explain_full_disk
 from .. import __version__
 from .items import dataset_items, follow_labels
 from .schemes import SCHEMES, NOISE_COLORS, Scheme, scheme_image
@@ -129,12 +129,31 @@ def _rows(data, labels, split:str, test_fold:int, seed:int)->tuple:
         from_file = isinstance(labels, (str, Path))
         name = str(labels) if from_file else 'labels'
         if from_file:
-            if not Path(labels).is_file(): raise FileNotFoundError(f"Labels file not found: {labels}")
-            labels = np.load(labels)
+            labels = _load_labels(Path(labels))
         items = follow_labels(labels, items, classes, name=f"labels file {name}" if from_file else 'labels')
     source = dict(data=str(Path(data).resolve()) if data is not None else 'synth', layout=layout, split=split,
                   test_fold=test_fold, labels=name)
     return items, classes, source
+
+def _load_labels(f:Path)->np.ndarray:
+    "The array in a `.npy` labels file; a file numpy cannot read (cut short, garbled, pickled objects) names itself"
+    if not f.is_file(): raise FileNotFoundError(f"Labels file not found: {f}")
+    try: labels = np.load(f, allow_pickle=False)
+    except Exception as e:  # numpy's header parser, a short read, pickled objects: bytes it cannot read
+        raise ValueError(f"labels file {f} is not a .npy array numpy can read ({type(e).__name__}: {e}): expected "
+                         "a 1-D array of integer labels, as np.save writes it") from None
+    if not isinstance(labels, np.ndarray):
+        raise ValueError(f"labels file {f} holds {type(labels).__name__} (an .npz?), not one 1-D array of integer "
+                         "labels")
+    return labels
+
+def _read_json(f:Path, what:str)->dict:
+    "A JSON object fastnorm wrote (`what` it is, for the message); damaged, it is a ValueError naming it"
+    try: d = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f} is not the {what} fastnorm writes ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict): raise ValueError(f"{f} is not the {what} fastnorm writes: a {type(d).__name__}")
+    return d
 
 def _noise_clips(noise, scheme:str, rate:int, split:str, test_fold:int, seed:int, per_class)->NoiseClips|None:
     "The recorded noise `scheme` mixes in, at `rate`; None for coloured noise, or for a scheme that mixes none"
@@ -150,7 +169,15 @@ def _noise_clips(noise, scheme:str, rate:int, split:str, test_fold:int, seed:int
 def _recorded_settings(folder:Path)->dict|None:
     "The settings in `folder`/export.json; None without one"
     if not (folder/'export.json').is_file(): return None
-    old = json.loads((folder/'export.json').read_text())['settings']
+    old = _settings(_read_json(folder/'export.json', 'export.json'))
+    if old is None:
+        raise ValueError(f"{folder/'export.json'} has no settings (a JSON object): it is not one fastnorm wrote")
+    return old
+
+def _settings(d:dict)->dict|None:
+    "The settings of export.json or a manifest `d`; None without them"
+    old = d.get('settings')
+    if not isinstance(old, dict): return None
     # an earlier fastnorm wrote the dataset's layout as 'kind': such an export still resumes
     if 'kind' in old and 'layout' not in old: old['layout'] = old.pop('kind')
     return old
@@ -164,6 +191,26 @@ def _check_same(folder:Path, settings:dict):
         what = ', '.join(f'{k}: {old.get(k)!r} there, {settings.get(k)!r} now' for k in diff[:4])
         raise ValueError(f"{folder} was made with other settings ({what}): use the same arguments to resume, "
                          "or another `out`")
+
+def _check_arrays(folder:Path, n:int, hw:tuple, dtype, ys:np.ndarray):
+    "data.npy `[n,H,W]` of `dtype` in C order and labels.npy equal to `ys` in `folder`, or an error naming the file"
+    f = folder/'data.npy'
+    try: a = np.load(f, mmap_mode='r', allow_pickle=False)
+    except Exception as e:  # a header numpy cannot parse, a file cut short, missing
+        raise ValueError(f"{f} is not a .npy array numpy can map ({type(e).__name__}: {e}): the export in {folder} "
+                         "is damaged; delete it and export again") from None
+    if a.shape != (n, *hw) or a.dtype != np.dtype(dtype) or not a.flags.c_contiguous:
+        raise ValueError(f"{f} holds {a.dtype} {list(a.shape)}, not {np.dtype(dtype).name} {[n, *hw]} in C order: "
+                         f"the export in {folder} is damaged; delete it and export again")
+    del a
+    f = folder/'labels.npy'
+    try: got = np.load(f, allow_pickle=False)
+    except Exception as e:
+        raise ValueError(f"{f} is not a .npy array numpy can read ({type(e).__name__}: {e}): the export in {folder} "
+                         "is damaged; delete it and export again") from None
+    if not (isinstance(got, np.ndarray) and got.shape == ys.shape and (got == ys).all()):
+        raise ValueError(f"{f} does not hold the labels of these rows: the export in {folder} is damaged; delete it "
+                         "and export again")
 
 def _check_out(out:Path, part:Path, resume:bool, settings:dict)->bool:
     "Refuse an output that exists without `resume`, or one made with other settings; True when `out` is complete"
@@ -222,21 +269,38 @@ class _Export:
     def set_up(self, part:Path):
         "Make `part` a new export's folder: data.npy allocated and labels.npy, then export.json, which marks it set up"
         (part/'manifest').mkdir(parents=True, exist_ok=True)
-        if (part/'export.json').is_file(): return  # set up by the export this one resumes
+        if (part/'export.json').is_file():  # set up by the export this one resumes
+            return _check_arrays(part, self.n, self.hw, self.dtype, self.ys)
         with atomic_path(part/'data.npy') as p:
             np.lib.format.open_memmap(p, mode='w+', dtype=self.dtype, shape=(self.n, *self.hw)).flush()
-        with atomic_path(part/'labels.npy') as p:
+            reserve(p, name=part/'data.npy')  # rows go in through a memmap: a page the disk cannot hold is a SIGBUS
+        with explain_full_disk(part/'labels.npy', self.ys.nbytes + 128), atomic_path(part/'labels.npy') as p:
             np.save(p, self.ys)
-        with atomic_path(part/'export.json') as p:
+        with explain_full_disk(part/'export.json', 1 << 16), atomic_path(part/'export.json') as p:
             p.write_text(json.dumps(self.head(), indent=1))
 
     def manifest(self, part:Path, first:int)->Path:
         "The manifest of the batch whose first row is `first`"
         return part/'manifest'/f'rows-{first:08d}-{min(first + self.bs, self.n) - 1:08d}.json'
 
+    def done(self, part:Path, first:int)->bool:
+        """Whether the batch from row `first` is written: its manifest is there and says so (its rows, these settings).
+        A manifest that does not (damaged, edited, another export's) is removed with a warning: the batch is redone"""
+        f = self.manifest(part, first)
+        if not f.is_file(): return False
+        try: m = _read_json(f, 'manifest')
+        except ValueError as e: m = e
+        if isinstance(m, dict) and m.get('rows') == [first, min(first + self.bs, self.n)] and \
+                _settings(m) == self.settings:
+            return True
+        warnings.warn(f"{f} is not this export's manifest of rows {first}..{min(first + self.bs, self.n) - 1}"
+                      f"{f' ({m})' if isinstance(m, Exception) else ''}: that batch is written again")
+        f.unlink()
+        return False
+
     def run(self, part:Path, device:torch.device, progress:bool=True, on_batch=None):
         "Compute and write every batch of `part` that has no manifest yet, in order; `on_batch(first, end)` after each"
-        todo = [s for s in range(0, self.n, self.bs) if not self.manifest(part, s).is_file()]
+        todo = [s for s in range(0, self.n, self.bs) if not self.done(part, s)]
         # on the CPU two batches are computed at a time, one torch thread each (small ops gain little from threads
         # inside one op); each in-flight batch has its own `Scheme`, reseeded from its first row, so the bytes do not
         # depend on this
@@ -246,6 +310,7 @@ class _Export:
         load = _Clips(self.rate)
         # batch k + workers is submitted once batch k is computed, so the two never share a `Scheme` at once
         compute = lambda k: self.compute(todo[k], schemes[k % workers], device, load)
+        reserve(part/'data.npy')  # a no-op when set_up reserved it; a partial from an earlier fastnorm may be sparse
         mm = np.lib.format.open_memmap(part/'data.npy', mode='r+')
         threads = torch.get_num_threads()
         if workers > 1: torch.set_num_threads(1)
@@ -289,8 +354,9 @@ class _Export:
         man = dict(rows=[first, end], files=self.paths[first:end], labels=self.ys[first:end].tolist(), noise=noise,
                    scheme=self.scheme, scheme_params=SCHEMES[self.scheme], seed=self.seed, batch_seed=bseed,
                    settings=self.settings, device=str(device), fastnorm=__version__)
-        with atomic_path(self.manifest(part, first)) as p:
-            p.write_text(json.dumps(man))
+        text = json.dumps(man)
+        with explain_full_disk(self.manifest(part, first), len(text)), atomic_path(self.manifest(part, first)) as p:
+            p.write_text(text)
         return end
 
 def export_dataset(out, # folder to write (data.npy, labels.npy, export.json, manifest/)
@@ -324,6 +390,7 @@ def export_dataset(out, # folder to write (data.npy, labels.npy, export.json, ma
     noise = _noise_clips(noise, scheme, rate, split, test_fold, seed, noise_per_class)
     job = _Export(items, classes, source, scheme, noise, color, hw, format, mels, rate, seed, bs)
     if _check_out(out, part, resume, job.settings):
+        _check_arrays(out, job.n, job.hw, job.dtype, job.ys)
         return out  # complete already, with these settings
     job.set_up(part)
     job.run(part, _device(device), progress, on_batch)

@@ -68,6 +68,7 @@ def follow_labels(labels:np.ndarray, # `[N]` integer labels to follow (e.g. AVMN
     if labels.ndim != 1 or len(labels) == 0 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{name} must be a non-empty 1-D array of integer labels "
                          f"(shape {labels.shape}, dtype {labels.dtype} given)")
+    labels = labels.astype(labels.dtype.newbyteorder('='))  # native order: a big-endian array (np.save keeps it) works
     groups = {int(k): g['path'].tolist() for k, g in items.groupby('label')}
     missing = sorted(set(np.unique(labels).tolist()) - set(groups))
     if missing:

@@ -4,22 +4,60 @@ merged by rank 0 at the end."""
 from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
-from ..utils import atomic_path
+from ..utils import atomic_path, explain_full_disk
 from .ranks import Ranks, part_files
 
 __all__ = ['Ledger', 'canonical', 'read_table', 'write_csv']
 
 def write_csv(df:pd.DataFrame, path:Path):
-    "`df` to `path` atomically: an interrupted write leaves the old file"
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+    "`df` to `path` atomically: an interrupted write (or a full disk) leaves the old file"
+    text = df.to_csv(index=False)
+    with explain_full_disk(path, len(text.encode())), atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+KEY = ['norm', 'run', 'fold']  # a job's columns: a row of results.csv per job, of curves.csv per job and epoch
+NEEDED = {'results': KEY + ['final_acc'], 'curves': KEY + ['epoch', 'accuracy']}  # what resume and the report read
+
+def _read_csv(p:Path)->pd.DataFrame:
+    """A table fastnorm wrote, read back: refused, naming the file and the first bad row (1-based, the header is row 1),
+    when pandas cannot read it, a column resume needs is missing, a job's cell is empty or not an integer run/fold,
+    or an accuracy is not a number in [0, 1]"""
+    try: df = pd.read_csv(p)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{p} is not a table fastnorm wrote ({type(e).__name__}: {e}): repair or remove it, "
+                         "or choose another --out") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas makes the first cells an index when rows outnumber the header
+        raise ValueError(f"{p}: its rows have more cells than its header's {len(df.columns)} columns: repair or remove "
+                         "it, or choose another --out")
+    if not len(df): return df
+    name = p.name.split('.')[0]
+    need = [c for c in NEEDED.get(name, KEY) if c not in df and not (c == 'fold' and 'run' in df)]
+    if need: raise ValueError(f"{p} lacks column(s) {need} that --resume reads (it has {list(df.columns)})")
+    def bad(mask, what):
+        if mask.any():
+            raise ValueError(f"{p}: {what} in row {int(mask.to_numpy().argmax()) + 2}: repair or remove that row, "
+                             "or choose another --out")
+    bad(df['norm'].isna() | (df['norm'].astype(str).str.strip() == ''), "column 'norm' is empty")
+    for c in ('run', 'fold', 'epoch'):
+        if c not in df: continue
+        v = pd.to_numeric(df[c], errors='coerce')
+        ok = v.notna() & (v == v.round()) & (v >= 0) & (v < 2**53)
+        if not ok.all():
+            v0 = df[c][~ok].iloc[0]
+            bad(~ok, f"column {c!r} must hold integers >= 0, not {v0.item() if hasattr(v0, 'item') else v0!r}")
+        df[c] = v.astype('int64')
+    for c in ('final_acc', 'accuracy'):
+        if c not in df: continue
+        v = pd.to_numeric(df[c], errors='coerce')
+        bad(~((v >= 0) & (v <= 1)), f"column {c!r} must be an accuracy in [0, 1]")
+        df[c] = v.astype(float)
+    df['norm'] = df['norm'].astype(str)
+    return df
 
 def _read_nonempty(paths)->list:
     "The tables in `paths` that exist and hold rows"
-    dfs = [pd.read_csv(p) for p in paths if p.exists() and p.stat().st_size > 0]
+    dfs = [_read_csv(p) for p in paths if p.exists() and p.stat().st_size > 0]
     return [d for d in dfs if len(d)]
-
-KEY = ['norm', 'run', 'fold']  # a job's columns: a row of results.csv per job, of curves.csv per job and epoch
 
 def _with_fold(df:pd.DataFrame, fold:int)->pd.DataFrame:
     "`df` with a `fold` column after `run`: a table of fastnorm 0.2 (one split, no such column) gets `fold`"

@@ -32,7 +32,14 @@ def _check_same(cfg:CompareConfig, out:Path, resume:bool):
     "On `resume`, the comparison in `out` was made with the same settings"
     if not (resume and (out/'config.json').exists()):
         return
-    old = json.loads((out/'config.json').read_text())
+    f = out/'config.json'
+    try: old = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"--resume: {f} is not the JSON fastnorm writes ({type(e).__name__}: {e}): "
+                         "remove it to resume with today's settings, or use another --out") from None
+    if not isinstance(old, dict):
+        raise ValueError(f"--resume: {f} holds a {type(old).__name__}, not the settings (a JSON object) fastnorm "
+                         "writes")
     # through JSON, so a tuple compares equal to the list it was saved as
     diff = {k: (old.get(k), v) for k, v in json.loads(json.dumps(cfg.key())).items() if old.get(k) != v}
     if diff:
