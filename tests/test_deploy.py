@@ -215,3 +215,47 @@ def test_parity_on_shared_recordings(exporter, tmp_path, norm):
     want = check_parity(learn, path, files)
     assert want.std(0).max() > 1e-3  # the clips are told apart
 
+# a meta path finder that makes torch, fastai and fastnorm unimportable, then runs a script as __main__
+NO_TORCH = """import runpy, sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'fastai', 'fastcore', 'fastnorm', 'fasttransform'):
+            raise ImportError(f'{name} is blocked: the serving side has no torch')
+sys.meta_path.insert(0, NoTorch())
+for k in [k for k in sys.modules if k.split('.')[0] in ('torch', 'fastai', 'fastnorm')]: del sys.modules[k]
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+def serve(*args):
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    return subprocess.run([sys.executable, '-c', NO_TORCH, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=ROOT)
+
+def test_the_blocker_blocks(tmp_path):
+    (tmp_path/'t.py').write_text('import torch\n')
+    r = serve(tmp_path/'t.py')
+    assert r.returncode == 1 and 'torch is blocked' in r.stderr
+
+@pytest.mark.slow
+def test_serving_script_runs_without_torch(small, exporter, tmp_path):
+    tmp, learn, data = small
+    model = to_onnx(learn, tmp_path/'m.onnx')
+    files = clips(list(read_esc50_csv(data).path[::5]), 8000, 8000, tmp_path)
+    few = [files['short'][0], files['equal'][1], files['long'][2]]
+    x, _ = sf.read(few[1], dtype='float32')
+    sf.write(tmp_path/'stereo.wav', np.stack([x, x[::-1]], 1), 8000, subtype='FLOAT')
+    few.append(tmp_path/'stereo.wav')
+    r = serve(ROOT/'examples'/'serve_onnx.py', model, *few, '--top', 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [l.split('\t') for l in r.stdout.strip().splitlines()]
+    assert [l[0] for l in lines] == list(map(str, few))
+    for f, (_, l1, p1, l2, p2) in zip(few, lines):
+        with learn.no_bar(): label, _, probs = learn.predict(f)
+        want = sorted(zip(probs.tolist(), learn.dls.vocab), reverse=True)
+        assert abs(float(p1) - want[0][0]) < 1e-4 and abs(float(p2) - want[1][0]) < 1e-4
+        assert l1 == label or abs(want[0][0] - want[1][0]) < 1e-4
+    sf.write(tmp_path/'at16k.wav', x, 16000)
+    r = serve(ROOT/'examples'/'serve_onnx.py', model, few[0], tmp_path/'at16k.wav')
+    assert r.returncode == 1 and r.stdout == ''
+    assert f"{tmp_path/'at16k.wav'}: 16000 Hz, but the model expects 8000 Hz" in r.stderr
