@@ -3,7 +3,7 @@ inside: crop/pad, waveform normalization, STFT, mel, dB or PCEN, the spectrogram
 in as constants), the network and its activation. The serving side needs onnxruntime and numpy only
 (`examples/serve_onnx.py`)."""
 from __future__ import annotations
-import copy, json, math, warnings
+import copy, json, math, re, warnings
 from pathlib import Path
 import numpy as np, torch
 from torch import nn
@@ -19,7 +19,7 @@ from .utils import atomic_path
 from .checks import check_positive
 from . import __version__
 
-__all__ = ['DeployChain', 'deploy_chain', 'to_onnx', 'onnx_metadata']
+__all__ = ['DeployChain', 'deploy_chain', 'to_onnx', 'onnx_metadata', 'PowerSTFT']
 
 class CropPadWave(nn.Module):
     """`[B,N]` to `[B,n]` for any `N`, as `predict` does (`AudioCropPad` at validation): a longer clip keeps its centre
@@ -45,26 +45,87 @@ class WaveNorm(nn.Module):
         ok = std > self.eps
         return torch.where(ok, (x - mean) / torch.where(ok, std, torch.ones_like(std)), torch.zeros_like(x))
 
-class Spectrogram(nn.Module):
-    "`MelSpec(cfg=cfg)`: `[B,C,N]` waveforms to `[B,C,F,T]` power, mel and dB spectrograms as `fastnorm.dsp` makes them"
-    def __init__(self, cfg:SpecConfig):
+def _split(n:int)->tuple:
+    "`(N1, N2)`, `N1 * N2 = n`, `N1 <= N2` as close to `sqrt(n)` as the divisors of `n` allow"
+    n1 = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return n1, n // n1
+
+class PowerSTFT(nn.Module):
+    """`|STFT|²` of `[M,L]` signals of a fixed length `L` (already padded), periodic Hann window, as `fastnorm.dsp.stft`:
+    a four-step FFT in matrix products (`n_fft = N1 N2`: DFTs of size N1, twiddles, DFTs of size N2), about
+    `2 (N1 + N2) / n_fft` of a direct DFT's work and fast in onnxruntime (whose STFT operator is slow, slowest for sizes
+    that are not powers of 2). Returns `[M,T,J]`: bin `order[j]` in column `j`, `order[j] >= n_fft//2+1` unused"""
+    def __init__(self, n_fft:int, hop_length:int, win_length:int|None, L:int):
         super().__init__()
-        self.cfg = cfg
-        win = cfg.win_length or cfg.n_fft
-        self.register_buffer('window', torch.hann_window(win, periodic=True))
+        n1, n2 = _split(n_fft)
+        K = n_fft // 2 + 1
+        k2n = -(-K // n1)  # the k2 = 0..k2n-1 columns hold every bin k = k1 + n1 k2 < K
+        T = 1 + (L - n_fft) // hop_length
+        self.n1, self.n2, self.k2n, self.T = n1, n2, k2n, T
+        a1, a2 = torch.arange(n1, dtype=torch.float64), torch.arange(n2, dtype=torch.float64)
+        self.hop, self.chunks = hop_length, (n_fft // hop_length if n_fft % hop_length == 0 else None)
+        if self.chunks is None:  # frame t's sample n2 t1 + t2 at [t, t2, t1], gathered (slower than slicing chunks)
+            idx = torch.arange(T)[:, None, None] * hop_length + n2 * torch.arange(n1)[None, None] + torch.arange(n2)[:, None]
+            self.register_buffer('idx', idx.reshape(-1))
+        win = torch.zeros(n_fft, dtype=torch.float64)
+        left = (n_fft - (win_length or n_fft)) // 2  # as torch.stft centres a shorter window
+        win[left:left + (win_length or n_fft)] = torch.hann_window(win_length or n_fft, periodic=True, dtype=torch.float64)
+        self.register_buffer('win', win.reshape(n1, n2).T.float().contiguous())  # [t2, t1]
+        th1 = 2 * math.pi * ((a1[:, None] * a1[None]) % n1) / n1  # [t1, k1]
+        self.register_buffer('dft1', torch.cat([torch.cos(th1), -torch.sin(th1)], 1).float())  # [t1, 2 N1]
+        phi = 2 * math.pi * ((a2[:, None] * a1[None]) % n_fft) / n_fft  # twiddles [t2, k1]
+        self.register_buffer('tw_c', torch.cos(phi).float())
+        self.register_buffer('tw_s', torch.sin(phi).float())
+        th2 = 2 * math.pi * ((a2[:, None] * a2[None, :k2n]) % n2) / n2  # [t2, k2]
+        c, sn = torch.cos(th2), torch.sin(th2)
+        self.register_buffer('dft2', torch.cat([torch.cat([c, -sn], 1), torch.cat([sn, c], 1)]).float())  # [2 N2, 2 k2n]
+        j = torch.arange(n1 * k2n)
+        self.register_buffer('order', (j // k2n) + n1 * (j % k2n))
+    def frames(self, x):
+        "`[M,L]` to frames `[M,T,N2,N1]`: frame t's sample `n2 t1 + t2` at `[t, t2, t1]`, so the size-N1 DFTs multiply on the right"
+        M, T, n1, n2 = x.shape[0], self.T, self.n1, self.n2
+        if self.chunks is None: return x.index_select(1, self.idx).reshape(M, T, n2, n1)
+        R, h = self.chunks, self.hop  # hop divides n_fft: frame t is chunks t .. t+R-1 of `hop` samples
+        L = (T + R - 1) * h
+        x = x[:, :L] if x.shape[1] >= L else nn.functional.pad(x, (0, L - x.shape[1]))
+        c = x.reshape(M, T + R - 1, h)
+        f = torch.cat([c[:, r:r + T] for r in range(R)], -1) if R > 1 else c
+        return f.reshape(M, T, n1, n2).transpose(-1, -2)
+    def forward(self, x):
+        M = x.shape[0]
+        f = self.frames(x) * self.win
+        a = torch.matmul(f, self.dft1)  # [M, T, t2, k1 re | k1 im]
+        are, aim = a[..., :self.n1], a[..., self.n1:]
+        bre, bim = are * self.tw_c + aim * self.tw_s, aim * self.tw_c - are * self.tw_s
+        z = torch.matmul(torch.cat([bre, bim], -2).transpose(-1, -2), self.dft2)  # [M, T, k1, k2 re | k2 im]
+        zre, zim = z[..., :self.k2n], z[..., self.k2n:]
+        return (zre * zre + zim * zim).reshape(M, self.T, -1)
+
+class Spectrogram(nn.Module):
+    """`MelSpec(cfg=cfg)` on clips of `n` samples: `[B,C,n]` waveforms to `[B,C,F,T]` power, mel and dB spectrograms as
+    `fastnorm.dsp` makes them; the STFT is `PowerSTFT`, its bins' order folded into the mel filterbank"""
+    def __init__(self, cfg:SpecConfig, n:int):
+        super().__init__()
+        self.cfg, self.n = cfg, n
+        L = max(n, cfg.n_fft) + (2 * (cfg.n_fft // 2) if cfg.center else 0)
+        self.stft = PowerSTFT(cfg.n_fft, cfg.hop_length, cfg.win_length, L)
+        K, order = cfg.n_fft // 2 + 1, self.stft.order
         fb = MelSpec(cfg=cfg).mel_fb()
-        self.register_buffer('mel_t', None if fb is None else fb.T.contiguous())
+        if fb is not None: self.register_buffer('mel', torch.where((order < K)[:, None], fb[order.clamp(max=K - 1)], 0.))
     def forward(self, x):
         c = self.cfg
-        if x.shape[-1] < c.n_fft: x = nn.functional.pad(x, (0, c.n_fft - x.shape[-1]))  # as `MelSpec`
-        lead = x.shape[:-1]
-        z = torch.stft(x.reshape(-1, x.shape[-1]), c.n_fft, c.hop_length, self.window.shape[0], self.window,
-                       center=c.center, pad_mode='reflect', return_complex=True)
-        z = torch.view_as_real(z)
-        s = z[..., 0].square() + z[..., 1].square()
+        if x.shape[-1] != self.n: raise ValueError(f"Spectrogram was made for {self.n} samples, not {x.shape[-1]}")
+        if self.n < c.n_fft: x = nn.functional.pad(x, (0, c.n_fft - self.n))  # as `MelSpec`
+        lead, flat = x.shape[:-1], x.reshape(-1, x.shape[-1])
+        if c.center: flat = nn.functional.pad(flat[:, None], (c.n_fft // 2, c.n_fft // 2), mode='reflect')[:, 0]
+        s = self.stft(flat)  # [M, T, J]
         if c.power == 1.: s = s.sqrt()
+        if c.n_mels: s = torch.matmul(s, self.mel).transpose(-1, -2)  # [M, F, T]
+        else:  # column k1 k2n + k2 holds bin k1 + n1 k2: the bins in order are the transposed columns
+            st = self.stft
+            s = s.reshape(-1, st.T, st.n1, st.k2n).permute(0, 3, 2, 1).reshape(-1, st.n1 * st.k2n, st.T)
+            s = s[:, :c.n_fft // 2 + 1]
         s = s.reshape(*lead, *s.shape[-2:])
-        if self.mel_t is not None: s = torch.matmul(self.mel_t, s)
         if not c.db: return s
         db = (20. / c.power) * torch.log10(s.clamp(min=1e-10))
         if c.top_db is None: return db
@@ -306,7 +367,7 @@ def deploy_chain(learn, # a `Learner`, or the path of its `learn.export()` pickl
                                  [_name(t) for t in spec_tfms] + [_name(learn.model), 'activation']),
                 train_only_skipped=json.dumps(skipped), input='waveform: float32 [batch, samples], mono, at sample_rate',
                 output='probabilities: float32 [batch, len(vocab)]')
-    return DeployChain(CropPadWave(n, pad), None if wave is None else WaveNorm(wave.eps), Spectrogram(cfg), steps,
+    return DeployChain(CropPadWave(n, pad), None if wave is None else WaveNorm(wave.eps), Spectrogram(cfg, n), steps,
                        _freeze_model(learn.model, T), act, meta).eval()
 
 def _check_clips(n:int, sr:int)->list:
@@ -332,9 +393,26 @@ def _check(learn, proto_bytes:bytes, chain:DeployChain, atol:float):
         raise RuntimeError(f"to_onnx: the exported model's probabilities differ from the learner's by {err:.2e} "
                            f"(more than atol={atol:g}) on test clips; nothing was written")
 
+def _cause(e:Exception)->str:
+    "The first line of what made the exporter fail (its own report puts it under 'Exception summary')"
+    lines = [re.sub(r'\x1b\[[0-9;]*m', '', l).strip() for l in str(e).splitlines()]
+    if 'Exception summary' in ' '.join(lines):
+        k = next(i for i, l in enumerate(lines) if 'Exception summary' in l)
+        return next((l for l in lines[k + 1:] if l), type(e).__name__)[:500]
+    return f"{type(e).__name__}: {next((l for l in lines if l), '')}"[:500]
+
+def _need_deploy_extra(check:bool):
+    "Fail early, saying what to install, when the exporter's (or the check's) packages are missing"
+    import importlib.util
+    need = ('onnx', 'onnxscript') + (('onnxruntime',) if check else ())
+    missing = [m for m in need if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"to_onnx needs {', '.join(missing)}: pip install 'fastnorm[deploy]' "
+                          "(onnx, onnxscript and onnxruntime)")
+
 def to_onnx(learn, # a `Learner`, or the path of its `learn.export()` pickle
             path, # the `.onnx` file to write
-            opset:int|None=None, # ONNX opset; default: the exporter's (at least 17, which has the STFT)
+            opset:int|None=None, # ONNX opset; default: the exporter's
             check:bool=True, # before writing: onnxruntime's probabilities must match `get_preds`' within `atol`
             atol:float=1e-4, # the check's tolerance (absolute, on probabilities)
             act=None, # the activation giving probabilities; default: the loss function's (softmax for cross-entropy)
@@ -346,7 +424,7 @@ def to_onnx(learn, # a `Learner`, or the path of its `learn.export()` pickle
     `vocab` (JSON list, in output order), `spec_config` (JSON), `sample_rate`, `duration`, `n_samples`, `crop_pad`,
     `wave_norm`, `chain` and `fastnorm_version`. What cannot be exported is an error naming it, and nothing is written
     unless the export (and the check) succeeded"""
-    import onnx
+    _need_deploy_extra(check)
     check_positive('atol', atol)
     learn = _loaded(learn)
     path = Path(path)
@@ -361,7 +439,7 @@ def to_onnx(learn, # a `Learner`, or the path of its `learn.export()` pickle
                                      input_names=['waveform'], output_names=['probabilities'], verbose=False)
     except Exception as e:
         raise RuntimeError(f"to_onnx could not export {_name(learn.model)} with torch {torch.__version__}'s "
-                           f"exporter: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+                           f"exporter: {_cause(e)}") from e
     proto = prog.model_proto
     for k, v in chain.meta.items():
         entry = proto.metadata_props.add()

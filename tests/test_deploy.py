@@ -17,7 +17,7 @@ from conftest import SHARED, needs
 ort = pytest.importorskip('onnxruntime', reason='the [deploy] extra (onnx, onnxruntime, onnxscript) is not installed')
 onnx = pytest.importorskip('onnx', reason='the [deploy] extra is not installed')
 pytest.importorskip('onnxscript', reason="torch's ONNX exporter needs onnxscript (the [deploy] extra)")
-from fastnorm.deploy import to_onnx, deploy_chain, onnx_metadata, CropPadWave, Spectrogram
+from fastnorm.deploy import to_onnx, deploy_chain, onnx_metadata, PowerSTFT, CropPadWave, Spectrogram
 from fastnorm.spec import SpecConfig, MelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ SPEC_TFMS = {
 WAVE_NORM = {'global', 'channel', 'instance', 'fbn'}
 
 def _stem(norm, c):
-    if norm == 'fbn': return FreqBatchNorm(c.n_freq)
+    if norm == 'fbn': return FreqBatchNorm(c.n_freq, momentum=None)  # running statistics: the average over the epoch
     if norm == 'pcen_learn': return PCEN(c.n_freq, sr=c.sr, hop_length=c.hop_length, from_db=c.db, scale=PCEN_SCALE)
 
 def _nontrivial(learn):
@@ -98,7 +98,7 @@ def check_parity(learn, onnx_path, files):
 @pytest.fixture(scope='module')
 def exporter(tmp_path_factory):
     "Skip when this torch's exporter cannot export the front end (detected by trying, not by version)"
-    m = torch.nn.Sequential(CropPadWave(800), Spectrogram(SpecConfig(sr=8000, n_fft=256, hop_length=128)))
+    m = torch.nn.Sequential(CropPadWave(800), Spectrogram(SpecConfig(sr=8000, n_fft=256, hop_length=128), 800))
     p = tmp_path_factory.mktemp('probe')/'probe.onnx'
     try:
         with warnings.catch_warnings():
@@ -106,9 +106,24 @@ def exporter(tmp_path_factory):
             torch.onnx.export(m, (torch.randn(2, 1001),), dynamo=True, dynamic_shapes=({0: torch.export.Dim('b'),
                               1: torch.export.Dim('n')},), input_names=['waveform']).save(str(p))
     except Exception as e:
-        pytest.skip(f"torch {torch.__version__}'s ONNX exporter cannot export the STFT front end: "
+        pytest.skip(f"torch {torch.__version__}'s ONNX exporter cannot export fastnorm's front end: "
                     f"{type(e).__name__}: {str(e)[:200]}")
     return p
+
+@pytest.mark.parametrize('n_fft,hop,win,center', [(512, 256, None, True), (400, 200, None, True), (256, 64, 200, True),
+                                                 (2048, 512, None, False), (97, 40, None, True)])
+def test_power_stft_is_fastnorm_dsp_stft(n_fft, hop, win, center):
+    from fastnorm.dsp import stft
+    x = torch.randn(3, 5000, generator=torch.Generator().manual_seed(0))
+    want = stft(x, n_fft, hop, win, center=center).abs().square()  # [3, K, T]
+    xp = torch.nn.functional.pad(x[:, None], (n_fft // 2,) * 2, mode='reflect')[:, 0] if center else x
+    m = PowerSTFT(n_fft, hop, win, xp.shape[-1])
+    got = m(xp)  # [3, T, J], bin order[j] in column j
+    K = n_fft // 2 + 1
+    assert sorted(m.order[m.order < K].tolist()) == list(range(K))
+    got = got[..., m.order < K][..., torch.argsort(m.order[m.order < K])].transpose(1, 2)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-6 * float(want.max()))
 
 def test_front_end_matches_fastnorm_dsp_and_crops_like_predict(exporter):
     from fastnorm.audio import AudioCropPad
