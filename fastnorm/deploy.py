@@ -14,7 +14,7 @@ from .spec import SpecConfig, MelSpec
 from .cache import CachedSpec
 from .norm import SpecNormalize, InstanceSpecNorm, ImageNetSpecNorm
 from .freqnorm import FreqInstanceNorm, FreqBatchNorm, RelaxedFreqNorm
-from .pcen import PCEN, PCENTransform, pcen_smoothing, _BLOCK
+from .pcen import PCEN, PCENTransform, pcen_smoothing
 from .utils import atomic_path
 from .checks import check_positive
 from . import __version__
@@ -168,6 +168,8 @@ class ImageNetNorm(nn.Module):
     def forward(self, x):
         lo, hi = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
         return ((x - lo) / (hi - lo).clamp_min(self.eps) - ImageNetSpecNorm.mean) / ImageNetSpecNorm.std
+
+_BLOCK = 48  # frames per block of the smoother's recurrence, as `fastnorm.pcen.ema_filter`: the same sums, in order
 
 def _ema_consts(s:torch.Tensor, T:int)->tuple:
     "`ema_filter`'s block matrices for coefficients `s` (`[nb]`) and `T` frames: `KT` `[nb,L,L]`, `pw` `[nb,1,L+1]`"

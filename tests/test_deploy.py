@@ -125,6 +125,19 @@ def test_power_stft_is_fastnorm_dsp_stft(n_fft, hop, win, center):
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=0, atol=2e-6 * float(want.max()))
 
+@pytest.mark.parametrize('per_band', [False, True])
+def test_pcen_core_is_fastnorm_pcen(per_band):
+    from fastnorm.pcen import pcen, pcen_smoothing
+    from fastnorm.deploy import PCENCore
+    g = torch.Generator().manual_seed(0)
+    S = torch.rand(2, 1, 8, 131, generator=g) ** 4 * 1e3  # 131 frames: three blocks, the last one short
+    if per_band: kw = dict(gain=torch.rand(8, generator=g) * .5 + .5, bias=torch.rand(8, generator=g) + 1.5,
+                           power=torch.rand(8, generator=g) * .4 + .3, s=torch.rand(8, generator=g) * .1 + .02)
+    else: kw = dict(gain=.9, bias=2., power=.5, s=pcen_smoothing(16000, 256))
+    want = pcen(S, eps=1e-6, **kw)
+    got = PCENCore(131, kw['s'], kw['gain'], kw['bias'], kw['power'], 1e-6)(S)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
 def test_front_end_matches_fastnorm_dsp_and_crops_like_predict(exporter):
     from fastnorm.audio import AudioCropPad
     cfg = SpecConfig(sr=8000, n_fft=256, hop_length=128)
