@@ -36,7 +36,8 @@ def new_clips(path, n:int, dest:Path)->list:
     out = []
     for i in range(n):
         x, sr = sf.read(src[i % len(src)], dtype='float32')
-        y = np.concatenate([x, x[: len(x) // 2][::-1]]) + rng.standard_normal(len(x) + len(x) // 2).astype(np.float32) * .01
+        y = np.concatenate([x, x[: len(x) // 2][::-1]])
+        y = y + rng.standard_normal(len(y)).astype(np.float32) * .01
         out.append(dest/f'{i}.wav')
         sf.write(out[-1], y, sr, subtype='PCM_16')
     return out
@@ -98,7 +99,7 @@ def main(quick:bool=False, # a small smoke run, numbers not for BENCHMARKS.md
         print(f"\nthe network alone in torch, one clip's spectrogram: {t_net * 1e3:.2f} ms, so `predict`'s pipeline "
               f"around it costs {(base - t_net) * 1e3:.2f} ms per clip")
         diff = max(float(np.abs(p - probs['learn.predict, per clip']).max()) for p in probs.values())
-        print(f"\n.onnx file {model.stat().st_size / 1e3:.0f} kB (exported pickle {(tmp/'learn.pkl').stat().st_size / 1e3:.0f}"
-              f" kB); to_onnx (export + check) {t_export:.1f} s; max |probability difference| between the four ways "
-              f"{diff:.1e}")
+        pkl = (tmp/'learn.pkl').stat().st_size
+        print(f"\n.onnx file {model.stat().st_size / 1e3:.0f} kB (exported pickle {pkl / 1e3:.0f} kB); to_onnx "
+              f"(export + check) {t_export:.1f} s; max |probability difference| between the four ways {diff:.1e}")
     finally: shutil.rmtree(tmp)

@@ -1,6 +1,6 @@
-"""Deploy a trained learner as one ONNX file: a waveform batch in, class probabilities out, with the whole inference chain
-inside: crop/pad, waveform normalization, STFT, mel, dB or PCEN, the spectrogram normalization (its statistics baked
-in as constants), the network and its activation. The serving side needs onnxruntime and numpy only
+"""Deploy a trained learner as one ONNX file: a waveform batch in, class probabilities out, with the whole inference
+chain inside: crop/pad, waveform normalization, STFT, mel, dB or PCEN, the spectrogram normalization (its statistics
+baked in as constants), the network and its activation. The serving side needs onnxruntime and numpy only
 (`examples/serve_onnx.py`)."""
 from __future__ import annotations
 import copy, json, math, re, warnings
@@ -51,10 +51,11 @@ def _split(n:int)->tuple:
     return n1, n // n1
 
 class PowerSTFT(nn.Module):
-    """`|STFT|²` of `[M,L]` signals of a fixed length `L` (already padded), periodic Hann window, as `fastnorm.dsp.stft`:
-    a four-step FFT in matrix products (`n_fft = N1 N2`: DFTs of size N1, twiddles, DFTs of size N2), about
-    `2 (N1 + N2) / n_fft` of a direct DFT's work and fast in onnxruntime (whose STFT operator is slow, slowest for sizes
-    that are not powers of 2). Returns `[M,T,J]`: bin `order[j]` in column `j`, `order[j] >= n_fft//2+1` unused"""
+    """`|STFT|²` of `[M,L]` signals of a fixed length `L` (already padded), periodic Hann window, as
+    `fastnorm.dsp.stft`: a four-step FFT in matrix products (`n_fft = N1 N2`: DFTs of size N1, twiddles, DFTs of size
+    N2), about `2 (N1 + N2) / n_fft` of a direct DFT's work and fast in onnxruntime (whose STFT operator is slow,
+    slowest for sizes that are not powers of 2). Returns `[M,T,J]`: bin `order[j]` in column `j`,
+    `order[j] >= n_fft//2+1` unused"""
     def __init__(self, n_fft:int, hop_length:int, win_length:int|None, L:int):
         super().__init__()
         n1, n2 = _split(n_fft)
@@ -65,11 +66,13 @@ class PowerSTFT(nn.Module):
         a1, a2 = torch.arange(n1, dtype=torch.float64), torch.arange(n2, dtype=torch.float64)
         self.hop, self.chunks = hop_length, (n_fft // hop_length if n_fft % hop_length == 0 else None)
         if self.chunks is None:  # frame t's sample n2 t1 + t2 at [t, t2, t1], gathered (slower than slicing chunks)
-            idx = torch.arange(T)[:, None, None] * hop_length + n2 * torch.arange(n1)[None, None] + torch.arange(n2)[:, None]
+            idx = (torch.arange(T)[:, None, None] * hop_length + n2 * torch.arange(n1)[None, None]
+                   + torch.arange(n2)[:, None])
             self.register_buffer('idx', idx.reshape(-1))
+        wl = win_length or n_fft
         win = torch.zeros(n_fft, dtype=torch.float64)
-        left = (n_fft - (win_length or n_fft)) // 2  # as torch.stft centres a shorter window
-        win[left:left + (win_length or n_fft)] = torch.hann_window(win_length or n_fft, periodic=True, dtype=torch.float64)
+        left = (n_fft - wl) // 2  # as torch.stft centres a shorter window
+        win[left:left + wl] = torch.hann_window(wl, periodic=True, dtype=torch.float64)
         self.register_buffer('win', win.reshape(n1, n2).T.float().contiguous())  # [t2, t1]
         th1 = 2 * math.pi * ((a1[:, None] * a1[None]) % n1) / n1  # [t1, k1]
         self.register_buffer('dft1', torch.cat([torch.cos(th1), -torch.sin(th1)], 1).float())  # [t1, 2 N1]
@@ -78,11 +81,12 @@ class PowerSTFT(nn.Module):
         self.register_buffer('tw_s', torch.sin(phi).float())
         th2 = 2 * math.pi * ((a2[:, None] * a2[None, :k2n]) % n2) / n2  # [t2, k2]
         c, sn = torch.cos(th2), torch.sin(th2)
-        self.register_buffer('dft2', torch.cat([torch.cat([c, -sn], 1), torch.cat([sn, c], 1)]).float())  # [2 N2, 2 k2n]
+        dft2 = torch.cat([torch.cat([c, -sn], 1), torch.cat([sn, c], 1)])  # [2 N2, 2 k2n]: (re | im) in and out
+        self.register_buffer('dft2', dft2.float())
         j = torch.arange(n1 * k2n)
         self.register_buffer('order', (j // k2n) + n1 * (j % k2n))
     def frames(self, x):
-        "`[M,L]` to frames `[M,T,N2,N1]`: frame t's sample `n2 t1 + t2` at `[t, t2, t1]`, so the size-N1 DFTs multiply on the right"
+        "`[M,L]` to frames `[M,T,N2,N1]`: frame t's sample `n2 t1 + t2` at `[t, t2, t1]` (size-N1 DFTs on the right)"
         M, T, n1, n2 = x.shape[0], self.T, self.n1, self.n2
         if self.chunks is None: return x.index_select(1, self.idx).reshape(M, T, n2, n1)
         R, h = self.chunks, self.hop  # hop divides n_fft: frame t is chunks t .. t+R-1 of `hop` samples
@@ -111,7 +115,8 @@ class Spectrogram(nn.Module):
         self.stft = PowerSTFT(cfg.n_fft, cfg.hop_length, cfg.win_length, L)
         K, order = cfg.n_fft // 2 + 1, self.stft.order
         fb = MelSpec(cfg=cfg).mel_fb()
-        if fb is not None: self.register_buffer('mel', torch.where((order < K)[:, None], fb[order.clamp(max=K - 1)], 0.))
+        if fb is not None:  # the filterbank's rows in the STFT's column order, zero for the unused columns
+            self.register_buffer('mel', torch.where((order < K)[:, None], fb[order.clamp(max=K - 1)], 0.))
     def forward(self, x):
         c = self.cfg
         if x.shape[-1] != self.n: raise ValueError(f"Spectrogram was made for {self.n} samples, not {x.shape[-1]}")
@@ -181,8 +186,9 @@ def _ema_consts(s:torch.Tensor, T:int)->tuple:
     return KT, a ** ar
 
 class PCENCore(nn.Module):
-    """PCEN of a non-negative `[B,C,F,T]` batch with fixed parameters (numbers, or one per band), as `fastnorm.pcen.pcen`
-    computes it at inference: the smoother is `ema_filter`'s block recurrence over the `T` frames, unrolled"""
+    """PCEN of a non-negative `[B,C,F,T]` batch with fixed parameters (numbers, or one per band), as
+    `fastnorm.pcen.pcen` computes it at inference: the smoother is `ema_filter`'s block recurrence over the `T` frames,
+    unrolled"""
     def __init__(self, T:int, s, gain, bias, power, eps:float):
         super().__init__()
         s = torch.as_tensor(s, dtype=torch.float32).reshape(-1)
@@ -241,8 +247,8 @@ class PCENStem(nn.Module):
 
 class DeployChain(nn.Module):
     """A learner's inference as one module: waveforms `[B,N]` (mono, float32, at the training rate, any `N`) to class
-    probabilities `[B,n_classes]`. `N` is made the training length `n` as `predict` does: a longer clip is centre-cropped,
-    a shorter one zero-padded at the end (`CropPadWave`)"""
+    probabilities `[B,n_classes]`. `N` is made the training length `n` as `predict` does: a longer clip is
+    centre-cropped, a shorter one zero-padded at the end (`CropPadWave`)"""
     def __init__(self, crop:CropPadWave, wave:nn.Module|None, spec:nn.Module|None, steps:list, model:nn.Module, act,
                  meta:dict):
         super().__init__()
@@ -268,7 +274,7 @@ def _name(t)->str: return type(t).__name__
 def _train_only(t)->bool: return getattr(t, 'split_idx', None) == 0  # RandTransforms that only run on the training set
 
 def _reader(dl)->tuple:
-    "(`OpenAudio` or None, `SpecCache` or None): how the learner's items become inputs; other type transforms are refused"
+    "(`OpenAudio` or None, `SpecCache` or None): how the learner's items become inputs; other type tfms are refused"
     fs = list(dl.dataset.tls[0].tfms.fs)
     k = next((i for i, f in enumerate(fs) if isinstance(f, (OpenAudio, CachedSpec))), None)
     if k is None:
@@ -287,7 +293,8 @@ def _crop(dl, cache)->tuple:
         elif not isinstance(t, ToTensor) and not _train_only(t): other.append(_name(t))
     if other: raise ValueError(f"to_onnx cannot export the item transform(s) {other}")
     if not crops:
-        raise ValueError("to_onnx needs a fixed clip length: the learner has no AudioCropPad (AudioBlock(duration=...))")
+        raise ValueError("to_onnx needs a fixed clip length: the learner has no AudioCropPad "
+                         "(AudioBlock(duration=...))")
     return crops[-1].duration, crops[-1].pad
 
 def _step(t, cfg:SpecConfig, T:int)->nn.Module:
@@ -367,7 +374,8 @@ def deploy_chain(learn, # a `Learner`, or the path of its `learn.export()` pickl
                 wave_norm=json.dumps(wave is not None),
                 chain=json.dumps(['CropPadWave'] + (['AudioNormalize'] if wave is not None else []) + ['MelSpec'] +
                                  [_name(t) for t in spec_tfms] + [_name(learn.model), 'activation']),
-                train_only_skipped=json.dumps(skipped), input='waveform: float32 [batch, samples], mono, at sample_rate',
+                train_only_skipped=json.dumps(skipped),
+                input='waveform: float32 [batch, samples], mono, at sample_rate',
                 output='probabilities: float32 [batch, len(vocab)]')
     return DeployChain(CropPadWave(n, pad), None if wave is None else WaveNorm(wave.eps), Spectrogram(cfg, n), steps,
                        _freeze_model(learn.model, T), act, meta).eval()

@@ -1,6 +1,7 @@
 """`to_onnx` / `fastnorm deploy`: the whole inference chain as one ONNX file, against the learner it came from.
-onnxruntime (CPU) must give `predict`'s and `get_preds`' probabilities within 1e-4, for every normalization, trained on the
-fly and from the feature cache, at batch sizes 1 and 8, for clips shorter than, as long as and longer than training."""
+onnxruntime (CPU) must give `predict`'s and `get_preds`' probabilities within 1e-4, for every normalization, trained on
+the fly and from the feature cache, at batch sizes 1 and 8, for clips shorter than, as long as and longer than
+training."""
 import json, os, shutil, subprocess, sys, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, soundfile as sf, torch, pytest
