@@ -216,7 +216,7 @@ class PCENCore(nn.Module):
         if S.shape[-1] != self.T:
             raise ValueError(f"PCEN was exported for {self.T} frames, not {S.shape[-1]}")
         M = torch.exp(-self.gain * torch.log(self.ema(S) + self.eps)) * S
-        g, b, p = self.gain, self.bias, self.power
+        b, p = self.bias, self.power
         if not self.per_band and p == 0: return torch.log1p(M)
         if not self.per_band and b == 0: return M ** p
         if not self.per_band and p == .5: return M / (torch.sqrt(M + b) + math.sqrt(b))
@@ -249,7 +249,7 @@ class DeployChain(nn.Module):
     """A learner's inference as one module: waveforms `[B,N]` (mono, float32, at the training rate, any `N`) to class
     probabilities `[B,n_classes]`. `N` is made the training length `n` as `predict` does: a longer clip is
     centre-cropped, a shorter one zero-padded at the end (`CropPadWave`)"""
-    def __init__(self, crop:CropPadWave, wave:nn.Module|None, spec:nn.Module|None, steps:list, model:nn.Module, act,
+    def __init__(self, crop:CropPadWave, wave:nn.Module|None, spec:nn.Module, steps:list, model:nn.Module, act,
                  meta:dict):
         super().__init__()
         self.crop, self.wave, self.spec, self.steps, self.model = crop, wave, spec, nn.Sequential(*steps), model
@@ -357,10 +357,14 @@ def deploy_chain(learn, # a `Learner`, or the path of its `learn.export()` pickl
     learn = _loaded(learn)
     dl = learn.dls.valid
     opener, cache = _reader(dl)
+    if opener is not None and not opener.mono:
+        raise ValueError("to_onnx exports mono learners (a waveform `[B,N]` in): this one reads its audio with "
+                         "OpenAudio(mono=False)")
     duration, pad = _crop(dl, cache)
     wave, cfg, spec_tfms, skipped = _batch_chain(dl, cache)
     n = int(round(duration * cfg.sr))
-    T = cfg.n_frames(n)
+    spec = Spectrogram(cfg, n)
+    T = spec.stft.T  # frames of every spectrogram
     steps = [_step(t, cfg, T) for t in spec_tfms]
     if act is None: act = getattr(learn.loss_func, 'activation', None)
     if act is None:
@@ -377,7 +381,7 @@ def deploy_chain(learn, # a `Learner`, or the path of its `learn.export()` pickl
                 train_only_skipped=json.dumps(skipped),
                 input='waveform: float32 [batch, samples], mono, at sample_rate',
                 output='probabilities: float32 [batch, len(vocab)]')
-    return DeployChain(CropPadWave(n, pad), None if wave is None else WaveNorm(wave.eps), Spectrogram(cfg, n), steps,
+    return DeployChain(CropPadWave(n, pad), None if wave is None else WaveNorm(wave.eps), spec, steps,
                        _freeze_model(learn.model, T), act, meta).eval()
 
 def _check_clips(n:int, sr:int)->list:

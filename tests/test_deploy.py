@@ -13,6 +13,7 @@ from fastnorm.pcen import PCEN, PCENTransform
 from fastnorm.study.recipes import PCEN_SCALE
 from fastnorm.study.models import make_learner
 from fastnorm.augment import SpecAugment
+from fastai.torch_core import set_seed
 from conftest import SHARED, needs
 
 ort = pytest.importorskip('onnxruntime', reason='the [deploy] extra (onnx, onnxruntime, onnxscript) is not installed')
@@ -47,7 +48,7 @@ def train(data, norm, cache, sr, tmp, spec='quick', bs=8, epochs=1):
     "A learner with normalization `norm`, trained `epochs` (SpecAugment on, as a train-only transform)"
     from fastnorm.spec import spec_config
     c = spec_config(spec, sr)
-    torch.manual_seed(0)
+    set_seed(0, reproducible=True)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         dls = esc50_dls(data, bs=bs, spec=spec, sr=sr, wave_norm=norm in WAVE_NORM, cache=cache, num_workers=0,
@@ -81,9 +82,11 @@ def run_onnx(path, waves):
     sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     return sess.run(['probabilities'], {'waveform': np.stack(waves).astype(np.float32)})[0]
 
-def check_parity(learn, onnx_path, files):
-    "onnxruntime at batch 8 against `get_preds`, at batch 1 against `predict` (two clips per length)"
-    read = lambda f: sf.read(f, dtype='float32')[0]
+def check_parity(learn, onnx_path, files, sr=None):
+    """onnxruntime at batch 8 against `get_preds`, at batch 1 against `predict` (two clips per length); files not at the
+    model's rate `sr` are resampled for onnxruntime as the learner resamples them"""
+    from fastnorm.audio import load_audio
+    read = (lambda f: sf.read(f, dtype='float32')[0]) if sr is None else (lambda f: load_audio(f, sr=sr)[0][0].numpy())
     for kind, fs in files.items():
         with learn.no_bar(): want = learn.get_preds(dl=learn.dls.test_dl(fs, bs=8))[0].numpy()
         got = run_onnx(onnx_path, [read(f) for f in fs])
@@ -155,6 +158,39 @@ def test_front_end_matches_fastnorm_dsp_and_crops_like_predict(exporter):
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-3)  # dB, float32 STFT
         assert np.abs(got - want).mean() < 1e-4
 
+class FrontEnd(torch.nn.Module):
+    def __init__(self, cfg, n): super().__init__(); self.crop, self.spec = CropPadWave(n), Spectrogram(cfg, n)
+    def forward(self, waveform): return self.spec(self.crop(waveform)[:, None])
+
+@pytest.mark.slow
+@pytest.mark.parametrize('cfg,n', [
+    (SpecConfig(sr=8000, n_fft=400, hop_length=200, n_mels=None), 4000),  # the paper preset's linear bins
+    (SpecConfig(sr=8000, n_fft=512, hop_length=160, n_mels=40, power=1., top_db=80., win_length=400, mel_scale='htk',
+                mel_norm=None), 3000),  # magnitude, a hop that does not divide n_fft (frames gathered)
+    (SpecConfig(sr=8000, n_fft=256, hop_length=128, db=False, center=False, f_min=100., f_max=3000.), 2000),
+    (SpecConfig(sr=8000, n_fft=256, hop_length=64), 200),  # clips shorter than one window: padded to it
+], ids=['linear', 'magnitude-topdb-htk', 'power-uncentred', 'shorter-than-nfft'])
+def test_front_end_settings(exporter, tmp_path, cfg, n):
+    from fastnorm.audio import AudioCropPad
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        dims = ({0: torch.export.Dim('b'), 1: torch.export.Dim('n')},)
+        torch.onnx.export(FrontEnd(cfg, n).eval(), (torch.randn(2, n + 7),), dynamo=True, input_names=['waveform'],
+                          dynamic_shapes=dims).save(tmp_path/'f.onnx')
+    sess = ort.InferenceSession(str(tmp_path/'f.onnx'), providers=['CPUExecutionProvider'])
+    g = torch.Generator().manual_seed(0)
+    for N in (n // 3, n, 2 * n + 1):
+        x = torch.randn(2, N, generator=g) * .3
+        crop = AudioCropPad(n / cfg.sr)
+        cropped = torch.stack([crop(AudioTensor(w[None], sr=cfg.sr), split_idx=1) for w in x])
+        want = MelSpec(cfg=cfg)(AudioTensor(cropped, sr=cfg.sr)).numpy()
+        got = sess.run(None, {'waveform': x.numpy()})[0]
+        assert got.shape == want.shape == (2, 1, cfg.n_freq, cfg.n_frames(n))
+        if cfg.db:  # dB: float32 sums differ most in the quietest bins, 70 dB below the peak
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-2)
+            assert np.abs(got - want).mean() < 1e-4
+        else: np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * want.max())
+
 def test_crop_pad_rule():
     x = torch.arange(1., 8.)[None]  # 7 samples
     assert CropPadWave(4)(x).tolist() == [[2., 3., 4., 5.]]  # (7-4)//2 = 1 dropped at the start
@@ -179,6 +215,11 @@ def test_refuses_what_it_cannot_export_before_writing(tiny_esc50, tmp_path):
     with pytest.raises(ValueError, match=r'cannot export the batch transform MyGain \(test_deploy\)'):
         to_onnx(learn, tmp_path/'m.onnx')
     dl.after_batch.fs = old
+    opener = next(t for t in dl.dataset.tls[0].tfms.fs if type(t).__name__ == 'OpenAudio')
+    opener.mono = False
+    with pytest.raises(ValueError, match=r'exports mono learners .* OpenAudio\(mono=False\)'):
+        to_onnx(learn, tmp_path/'m.onnx')
+    opener.mono = True
     class Branchy(torch.nn.Module):  # control flow on the data: torch.export cannot trace it
         def forward(self, x): return x.mean((2, 3)) if float(x.mean()) > 0 else -x.mean((2, 3))
     learn.model = Branchy()
@@ -220,6 +261,17 @@ def test_parity_on_generated_clips(tiny_esc50, exporter, tmp_path, norm, cache):
     files = clips(list(read_esc50_csv(tiny_esc50).path[::5]), 8000, 8000, tmp_path/'clips')
     want = check_parity(learn, path, files)
     assert want.std(0).max() > 1e-3  # the clips are told apart: the parity is not that of a constant output
+
+@pytest.mark.slow
+@pytest.mark.parametrize('spec,norm', [('paper', 'channel'), ('esc50', 'pcen')])
+def test_parity_with_other_presets(tiny_esc50, exporter, tmp_path, spec, norm):
+    "The paper preset's linear 201 bins (n_fft 400), the esc50 preset's 2048-point FFT and 128 mels, at 8 kHz"
+    learn = train(tiny_esc50, norm, False, 8000, tmp_path, spec=spec)
+    path = to_onnx(learn, tmp_path/'m.onnx')
+    assert onnx_metadata(path)['spec_config']['n_fft'] == (400 if spec == 'paper' else 2048)
+    files = clips(list(read_esc50_csv(tiny_esc50).path[::5]), 8000, 8000, tmp_path/'clips')
+    want = check_parity(learn, path, files)
+    assert want.std(0).max() > 1e-3
 
 def _esc10_subset(dest, per_class=4):
     "A small folder in ESC-50's layout linking to `per_class` clips of each class and fold of the shared ESC-10"
@@ -288,3 +340,16 @@ def test_serving_script_runs_without_torch(small, exporter, tmp_path):
     r = serve(ROOT/'examples'/'serve_onnx.py', model, few[0], tmp_path/'at16k.wav')
     assert r.returncode == 1 and r.stdout == ''
     assert f"{tmp_path/'at16k.wav'}: 16000 Hz, but the model expects 8000 Hz" in r.stderr
+
+@pytest.mark.slow
+@needs(ESC10)
+def test_parity_on_shared_recordings_at_44k(exporter, tmp_path):
+    "The esc50 preset at ESC-50's own 44.1 kHz: the 16 kHz recordings resampled by the learner, and for onnxruntime"
+    data, _ = _esc10_subset(tmp_path/'esc10')
+    learn = train(data, 'channel', True, 44100, tmp_path, spec='esc50')
+    path = to_onnx(learn, tmp_path/'m.onnx')
+    assert onnx_metadata(path)['sample_rate'] == 44100
+    new = pd.read_csv(ESC10/'meta'/'esc50.csv').query('fold == 5').groupby('category').head(1)
+    files = clips([ESC10/'audio'/f for f in new.filename], 5 * 16000, 16000, tmp_path/'clips')
+    want = check_parity(learn, path, files, sr=44100)
+    assert want.std(0).max() > 1e-3
