@@ -18,3 +18,4 @@ from .batchrand import *
 from .noise import *
 from .pcen import *
 from .freqnorm import *
+from .deploy import *

@@ -1,9 +1,10 @@
-"The `fastnorm` command: `fastnorm compare` (the normalization comparison), `synth` (the embedded dataset), `export`."
+"""The `fastnorm` command: `fastnorm compare` (the normalization comparison), `synth` (the embedded dataset), `export`,
+`deploy` (a learner to one ONNX file)."""
 from __future__ import annotations
 import sys
 from fastcore.script import call_parse, parse_cli, store_true
 
-__all__ = ['compare', 'synth', 'export', 'main']
+__all__ = ['compare', 'synth', 'export', 'deploy', 'main']
 
 @call_parse
 def compare(
@@ -106,16 +107,32 @@ def export(
         raise SystemExit(f"fastnorm export: error: {e}")
     print(path)
 
-COMMANDS = {'compare': compare, 'synth': synth, 'export': export}
+@call_parse
+def deploy(
+    learner:str, # a learner saved with `learn.export()` (.pkl)
+    out:str, # the .onnx file to write: float32 waveforms [batch, samples] in, class probabilities out
+    opset:int=None, # ONNX opset [default: the exporter's]
+    no_check:store_true=False, # skip comparing onnxruntime's probabilities with the learner's before writing
+):
+    """Export a learner's whole inference (crop/pad, waveform and spectrogram normalization, STFT, mel, dB or PCEN,
+    network, softmax) to one ONNX file, its vocabulary and settings in the metadata; print the file"""
+    from .deploy import to_onnx
+    try: path = to_onnx(learner, out, opset=opset, check=not no_check)
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+        raise SystemExit(f"fastnorm deploy: error: {e}")
+    print(path)
+
+COMMANDS = {'compare': compare, 'synth': synth, 'export': export, 'deploy': deploy}
 
 def main():
     "Entry point of the `fastnorm` console script"
     args = sys.argv[1:]
     if not args or args[0] in ('-h', '--help') or args[0] not in COMMANDS:
-        print("usage: fastnorm {compare,synth,export} [--help] ...\n\n"
+        print("usage: fastnorm {compare,synth,export,deploy} [--help] ...\n\n"
               "  compare  compare spectrogram normalizations on ESC-50 or a dataset in its layout\n"
               "  synth    make the embedded synthetic dataset in ESC-50's layout\n"
-              "  export   export a dataset through an AVMNIST degradation scheme as .npy (images or dB)")
+              "  export   export a dataset through an AVMNIST degradation scheme as .npy (images or dB)\n"
+              "  deploy   export a trained learner to one ONNX file: waveforms in, class probabilities out")
         if args and args[0] not in ('-h', '--help'):
             print(f"\nfastnorm: unknown command {args[0]!r}", file=sys.stderr)
             sys.exit(2)

@@ -26,7 +26,7 @@ def test_unknown_command_exits_2_naming_it(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e: run_cli(monkeypatch, 'frobnicate', '--x')
     assert e.value.code == 2
     out, err = capsys.readouterr()
-    assert "fastnorm: unknown command 'frobnicate'" in err and out.startswith('usage: fastnorm {compare,synth,export}')
+    assert "fastnorm: unknown command 'frobnicate'" in err and out.startswith('usage: fastnorm {compare,synth,export,deploy}')
 
 def test_no_command_prints_usage_and_succeeds(monkeypatch, capsys):
     run_cli(monkeypatch)  # returns: no SystemExit
