@@ -10,8 +10,8 @@ __all__ = ['fastnorm_home', 'atomic_path', 'atomic_dir', 'remove_stale', 'reserv
 SPACE_MARGIN = 16 << 20  # where the disk cannot reserve space, this much must stay free beyond what is needed
 
 def fastnorm_home()->Path:
-    "Where fastnorm keeps generated data and caches: `$FASTNORM_HOME`, else `~/.fastnorm`"
-    return Path(os.environ.get('FASTNORM_HOME', '~/.fastnorm')).expanduser()
+    "Where fastnorm keeps generated data and caches: `$FASTNORM_HOME`, else (unset or empty) `~/.fastnorm`"
+    return Path(os.environ.get('FASTNORM_HOME') or '~/.fastnorm').expanduser()  # empty is not the working folder
 
 def _umask()->int:
     m = os.umask(0)  # the only way to read the umask is to set it: put it back at once

@@ -8,7 +8,7 @@ EXAMPLES = SHARED/'examples'
 FSDD = SHARED/'fsdd'/'recordings'
 
 # every test session (and the notebooks it runs) gets its own fastnorm home, so no test reads a user's cache
-if 'FASTNORM_HOME' not in os.environ:
+if not os.environ.get('FASTNORM_HOME'):  # unset or empty (which fastnorm reads as unset)
     import tempfile
     os.environ['FASTNORM_HOME'] = tempfile.mkdtemp(prefix='fastnorm-test-')
 os.environ.setdefault('MPLBACKEND', 'Agg')

@@ -40,6 +40,14 @@ def test_default_location_under_fastnorm_home(monkeypatch, tmp_path):
     d = synth_esc50(n_classes=2, clips_per_class=5, seconds=.5, sr=8000)
     assert d.parent == tmp_path/'data' and (d/'meta'/'esc50.csv').is_file()
 
+def test_an_empty_fastnorm_home_is_the_default_not_the_working_folder(monkeypatch, tmp_path):
+    from fastnorm.utils import fastnorm_home
+    monkeypatch.setenv('HOME', str(tmp_path))
+    monkeypatch.setenv('FASTNORM_HOME', '')
+    assert fastnorm_home() == tmp_path/'.fastnorm'
+    monkeypatch.delenv('FASTNORM_HOME')
+    assert fastnorm_home() == tmp_path/'.fastnorm'
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match='n_classes'): synth_esc50(tmp_path/'x', n_classes=len(SYNTH_CLASSES) + 1)
     with pytest.raises(ValueError, match='clips_per_class'): synth_esc50(tmp_path/'x', clips_per_class=3)
