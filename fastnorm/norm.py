@@ -298,7 +298,7 @@ def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
                   stats:StatsRecorder|None=None, # use these statistics instead of computing them
                   progress:bool=True, # show a progress bar while the statistics are computed
                   eps:float=1e-6, # std floor
-                  sync:str='all_reduce', # statistics across the ranks of torch.distributed, or 'local' (`compute_stats`)
+                  sync:str='all_reduce', # across the ranks of torch.distributed, or 'local' (`compute_stats`)
                  ):
     """Add a normalizer to existing DataLoaders with fastai's `dls.add_tfms`, after `MelSpec` and before SpecAugment,
     replacing an earlier one; its statistics come from `dls.train` through the normalizer's `setups` (as in

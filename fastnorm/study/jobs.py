@@ -64,14 +64,14 @@ def train_job(dls, # the job's DataLoaders (`make_dls`)
     learn = _learner(dls, cfg, job, out)
     secs = _fit(learn, cfg, cbs)
     vals = np.array([[float(v) for v in row] for row in learn.recorder.values])  # train_loss, valid_loss, accuracy
-    row = dict(norm=job.norm, run=job.run, fold=job.fold, seed=job.seed, final_acc=vals[-1, 2], best_acc=vals[:, 2].max(),
-               train_loss=vals[-1, 0], valid_loss=vals[-1, 1], seconds=round(secs, 2))
+    row = dict(norm=job.norm, run=job.run, fold=job.fold, seed=job.seed, final_acc=vals[-1, 2],
+               best_acc=vals[:, 2].max(), train_loss=vals[-1, 0], valid_loss=vals[-1, 1], seconds=round(secs, 2))
     with atomic_path(model_path(out, job)) as tmp:
         torch.save(learn.model.state_dict(), tmp)
     if shifted is not None:
         row.update(shifted.accuracies(learn.model, dls, shifted.shifts, RECIPES[job.norm].wave))
-    curve = pd.DataFrame(dict(norm=job.norm, run=job.run, fold=job.fold, epoch=np.arange(1, len(vals) + 1), accuracy=vals[:, 2],
-                              valid_loss=vals[:, 1]))
+    curve = pd.DataFrame(dict(norm=job.norm, run=job.run, fold=job.fold, epoch=np.arange(1, len(vals) + 1),
+                              accuracy=vals[:, 2], valid_loss=vals[:, 1]))
     return row, curve
 
 def evaluate_kept(dls, cfg, job:Job, out:Path, shifted:ShiftedValid, shifts)->dict:

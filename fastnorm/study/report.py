@@ -6,8 +6,8 @@ import numpy as np, pandas as pd
 from scipy import stats as sps
 from ..utils import atomic_path
 
-__all__ = ['summarize', 'summary_markdown', 'unit_note', 'fold_markdown', 'summarize_shifts', 'shift_markdown', 'plot_comparison', 'plot_curves',
-           'save_figure', 'write_report']
+__all__ = ['summarize', 'summary_markdown', 'unit_note', 'fold_markdown', 'summarize_shifts', 'shift_markdown',
+           'plot_comparison', 'plot_curves', 'save_figure', 'write_report']
 
 NOISE = 1e-6  # a mean or interval below this is float noise (accuracies are counts over at most millions of clips)
 
@@ -109,9 +109,9 @@ def fold_markdown(results:pd.DataFrame, # a row per (norm, run, fold) model
     folds = sorted(int(f) for f in results['fold'].unique())
     norms = [n for n in (order or results['norm'].unique()) if n in set(results['norm'])]
     by = results.groupby(['norm', 'fold'])[metric].mean()
+    header = "| normalization | " + ' | '.join(f"fold {f}" for f in folds) + " | mean | std over folds |"
     lines = ["## Per validation fold\n", "Mean accuracy on each validation fold (over runs), and the spread over folds "
-             "of those means:\n", "| normalization | " + ' | '.join(f"fold {f}" for f in folds) + " | mean | std over folds |",
-             '|---|' + '---|' * (len(folds) + 2)]
+             "of those means:\n", header, '|---|' + '---|' * (len(folds) + 2)]
     for n in norms:
         m = np.array([by.get((n, f), np.nan) for f in folds], float)
         ok = m[~np.isnan(m)]
@@ -219,7 +219,8 @@ def plot_comparison(results:pd.DataFrame, summary:pd.DataFrame, path, metric:str
     rng = np.random.default_rng(0)
     for i, n in enumerate(order):
         y = results.loc[results['norm'] == n, metric].to_numpy(float)
-        ax.scatter(i + rng.uniform(-.15, .15, len(y)), y, s=16, color='k', zorder=3, label='a model' if i == 0 else None)
+        ax.scatter(i + rng.uniform(-.15, .15, len(y)), y, s=16, color='k', zorder=3,
+                   label='a model' if i == 0 else None)
     lo = max(0., float(results[metric].min()) - .1)
     ax.set_ylim(lo, min(1., float(results[metric].max()) + .05))
     ax.set_xticks(xs)

@@ -80,8 +80,8 @@ def canonical(df:pd.DataFrame, norms)->pd.DataFrame:
     if not len(df):
         return df
     pos = {n: i for i, n in enumerate(norms)}
-    order = pd.DataFrame(dict(run=df['run'].astype(int).to_numpy(),
-                              fold=(df['fold'] if 'fold' in df else pd.Series(0, index=df.index)).astype(int).to_numpy(),
+    fold = df['fold'] if 'fold' in df else pd.Series(0, index=df.index)
+    order = pd.DataFrame(dict(run=df['run'].astype(int).to_numpy(), fold=fold.astype(int).to_numpy(),
                               norm=df['norm'].map(lambda n: pos.get(n, len(pos))).to_numpy()))
     return df.iloc[order.sort_values(['run', 'fold', 'norm'], kind='stable').index].reset_index(drop=True)
 
