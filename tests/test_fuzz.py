@@ -450,6 +450,19 @@ res_text = st.tuples(st.lists(res_row, max_size=4), st.sets(st.sampled_from(['no
         ','.join(v for c, v in zip(['norm', 'run', 'fold', 'seed', 'final_acc'], r) if c not in t[1]) + '\n'
         for r in t[0]))
 
+def pandas_reads(f):
+    "What pandas reads of the csv `f`, or the exception it raises"
+    try: return pd.read_csv(f)
+    except Exception as e: return e
+
+def resumed(out, f):
+    "The `Ledger` that `--resume` reads from `out`, or None when it refused with fastnorm's own error naming `f`"
+    try: return Ledger(out, ('none', 'global'), ['final_acc'], Ranks(), resume=True)
+    except Exception as e:
+        own_error(e, f)
+        return None
+
+
 @given(res_text, st.lists(mutation, max_size=2))
 @example('norm,run,fold,seed,final_acc\nnone,,1,0,0.5\n', [])  # an empty run: a job no one can name
 @example('run,fold,seed\n0,1,0\n', [])  # no norm column: was a KeyError
@@ -457,12 +470,9 @@ def test_results_csv_under_resume_reads_as_pandas_or_names_the_file(tmp_path_fac
     out = tmp_path_factory.mktemp('cmp')
     f = out/'results.csv'
     f.write_bytes(mutate(text.encode(), muts))
-    try: ref = pd.read_csv(f)
-    except Exception as e: ref = e
-    try: led = Ledger(out, ('none', 'global'), ['final_acc'], Ranks(), resume=True)
-    except Exception as e:
-        own_error(e, f)
-        return
+    ref = pandas_reads(f)
+    led = resumed(out, f)
+    if led is None: return
     if isinstance(ref, Exception):  # only an empty file reads as no rows
         assert f.stat().st_size == 0 and not led.rows
         return
@@ -548,12 +558,9 @@ def test_curves_csv_under_resume_reads_as_pandas_or_names_the_file(tmp_path_fact
     (out/'results.csv').write_text('norm,run,fold,seed,final_acc\nnone,0,1,0,0.5\nglobal,1,1,1,0.25\n')
     f = out/'curves.csv'
     f.write_bytes(mutate(text.encode(), muts))
-    try: ref = pd.read_csv(f)
-    except Exception as e: ref = e
-    try: led = Ledger(out, ('none', 'global'), ['final_acc'], Ranks(), resume=True)
-    except Exception as e:
-        own_error(e, f)
-        return
+    ref = pandas_reads(f)
+    led = resumed(out, f)
+    if led is None: return
     got = pd.concat(led.curves) if led.curves else pd.DataFrame()
     if isinstance(ref, Exception) or not len(ref):
         assert not len(got)
