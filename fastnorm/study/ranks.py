@@ -61,7 +61,7 @@ class Ranks:
     def __init__(self, rank:int=0, world:int=1, dir:Path|None=None, timeout:float|None=None):
         self.rank, self.world, self.dir = rank, world, None if dir is None else Path(dir)
         self.timeout = _timeout() if timeout is None else timeout
-        self._stage, self._beating = 0, None
+        self._stage = 0
         if world > 1 and self.dir is None:
             raise ValueError("several ranks need a folder to meet in (`dir`)")
     @classmethod
@@ -133,8 +133,8 @@ class Ranks:
             while not stop.is_set():
                 self._file('alive', self.rank).touch()
                 stop.wait(BEAT)
-        self._beating = threading.Thread(target=beat, daemon=True, name=f'fastnorm-rank{self.rank}-heartbeat')
-        self._beating.start()
+        beating = threading.Thread(target=beat, daemon=True, name=f'fastnorm-rank{self.rank}-heartbeat')
+        beating.start()
         try:
             yield self
         except BaseException as e:
@@ -143,7 +143,7 @@ class Ranks:
             raise
         finally:
             stop.set()
-            self._beating.join()
+            beating.join()
     def main_first(self, f, what:str='main first'):
         "`f()` on rank 0, then on the others (which find what rank 0 made, e.g. a downloaded dataset)"
         if self.main:
