@@ -5,7 +5,7 @@ import functools, math, os, sys, warnings
 from numbers import Real
 
 __all__ = ['check_frac', 'check_int', 'check_positive', 'check_range', 'check_choice', 'check_mask_value',
-           'check_batch4d', 'check_number']
+           'check_batch4d', 'check_number', 'empty_cells', 'whole_numbers']
 
 def _is_number(v)->bool:
     "A real number that is not a bool"
@@ -176,3 +176,20 @@ def check_number(name:str, # the argument's name, for the message
     if not _finite_within(v, lo, hi, lo_open, hi_open):
         raise ValueError(f"`{name}` must be a finite number{_interval(lo, hi, lo_open, hi_open)} ({v!r} given)")
     return float(v)
+
+# ---- cells of a table fastnorm reads (esc50.csv, results.csv, curves.csv): a pandas Series in, masks out ----
+
+def empty_cells(v):
+    "Cells of the Series `v` that are empty: NaN (an empty cell as pandas reads it) or only spaces"
+    return v.isna() | (v.astype(str).str.strip() == '')
+
+def whole_numbers(v, # a pandas Series of cells
+                  lo:int|None=None, # the smallest allowed
+                  below:float=2**62, # every value's magnitude must be below this (int64 and float precision)
+                 )->tuple:
+    "`(numbers, ok)`: the cells of `v` as numbers (NaN where not one) and where they are whole, >= `lo` and < `below`"
+    import pandas as pd
+    num = pd.to_numeric(v, errors='coerce')
+    ok = num.notna() & (num == num.round()) & (num.abs() < below)
+    if lo is not None: ok &= num >= lo
+    return num, ok

@@ -10,7 +10,7 @@ from fastai.data.transforms import ColReader, RandomSplitter, ColSplitter, Index
 from .audio import AudioBlock, AudioNormalize, AudioLoadError, AUDIO_EXTS
 from .spec import MelSpec, spec_config
 from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
-from .checks import check_choice, check_frac, check_int, check_positive
+from .checks import check_choice, check_frac, check_int, check_positive, empty_cells, whole_numbers
 
 __all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'LAYOUTS', 'FSDD_TEST_TAKES', 'detect_layout', 'read_esc50_csv',
            'CrossValidationSplitter', 'audio_dblock', 'check_batch_size', 'esc50_dblock', 'esc50_dls', 'esc50',
@@ -80,16 +80,10 @@ def _cell(v):
     "A cell as Python holds it, for a message: 2.5, not np.float64(2.5)"
     return v.item() if hasattr(v, 'item') else v
 
-def _empty(v:pd.Series)->pd.Series:
-    "Cells of `v` that are empty: NaN (an empty cell as pandas reads it) or only spaces"
-    return v.isna() | (v.astype(str).str.strip() == '')
-
 def _integers(df:pd.DataFrame, col:str, csv:Path, lines, lo:int|None=None)->pd.Series:
     "Column `col` as int64, refusing a value that is not a whole number (`fold1`, 1.5) or is below `lo`, by value"
     v = df[col]
-    num = pd.to_numeric(v, errors='coerce')
-    ok = num.notna() & (num == num.round()) & (num.abs() < 2**62)
-    if lo is not None: ok &= num >= lo
+    num, ok = whole_numbers(v, lo)
     if not ok.all():
         i = int((~ok).to_numpy().argmax())
         what = 'integers' + (f' >= {lo}' if lo is not None else '')
@@ -100,7 +94,7 @@ def _check_rows(df:pd.DataFrame, csv:Path, lines)->pd.DataFrame:
     """`df` with integer `fold` and `target`, refusing empty cells in ESC-50's columns, a non-integer fold or target,
     and a file listed twice (in two folds: a leak of validation into training); messages name the csv's rows `lines`"""
     for col in ESC50_COLUMNS[:4]:
-        empty = _empty(df[col])
+        empty = empty_cells(df[col])
         if empty.any():
             what = 'label' if col in ('category', 'target') else 'value'
             raise ValueError(f"{csv}: column {col!r} is empty in {_row_list(empty, lines)}: every clip needs a {what}")

@@ -4,6 +4,7 @@ merged by rank 0 at the end."""
 from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
+from ..checks import empty_cells, whole_numbers
 from ..utils import atomic_path, explain_full_disk
 from .ranks import Ranks, part_files
 
@@ -37,11 +38,10 @@ def _read_csv(p:Path)->pd.DataFrame:
         if mask.any():
             raise ValueError(f"{p}: {what} in row {int(mask.to_numpy().argmax()) + 2}: repair or remove that row, "
                              "or choose another --out")
-    bad(df['norm'].isna() | (df['norm'].astype(str).str.strip() == ''), "column 'norm' is empty")
+    bad(empty_cells(df['norm']), "column 'norm' is empty")
     for c in ('run', 'fold', 'epoch'):
         if c not in df: continue
-        v = pd.to_numeric(df[c], errors='coerce')
-        ok = v.notna() & (v == v.round()) & (v >= 0) & (v < 2**53)
+        v, ok = whole_numbers(df[c], lo=0, below=2**53)
         if not ok.all():
             v0 = df[c][~ok].iloc[0]
             bad(~ok, f"column {c!r} must hold integers >= 0, not {v0.item() if hasattr(v0, 'item') else v0!r}")
