@@ -1,7 +1,7 @@
 """Audio core: `AudioTensor` with its sample rate, loading through soundfile, per-clip normalization, crop/pad and
 `AudioBlock`."""
 from __future__ import annotations
-import struct, warnings
+import struct
 from pathlib import Path
 import numpy as np, torch, soundfile as sf
 from fastai.torch_core import TensorBase
@@ -155,15 +155,6 @@ class AudioCropPad(RandTransform):
             left = (n - cur) // 2 if self.pad == 'both' else 0
             return torch.nn.functional.pad(x, (left, n - cur - left))
         return x
-
-class CropPad(AudioCropPad):
-    "Deprecated name of `AudioCropPad` (it hid fastai.vision's `CropPad` under star imports); not exported"
-    _warned = False
-    def __init__(self, *args, **kwargs):
-        if not CropPad._warned:
-            CropPad._warned = True
-            warnings.warn("`fastnorm.audio.CropPad` is deprecated: use `AudioCropPad`", FutureWarning, stacklevel=2)
-        super().__init__(*args, **kwargs)
 
 def AudioBlock(sr:int|None=16000, # resample every clip to this rate (Hz)
                duration:float|None=None, # crop/pad every clip to this length (s) so batches collate

@@ -8,7 +8,6 @@ from fastcore.meta import delegates
 from fastai.torch_core import retain_type
 from .batchrand import BatchRandTransform
 from .checks import check_frac, check_int, check_mask_value, check_batch4d, check_choice
-from .checks import renamed_kwargs, warn_deprecated
 from .spec import TensorSpec
 
 __all__ = ['SPECAUGMENT_POLICIES', 'span_mask', 'apply_masks', 'warp_positions', 'time_warp',
@@ -89,18 +88,6 @@ def time_warp(x:torch.Tensor, # `[B,C,F,T]` spectrogram batch, any device, T >= 
 # ---- transforms
 class _SpecAug(BatchRandTransform):
     "Base of the SpecAugment transforms: spans for the masks and the warp, drawn per item"
-    _old_attrs = {}  # deprecated attribute names -> the current ones
-    def __setstate__(self, d):
-        "Pickles made with the old attribute names load too"
-        self.__dict__.update({self._old_attrs.get(k, k): v for k, v in d.items()})
-    def __getattr__(self, k):
-        "The old attribute names (`F`, `T`, `W`, `n`, `mF`, `mT`) still read, with a `DeprecationWarning`"
-        new = type(self)._old_attrs.get(k)
-        if new is None or new not in self.__dict__:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {k!r}")
-        warn_deprecated(f"`{type(self).__name__}.{k}`", f"`{new}`")
-        return self.__dict__[new]
-
     def _spans(self, x, prefix, n, size, max_w, on):
         "Widths U{0..max_w} and starts U{0..size-width}, `[B,n]` each; items with `on` False get width 0"
         B = x.shape[0]
@@ -143,8 +130,6 @@ class FreqMask(_SpecAug):
     independently per item. `x`: `[B,C,F,T]`, any device"""
     order = 101  # after normalization (99) and TimeWarp (100): a `mask_value` of 0 is then the dataset mean
     draw_keys = ('width', 'start', 'apply')  # `[B,n]`, `[B,n]`, `[B]`
-    _old_attrs = dict(F='freq_mask_param', n='n_freq_mask')
-    @renamed_kwargs(**_old_attrs)
     @delegates(BatchRandTransform.__init__)
     def __init__(self, freq_mask_param:int, # F: largest band width (rows); must not exceed the batch's frequency bins
                  n_freq_mask:int=1, # mF: bands per item
@@ -163,8 +148,6 @@ class TimeMask(_SpecAug):
     t0 ~ U{0..τ-t}, independently per item. `x`: `[B,C,F,T]`"""
     order = 102
     draw_keys = ('width', 'start', 'apply')  # `[B,n]`, `[B,n]`, `[B]`
-    _old_attrs = dict(T='time_mask_param', n='n_time_mask')
-    @renamed_kwargs(**_old_attrs)
     @delegates(BatchRandTransform.__init__)
     def __init__(self, time_mask_param:int, # T: largest span (frames), capped at `max_frac` of the clip
                  n_time_mask:int=1, # mT: spans per item
@@ -185,8 +168,6 @@ class TimeWarp(_SpecAug):
     in between. `x`: `[B,C,F,T]`"""
     order = 100  # first of the SpecAugment steps, after normalization
     draw_keys = ('center', 'shift', 'apply')  # frames, `[B]` each
-    _old_attrs = dict(W='time_warp')
-    @renamed_kwargs(**_old_attrs)
     @delegates(BatchRandTransform.__init__)
     def __init__(self, time_warp:int, # W: largest displacement (frames); needs W < (τ-1)/2
                  p:float=1., # probability of warping each item
@@ -203,7 +184,6 @@ class SpecAugment(_SpecAug):
     paper ('LB', 'LD', 'SM', 'SS')"""
     order = 100
     draw_keys = ('center', 'shift', 'freq_width', 'freq_start', 'time_width', 'time_start', 'apply')
-    _old_attrs = dict(F='freq_mask_param', T='time_mask_param', mF='n_freq_mask', mT='n_time_mask', W='time_warp')
     @delegates(BatchRandTransform.__init__)
     def __init__(self, freq_mask_param:int|None=None, # F: largest frequency band (rows)
                  time_mask_param:int|None=None, # T: largest time span (frames)

@@ -1,41 +1,75 @@
 """Argument checks shared by fastnorm's modules: each raises a `ValueError` that names the argument, quotes the value
-given and says what is allowed, and returns the value in its canonical type. Internal helpers, not in `fastnorm.all`."""
+given and says what is allowed, and returns the value in its canonical type. Internal helpers, not in `fastnorm.all`.
+
+Numbers have one check, `check_number` (finite, within bounds, whole if asked); `check_int`, `check_positive` and
+`check_frac` are its three most common bounds, by name."""
 from __future__ import annotations
-import functools, math, os, sys, warnings
+import math
 from numbers import Real
 
-__all__ = ['check_frac', 'check_int', 'check_positive', 'check_range', 'check_choice', 'check_mask_value',
-           'check_batch4d', 'check_number', 'empty_cells', 'whole_numbers']
+__all__ = ['check_number', 'check_int', 'check_positive', 'check_frac', 'check_range', 'check_choice',
+           'check_mask_value', 'check_batch4d', 'check_dims']
 
 def _is_number(v)->bool:
     "A real number that is not a bool"
     return isinstance(v, Real) and not isinstance(v, bool)
 
-def check_frac(name:str, # the argument's name, for the message
-               v, # its value
-               lo_open:bool=False, # exclude 0
-              )->float:
-    "`v` as a float in [0, 1] (or (0, 1] with `lo_open`)"
-    if not _is_number(v) or not ((0 < v) if lo_open else (0 <= v)) or v > 1:
-        raise ValueError(f"`{name}` must be between 0 and 1 ({v!r} given)")
-    return float(v)
+def _within(v, lo:float, hi:float, lo_open:bool, hi_open:bool, integer:bool)->bool:
+    "Whether `v` (a real number, or a tensor: every value) is finite, from `lo` to `hi` (an open end excluded), whole"
+    if hasattr(v, 'detach'):
+        ok = v.isfinite() & ((v > lo) if lo_open else (v >= lo)) & ((v < hi) if hi_open else (v <= hi))
+        return bool((ok & (v == v.round()) if integer else ok).all())
+    return (_is_number(v) and math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+            and (not integer or v == int(v)))
+
+def _allowed(lo:float, hi:float, lo_open:bool, hi_open:bool, integer:bool)->str:
+    "What a message says is allowed: 'an integer >= 1', 'a positive number', 'a finite number in [0, 1)', ..."
+    if not integer and (lo, lo_open, hi) == (0, True, math.inf): return 'a positive number'
+    what = 'an integer' if integer else 'a finite number'
+    if math.isinf(lo) and math.isinf(hi): return what
+    if math.isinf(hi): return f"{what} {'>' if lo_open else '>='} {lo:g}"
+    if math.isinf(lo): return f"{what} {'<' if hi_open else '<='} {hi:g}"
+    return f"{what} in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+def _shown(v)->str:
+    "`v` as a message quotes it: its repr, or a tensor's first values"
+    if not hasattr(v, 'detach'): return repr(v)
+    return f"{v.detach().flatten()[:4].tolist()}{'...' if v.numel() > 4 else ''}"
+
+def check_number(name:str, # the argument's name, for the message
+                 v, # its value: a real number (not a bool), or a tensor of them
+                 lo:float=-math.inf, # the smallest value allowed
+                 hi:float=math.inf, # the largest value allowed
+                 lo_open:bool=False, # exclude `lo` itself
+                 hi_open:bool=False, # exclude `hi` itself
+                 integer:bool=False, # require a whole number (3.0 passes, as 3)
+                ):
+    """`v` if it is finite (NaN and infinities never pass), between `lo` and `hi` and, with `integer`, whole: a number
+    comes back as a float (an int with `integer`), a tensor as it is (every value checked)"""
+    if not _within(v, lo, hi, lo_open, hi_open, integer):
+        raise ValueError(f"`{name}` must be {_allowed(lo, hi, lo_open, hi_open, integer)} ({_shown(v)} given)")
+    if hasattr(v, 'detach'): return v
+    return int(v) if integer else float(v)
 
 def check_int(name:str, # the argument's name, for the message
               v, # its value: an int, or a whole number
               lo:int=0, # the smallest value allowed
              )->int:
-    "`v` as an int >= `lo`"
-    if not _is_number(v) or not math.isfinite(v) or v != int(v) or v < lo:  # int() of NaN or inf would raise
-        raise ValueError(f"`{name}` must be an integer >= {lo} ({v!r} given)")
-    return int(v)
+    "`v` as an int >= `lo` (`check_number` with `integer`)"
+    return check_number(name, v, lo=lo, integer=True)
 
 def check_positive(name:str, # the argument's name, for the message
                    v, # its value
                   )->float:
-    "`v` as a finite float > 0"
-    if not _is_number(v) or not math.isfinite(v) or not v > 0:
-        raise ValueError(f"`{name}` must be a positive number ({v!r} given)")
-    return float(v)
+    "`v` as a finite float > 0 (`check_number` in (0, inf))"
+    return check_number(name, v, lo=0, lo_open=True)
+
+def check_frac(name:str, # the argument's name, for the message
+               v, # its value
+               lo_open:bool=False, # exclude 0
+              )->float:
+    "`v` as a float in [0, 1] (or (0, 1] with `lo_open`) (`check_number` in [0, 1])"
+    return check_number(name, v, lo=0, hi=1, lo_open=lo_open)
 
 def check_range(name:str, # the argument's name, for the message
                 v, # a number (a fixed value) or a `(low, high)` pair
@@ -44,8 +78,8 @@ def check_range(name:str, # the argument's name, for the message
                )->tuple[float,float]:
     "A number or a `(low, high)` pair inside [lo, hi], as a float pair"
     pair = (v, v) if _is_number(v) else v
-    ok = (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(_is_number(a) for a in pair)
-          and all(math.isfinite(a) and lo <= a <= hi for a in pair) and pair[0] <= pair[1])
+    ok = (isinstance(pair, (tuple, list)) and len(pair) == 2
+          and all(_within(a, lo, hi, False, False, False) for a in pair) and pair[0] <= pair[1])
     if not ok:
         raise ValueError(f"`{name}` must be a number or a (low, high) pair with {lo} <= low <= high <= {hi} "
                          f"({v!r} given)")
@@ -62,7 +96,7 @@ def check_choice(name:str, # the argument's name, for the message
 def check_mask_value(v)->float|str:
     "A mask's fill value: a finite number (as a float) or 'mean'"
     if isinstance(v, str) and v == 'mean': return v
-    if not _is_number(v) or not math.isfinite(v):
+    if not _within(v, -math.inf, math.inf, False, False, False):
         raise ValueError(f"`mask_value` must be a finite number or 'mean' ({v!r} given)")
     return float(v)
 
@@ -89,107 +123,3 @@ def check_dims(name:str, # the argument's name, for the message
         of = '' if ndim is None else f" of a rank-{ndim} tensor"
         raise ValueError(f"`{name}` must be {what}{of}, at least one ({v!r} given)")
     return tuple(dims)
-
-def check_between(name:str, # the argument's name, for the message
-                  v, # a real number, or a tensor of them
-                  lo:float=0., # the smallest value allowed
-                  hi:float=math.inf, # the largest value allowed
-                 ):
-    "`v` (a number, as a float, or a tensor, as it is) with every value finite and in [lo, hi]: NaN is rejected"
-    if hasattr(v, 'detach'):
-        ok = bool(((v >= lo) & (v <= hi) & v.isfinite()).all())
-        shown = f"{v.detach().flatten()[:4].tolist()}{'...' if v.numel() > 4 else ''}"
-    else:
-        ok = _finite_within(v, lo, hi)
-        shown = repr(v)
-    if not ok:
-        allowed = 'be non-negative' if (lo, hi) == (0, math.inf) else f"lie in [{lo:g}, {hi:g}]"
-        raise ValueError(f"`{name}` must {allowed} ({shown} given)")
-    return v if hasattr(v, 'detach') else float(v)
-
-# frames of fastnorm and of the transform machinery it builds on: skipped to find the line of the user's call
-_INTERNAL = (os.path.dirname(os.path.abspath(__file__)) + os.sep, '<frozen importlib')
-_WARNED = set()
-
-def _user_frame():
-    "The innermost frame outside fastnorm, fasttransform and fastcore, and its `stacklevel` for `warn_deprecated`"
-    libs = tuple(os.path.dirname(sys.modules[m].__file__) + os.sep for m in ('fasttransform', 'fastcore')
-                 if m in sys.modules)
-    f, level = sys._getframe(2), 2
-    while f.f_back is not None and f.f_code.co_filename.startswith(_INTERNAL + libs):
-        f, level = f.f_back, level + 1
-    return f, level
-
-def warn_deprecated(old:str, # the old spelling, as the message shows it
-                    new:str, # what to use instead
-                   ):
-    "A `DeprecationWarning` that `old` is deprecated, once per line of the user's code that uses it"
-    f, level = _user_frame()
-    key = (old, f.f_code.co_filename, f.f_lineno)
-    if key in _WARNED: return
-    _WARNED.add(key)
-    warnings.warn(f"{old} is deprecated: use {new}", DeprecationWarning, stacklevel=level)
-
-def renamed_kwargs(**renames): # old keyword name = new keyword name
-    "Decorator: old keyword names of a function still work, each with a `DeprecationWarning` (`warn_deprecated`)"
-    def deco(f):
-        @functools.wraps(f)
-        def _f(*args, **kwargs):
-            for old, new in renames.items():
-                if old not in kwargs: continue
-                if new in kwargs: raise TypeError(f"{f.__qualname__}() got `{new}` and its old name `{old}`")
-                warn_deprecated(f"`{f.__qualname__.removesuffix('.__init__')}({old}=...)`", f"`{new}=`")
-                kwargs[new] = kwargs.pop(old)
-            return f(*args, **kwargs)
-        return _f
-    return deco
-
-def renamed_names(module:str, # the module's `__name__`
-                  **renames): # old name = new name, both of `module`
-    "A module `__getattr__` under which each old name gives its new name's object, with a `DeprecationWarning`"
-    def __getattr__(name):
-        if name not in renames: raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        warn_deprecated(f"`{module}.{name}`", f"`{renames[name]}`")
-        return getattr(sys.modules[module], renames[name])
-    return __getattr__
-
-def _finite_within(v, lo:float, hi:float, lo_open:bool=False, hi_open:bool=False)->bool:
-    "Whether `v` is a finite real number from `lo` to `hi` (an open end excluded): the test under the bound checks"
-    return (_is_number(v) and math.isfinite(v) and (v > lo if lo_open else v >= lo)
-            and (v < hi if hi_open else v <= hi))
-
-def _interval(lo:float, hi:float, lo_open:bool, hi_open:bool)->str:
-    "How a message says the interval from `lo` to `hi`: ' in [0, 1)', ' >= 0', ' < 0' or '' (any finite number)"
-    if math.isinf(lo) and math.isinf(hi): return ''
-    if math.isinf(hi): return f" {'>' if lo_open else '>='} {lo:g}"
-    if math.isinf(lo): return f" {'<' if hi_open else '<='} {hi:g}"
-    return f" in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-
-def check_number(name:str, # the argument's name, for the message
-                 v, # its value
-                 lo:float=-math.inf, # the smallest value allowed
-                 hi:float=math.inf, # the largest value allowed
-                 lo_open:bool=False, # exclude `lo` itself
-                 hi_open:bool=False, # exclude `hi` itself
-                )->float:
-    "`v` as a finite float between `lo` and `hi` (NaN and infinities never pass)"
-    if not _finite_within(v, lo, hi, lo_open, hi_open):
-        raise ValueError(f"`{name}` must be a finite number{_interval(lo, hi, lo_open, hi_open)} ({v!r} given)")
-    return float(v)
-
-# ---- cells of a table fastnorm reads (esc50.csv, results.csv, curves.csv): a pandas Series in, masks out ----
-
-def empty_cells(v):
-    "Cells of the Series `v` that are empty: NaN (an empty cell as pandas reads it) or only spaces"
-    return v.isna() | (v.astype(str).str.strip() == '')
-
-def whole_numbers(v, # a pandas Series of cells
-                  lo:int|None=None, # the smallest allowed
-                  below:float=2**62, # every value's magnitude must be below this (int64 and float precision)
-                 )->tuple:
-    "`(numbers, ok)`: the cells of `v` as numbers (NaN where not one) and where they are whole, >= `lo` and < `below`"
-    import pandas as pd
-    num = pd.to_numeric(v, errors='coerce')
-    ok = num.notna() & (num == num.round()) & (num.abs() < below)
-    if lo is not None: ok &= num >= lo
-    return num, ok

@@ -10,7 +10,8 @@ from fastai.data.transforms import ColReader, RandomSplitter, ColSplitter, Index
 from .audio import AudioBlock, AudioNormalize, AudioLoadError, AUDIO_EXTS
 from .spec import MelSpec, spec_config
 from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
-from .checks import check_choice, check_frac, check_int, check_positive, empty_cells, whole_numbers
+from .checks import check_choice, check_frac, check_int, check_positive
+from .tables import empty_cells, whole_numbers
 
 __all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'LAYOUTS', 'FSDD_TEST_TAKES', 'detect_layout', 'read_esc50_csv',
            'CrossValidationSplitter', 'audio_dblock', 'check_batch_size', 'esc50_dblock', 'esc50_dls', 'esc50',

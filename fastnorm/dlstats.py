@@ -8,7 +8,7 @@ from functools import partial
 from fasttransform import Pipeline
 from .stats import StatsRecorder, STATS_SCOPES
 from .cache import CachedSpecDL
-from .checks import check_choice, check_frac, check_int, renamed_kwargs, warn_deprecated
+from .checks import check_choice, check_frac, check_int
 
 __all__ = ['NORM_ORDER', 'SYNCS', 'stats_pipeline', 'stats_items', 'dist_shard', 'compute_stats']
 
@@ -125,14 +125,6 @@ def _iter_stats(batches, rec, frac, n_batches, seed, progress):
     if total is not None: total = min(total if frac == 1 else math.ceil(frac*total), n_batches or total)
     _stream(_chosen(), rec, total, progress)
 
-def _scope_dims(scope:str)->tuple:
-    "The `red_dims` of a `scope` of `compute_stats`"
-    if scope == 'channel':
-        warn_deprecated("`compute_stats(scope='channel')`", "scope='freq' (one statistic per frequency bin)")
-        scope = 'freq'
-    return STATS_SCOPES[check_choice('scope', scope, tuple(STATS_SCOPES))]
-
-@renamed_kwargs(kind='scope')
 def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training set), or any iterable of batches
                   scope:str='global', # 'global' (one value) or 'freq' (one per frequency bin): `STATS_SCOPES`
                   red_dims=None, # or: the dims to reduce, overriding `scope`
@@ -154,7 +146,7 @@ def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training se
     no other rank, whether a process group exists or not: what independent trainings need, such as the jobs of
     `fastnorm compare` shared among ranks, each computing its own statistics when it gets to them."""
     local = check_choice('sync', sync, SYNCS) == 'local'
-    if red_dims is None: red_dims = _scope_dims(scope)
+    if red_dims is None: red_dims = STATS_SCOPES[check_choice('scope', scope, tuple(STATS_SCOPES))]
     frac = check_frac('frac', frac, lo_open=True)
     if n_batches is not None: n_batches = check_int('n_batches', n_batches, lo=1)
     if hasattr(dl, 'loaders') and hasattr(dl, 'train'): dl = dl.train

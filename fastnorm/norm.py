@@ -13,13 +13,8 @@ from .spec import TensorSpec
 from .stats import StatsRecorder
 from .dlstats import SYNCS, compute_stats
 from .checks import check_batch4d, check_choice, check_frac, check_int, check_positive
-from .checks import renamed_kwargs, renamed_names, warn_deprecated
 
 __all__ = ['SpecNormalize', 'GlobalSpecNorm', 'FreqSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm', 'add_spec_norm']
-
-# `ChannelSpecNorm` is `FreqSpecNorm` (one statistic per frequency bin) under its deprecated name, out of `__all__`:
-# `isinstance` checks that users' code holds keep working, and pickles naming it load as `FreqSpecNorm`
-__getattr__ = renamed_names(__name__, ChannelSpecNorm='FreqSpecNorm')
 
 def _shape_to(v, axes, ndim=4):
     "Tensor `v` reshaped to broadcast against rank-`ndim` batches: its dims fill the kept (non-`axes`) dims (right)"
@@ -230,16 +225,11 @@ _PER = ('item', 'freq')  # what `InstanceSpecNorm` gives its own mean and std
 class InstanceSpecNorm(_ItemSpecNorm):
     """Normalize each item of a `TensorSpec` batch by its own statistics: one mean and std per item, or per item and
     frequency bin (`per='freq'`: IFN, computed by `freq_instance_norm`, as `FreqInstanceNorm(0.)`)"""
-    @renamed_kwargs(kind='per')
     def __init__(self, per:str='item', # 'item': one mean/std per item; 'freq': one per item and frequency bin
                  eps:float=1e-6, # per item: floor of its std, so a silent item gives zeros; per bin: IFN's eps
                 ):
         super().__init__()
-        self.per, self.eps = _instance_per(per), check_positive('eps', eps)
-    def __setstate__(self, d):
-        "Pickles holding the deprecated `kind` load too"
-        if 'kind' in d: d = {**{k: v for k, v in d.items() if k != 'kind'}, 'per': _instance_per(d['kind'])}
-        self.__dict__.update(d)
+        self.per, self.eps = check_choice('per', per, _PER), check_positive('eps', eps)
     @property
     def name(self): return f"InstanceSpecNorm -- per {self.per}\n"
     def _norm(self, x):
@@ -249,14 +239,6 @@ class InstanceSpecNorm(_ItemSpecNorm):
         xf = xp.float() if xp.dtype not in (torch.float32, torch.float64) else xp
         std, mean = torch.std_mean(xf, (1,2,3), keepdim=True, correction=0)
         return (xf - mean) / std.clamp_min(self.eps)
-
-def _instance_per(per:str)->str:
-    "`per` of `InstanceSpecNorm`, taking its old values 'global' (per item) and 'channel' (per bin) with a warning"
-    old = {'global': 'item', 'channel': 'freq'}
-    if per in old:
-        warn_deprecated(f"`InstanceSpecNorm({per!r})`", f"InstanceSpecNorm({old[per]!r})")
-        per = old[per]
-    return check_choice('per', per, _PER)
 
 class ImageNetSpecNorm(_ItemSpecNorm):
     """The "pretrained with ImageNet statistics" path: each spectrogram min-max scaled to [0,1] like an image, then
@@ -279,9 +261,6 @@ _NORMS = ('freq', 'global', 'instance', 'imagenet')  # the `norm`s of `add_spec_
 
 def _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps, sync):
     "The normalizer `add_spec_norm` adds"
-    if norm == 'channel':
-        warn_deprecated("`add_spec_norm(norm='channel')`", "norm='freq' (one statistic per frequency bin)")
-        norm = 'freq'
     norm = check_choice('norm', norm, _NORMS)
     if norm == 'instance': return InstanceSpecNorm('item', eps=eps)
     if norm == 'imagenet': return ImageNetSpecNorm(eps=eps)
@@ -289,7 +268,6 @@ def _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps, sync):
     if stats is not None: return cls(stats, eps=eps)
     return cls(eps=eps, frac=frac, n_batches=n_batches, seed=seed, progress=progress, sync=sync)
 
-@renamed_kwargs(kind='norm')
 def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
                   norm:str='freq', # 'freq' (per frequency bin), 'global', 'instance' (per item) or 'imagenet'
                   frac:float=1.0, # fraction of the training batches the statistics are computed on

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from fastai.data.transforms import DisplayedTransform
 from .spec import TensorSpec
-from .checks import check_between, check_int, check_positive
+from .checks import check_int, check_number, check_positive
 
 __all__ = ['pcen_smoothing', 'ema_filter', 'pcen', 'PCEN', 'PCENTransform']
 
@@ -43,7 +43,7 @@ def ema_filter(x:torch.Tensor, # `[..., F, T]` non-negative input (e.g. a power 
               )->torch.Tensor:
     "`M[t] = (1-s) M[t-1] + s x[t]` along the last dim, `M[-1] = init`: a block linear recurrence, no loop over frames"
     if x.ndim < 2: raise ValueError(f"ema_filter expects `[..., F, T]` (shape {list(x.shape)} given)")
-    s = check_between('s', _as_band_param(s, x, 's'), 0, 1)
+    s = check_number('s', _as_band_param(s, x, 's'), 0, 1)
     T = x.shape[-1]
     if T == 0 or x.numel() == 0: return x.clone()  # nothing to smooth
     nb = 1 if s.ndim == 0 else x.shape[-2]  # bands with their own coefficient
@@ -88,7 +88,7 @@ def pcen(S:torch.Tensor, # `[..., F, T]` power (or magnitude) mel spectrogram, n
     S = S.as_subclass(torch.Tensor)
     if not S.is_floating_point(): S = S.float()
     eps = check_positive('eps', eps)
-    for name, v in (('gain', gain), ('bias', bias), ('power', power)): check_between(name, v)
+    for name, v in (('gain', gain), ('bias', bias), ('power', power)): check_number(name, v, lo=0)
     if S.numel() and float(S.min()) < 0:
         raise ValueError("pcen expects a non-negative (power or magnitude) spectrogram: turn dB into power first")
     if s is None: s = pcen_smoothing(sr, hop_length, time_constant)
@@ -174,7 +174,7 @@ class PCENTransform(DisplayedTransform):
                  scale:float=1., # multiply the power by this first
                 ):
         super().__init__()
-        for name, v in (('gain', gain), ('bias', bias), ('power', power)): check_between(name, v)
+        for name, v in (('gain', gain), ('bias', bias), ('power', power)): check_number(name, v, lo=0)
         self.gain, self.bias, self.power = gain, bias, power
         self.time_constant, self.eps = check_positive('time_constant', time_constant), check_positive('eps', eps)
         self.scale = check_positive('scale', scale)

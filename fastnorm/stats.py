@@ -4,14 +4,13 @@ import math
 from pathlib import Path
 import torch
 from .utils import atomic_path
-from .checks import check_dims, renamed_kwargs, renamed_names, warn_deprecated
+from .checks import check_dims
 
 __all__ = ['StatsRecorder', 'STATS_SCOPES', 'STATS_FORMAT']
 
 # the `red_dims` of each `scope` of `compute_stats` for `[B,C,F,T]`: one value, or one per frequency bin (and channel)
 STATS_SCOPES = {'global': (0,1,2,3), 'freq': (0,3)}
 STATS_FORMAT = 'fastnorm.stats'  # the `format` entry of a `StatsRecorder.state_dict`
-__getattr__ = renamed_names(__name__, STATS_KINDS='STATS_SCOPES')  # a deprecated name that users' code may hold
 
 def _plain(x): return x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
 def _cpu(d:dict)->dict: return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in d.items()}
@@ -107,11 +106,6 @@ class StatsRecorder:
     def red_dims(self)->tuple:
         "The reduced dims: as given until the first batch sets the rank, then non-negative and sorted"
         return self._given if self.ndim is None else self._dims
-    @property
-    def dims(self)->tuple|None:
-        "Old name of `red_dims` once the rank is known (None before the first batch)"
-        warn_deprecated('`StatsRecorder.dims`', '`red_dims`')
-        return None if self.ndim is None else self._dims
     @property
     def device(self): return None if self._mean is None else self._mean.device
     @classmethod
@@ -322,7 +316,6 @@ class StatsRecorder:
         self.load_state_dict(res.state_dict())
         return self if dev is None else self.to(dev)
 
-    @renamed_kwargs(dims='red_dims')
     def pool(self, red_dims)->StatsRecorder:
         "Exact statistics reduced over more `red_dims` (e.g. global from per-channel), as a new recorder"
         self._check_nonempty()

@@ -18,7 +18,7 @@ from fastcore.meta import delegates
 from .augment import span_mask
 from .batchrand import BatchRandTransform
 from .noise import NoiseClips
-from .checks import check_int, check_positive, check_range, check_choice, check_between
+from .checks import check_int, check_positive, check_range, check_choice, check_number
 
 __all__ = ['colored_noise', 'NoiseClips', 'AddNoise', 'BurstNoise', 'BandStop', 'Alias', 'Distortion']
 
@@ -173,12 +173,12 @@ class BandStop(_WaveAug):
                  min_width_hz:float=100., # narrowest band (Hz)
                  **kwargs):
         super().__init__(**kwargs)
-        min_hz = check_between('min_hz', min_hz)
+        min_hz = check_number('min_hz', min_hz, lo=0)
         if max_hz is not None and check_positive('max_hz', max_hz) <= min_hz:
             raise ValueError(f"`max_hz` must be above min_hz={min_hz} ({max_hz!r} given)")
         self.max_width_hz = check_positive('max_width_hz', max_width_hz)
         self.min_hz, self.max_hz = min_hz, max_hz
-        self.min_width_hz = check_between('min_width_hz', min_width_hz, 0, self.max_width_hz)
+        self.min_width_hz = check_number('min_width_hz', min_width_hz, 0, self.max_width_hz)
     def band(self, x, sr):
         "`[B]` low edge and width (Hz) of each item's band"
         hi = min(self.max_hz or sr / 2, sr / 2)

@@ -204,8 +204,9 @@ def test_errors_name_the_parameter():
     with pytest.raises(ValueError, match=r"`time_mask_param` must be an integer >= 0 \(-3 given\)"): TimeMask(-3)
     with pytest.raises(ValueError, match=r"`n_time_mask` must be"): TimeMask(3, n_time_mask=1.5)
     with pytest.raises(ValueError, match=r"`time_warp` must be"): TimeWarp(-1)
-    with pytest.raises(ValueError, match=r"`p` must be between 0 and 1 \(1.5 given\)"): FreqMask(3, p=1.5)
-    with pytest.raises(ValueError, match=r"`max_frac` must be between 0 and 1"): TimeMask(3, max_frac=-0.1)
+    with pytest.raises(ValueError, match=r"`p` must be a finite number in \[0, 1\] \(1.5 given\)"): FreqMask(3, p=1.5)
+    with pytest.raises(ValueError, match=r"`max_frac` must be a finite number in \[0, 1\] \(-0.1 given\)"):
+        TimeMask(3, max_frac=-0.1)
     with pytest.raises(ValueError, match=r"`mask_value` must be a finite number or 'mean' \('median' given\)"): FreqMask(3, mask_value='median')
     with pytest.raises(ValueError, match=r"`policy` must be one of"): SpecAugment(policy='XL')
     with pytest.raises(ValueError, match=r"`short` must be"): TimeWarp(3, short='pad')

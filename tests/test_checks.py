@@ -15,12 +15,15 @@ def test_values_come_back_canonical():
     check_batch4d(torch.zeros(1, 1, 2, 3), 'T')
     assert check_number('top_db', 0, lo=0) == 0. and type(check_number('top_db', 0, lo=0)) is float
     assert check_number('m', 0.5, lo=0, hi=1, hi_open=True) == .5 and check_number('x', -1e300) == -1e300
+    assert check_number('n', 4.0, lo=1, integer=True) == 4 and type(check_number('n', 4.0, integer=True)) is int
+    t = torch.tensor([0., .5, 1.])
+    assert check_number('s', t, 0, 1) is t  # a tensor comes back as it is, every value checked
 
 @pytest.mark.parametrize('call, msg', [
-    (lambda: check_frac('p', 1.5), r"`p` must be between 0 and 1 \(1.5 given\)"),
-    (lambda: check_frac('p', True), r"`p` must be between 0 and 1 \(True given\)"),
-    (lambda: check_frac('p', 0, lo_open=True), r"`p` must be between 0 and 1 \(0 given\)"),
-    (lambda: check_frac('lam', math.nan), r"`lam` must be between 0 and 1 \(nan given\)"),
+    (lambda: check_frac('p', 1.5), r"`p` must be a finite number in \[0, 1\] \(1.5 given\)"),
+    (lambda: check_frac('p', True), r"`p` must be a finite number in \[0, 1\] \(True given\)"),
+    (lambda: check_frac('p', 0, lo_open=True), r"`p` must be a finite number in \(0, 1\] \(0 given\)"),
+    (lambda: check_frac('lam', math.nan), r"`lam` must be a finite number in \[0, 1\] \(nan given\)"),
     (lambda: check_int('n', 2.5), r"`n` must be an integer >= 0 \(2.5 given\)"),
     (lambda: check_int('n', 0, lo=1), r"`n` must be an integer >= 1 \(0 given\)"),
     (lambda: check_int('n', '3'), r"`n` must be an integer >= 0 \('3' given\)"),
@@ -38,6 +41,13 @@ def test_values_come_back_canonical():
     (lambda: check_number('db', 0, hi=0, hi_open=True), r"`db` must be a finite number < 0 \(0 given\)"),
     (lambda: check_number('x', math.inf), r"`x` must be a finite number \(inf given\)"),
     (lambda: check_number('x', True), r"`x` must be a finite number \(True given\)"),
+    (lambda: check_number('n', 2.5, lo=1, integer=True), r"`n` must be an integer >= 1 \(2.5 given\)"),
+    (lambda: check_number('k', 7, lo=0, hi=6, integer=True), r"`k` must be an integer in \[0, 6\] \(7 given\)"),
+    (lambda: check_number('gain', -1, lo=0), r"`gain` must be a finite number >= 0 \(-1 given\)"),
+    (lambda: check_number('s', torch.tensor([.5, 2.]), 0, 1),
+     r"`s` must be a finite number in \[0, 1\] \(\[0.5, 2.0\] given\)"),
+    (lambda: check_number('s', torch.full((5,), math.nan), 0, 1),
+     r"`s` must be a finite number in \[0, 1\] \(\[nan, nan, nan, nan\]... given\)"),
     (lambda: check_mask_value(math.nan), r"`mask_value` must be a finite number or 'mean' \(nan given\)"),
     (lambda: check_batch4d(torch.zeros(2, 3, 4), 'FreqMask', 'use batch_tfms'),
      r"FreqMask expects a batch `\[B,C,F,T\]` \(shape \[2, 3, 4\] given\): use batch_tfms"),

@@ -75,7 +75,7 @@ def test_interrupted_comparison_resumes_only_missing_runs(tiny_esc50, tmp_path, 
     (dict(specaugment='XX'), ValueError, r"`--specaugment` must be one of \('LB'.*\('XX' given\)"),
     (dict(runs=0), ValueError, r"`--runs` must be an integer >= 1 \(0 given\)"),
     (dict(lr=float('nan')), ValueError, r"`--lr` must be a positive number \(nan given\)"),
-    (dict(frac=0.), ValueError, r"`--frac` must be between 0 and 1 \(0.0 given\)"),
+    (dict(frac=0.), ValueError, r"`--frac` must be a finite number in \(0, 1\] \(0.0 given\)"),
 ])
 def test_bad_input_fails_before_training(tiny_esc50, tmp_path, count_training, kw, err, msg):
     with pytest.raises(err, match=msg):

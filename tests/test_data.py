@@ -197,5 +197,5 @@ def test_folder_dls_checks_valid_pct(tmp_path):
     for lbl in ('cat', 'dog'):
         (tmp_path/lbl).mkdir()
         for i in range(3): sf.write(tmp_path/lbl/f'{i}.wav', np.zeros(800, np.float32), 8000)
-    with pytest.raises(ValueError, match=r'`valid_pct` must be between 0 and 1 \(nan given\)'):
+    with pytest.raises(ValueError, match=r'`valid_pct` must be a finite number in \[0, 1\] \(nan given\)'):
         folder_dls(tmp_path, valid_pct=math.nan)

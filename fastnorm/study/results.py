@@ -4,7 +4,7 @@ merged by rank 0 at the end."""
 from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
-from ..checks import empty_cells, whole_numbers
+from ..tables import empty_cells, whole_numbers
 from ..utils import atomic_path, explain_full_disk
 from .ranks import Ranks, part_files
 
