@@ -74,36 +74,26 @@ def test_audio_normalize_makes_spectrograms_gain_invariant():
     assert (ms(x) - ms(quiet)).mean() == pytest.approx(35, abs=.01)  # a 35 dB gain shifts every bin by 35 dB
     torch.testing.assert_close(ms(norm(x)), ms(norm(quiet)), atol=1e-3, rtol=0)
 
-def test_croppad_is_a_deprecated_alias():
-    import warnings, fastnorm.audio as A
-    assert 'CropPad' not in A.__all__
-    A.CropPad._warned = False
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter('always')
-        cp = A.CropPad(5.)
-        A.CropPad(5.)
-    assert isinstance(cp, AudioCropPad) and cp.duration == 5.
-    assert [str(x.message) for x in w if issubclass(x.category, FutureWarning)] == \
-        ["`fastnorm.audio.CropPad` is deprecated: use `AudioCropPad`"]  # once
-
 @pytest.mark.parametrize('channels', [1, 2])
-def test_pcm16_wav_read_from_its_bytes_equals_soundfile(tmp_path, channels):
-    "Plain 16-bit WAVs skip soundfile's setup: the numbers must be soundfile's, bit for bit, and the file's rate"
-    from fastnorm.audio import _read_pcm16_wav
+def test_pcm16_wav_read_from_its_bytes_equals_soundfile(tmp_path, channels, monkeypatch):
+    """Plain 16-bit WAVs skip soundfile's setup: the numbers must be soundfile's, bit for bit, and the file's rate; any
+    other file is read by soundfile, once"""
     x = np.random.default_rng(0).integers(-32768, 32768, (999, channels)).astype(np.int16)
     f = write(tmp_path/'pcm.wav', x, 11025, 'PCM_16')
-    got, sr = _read_pcm16_wav(f)
-    ref, ref_sr = sf.read(str(f), dtype='float32', always_2d=True)
-    assert sr == ref_sr == 11025 and got.dtype == np.float32 and np.array_equal(got, ref)
-    assert torch.equal(load_audio(f, mono=False)[0], torch.from_numpy(ref.T.copy()))
+    read, by_soundfile = sf.read, []
+    ref, ref_sr = read(str(f), dtype='float32', always_2d=True)
+    monkeypatch.setattr(sf, 'read', lambda path, *a, **k: by_soundfile.append(path) or read(path, *a, **k))
+    got, sr = load_audio(f, mono=False)
+    assert sr == ref_sr == 11025 and got.dtype == torch.float32 and torch.equal(got, torch.from_numpy(ref.T.copy()))
+    assert by_soundfile == []  # read from its bytes
     for subtype in ('PCM_24', 'FLOAT', 'PCM_U8'):  # anything else goes through soundfile, with the same result
         g = write(tmp_path/f'{subtype}.wav', x / 32768., 11025, subtype)
-        assert _read_pcm16_wav(g) is None
-        ref = sf.read(str(g), dtype='float32', always_2d=True)[0]
-        assert torch.equal(load_audio(g, mono=False)[0], torch.from_numpy(ref.T.copy()))
+        ref = read(str(g), dtype='float32', always_2d=True)[0]
+        assert torch.equal(load_audio(g, mono=False)[0], torch.from_numpy(ref.T.copy())) and by_soundfile == [str(g)]
+        by_soundfile.clear()
     cut = tmp_path/'cut.wav'
     cut.write_bytes(f.read_bytes()[:-10])  # a truncated data chunk: soundfile decides what is readable
-    assert _read_pcm16_wav(cut) is None and load_audio(cut)[0].shape[-1] == sf.info(str(cut)).frames
+    assert load_audio(cut)[0].shape[-1] == sf.info(str(cut)).frames and by_soundfile == [str(cut)]
 
 @pytest.mark.parametrize('call, name', [
     (lambda f: load_audio(f, sr=math.nan), 'sr'),

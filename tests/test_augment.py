@@ -244,26 +244,3 @@ def test_warp_then_mean_masks_in_one_batch():
     exp[0, :, 1:3] = w[0].mean()
     exp[1, :, 5:7] = w[1].mean()
     assert torch.allclose(y, exp) and torch.equal(x, x0)
-
-# ---- old spellings: warned aliases that give what the new names give ----
-def test_old_keywords_and_attributes_are_aliases():
-    import pickle
-    from test_stats import deprecated_once
-    x = spec(B=4, F=16, T=40)
-    pairs = ((lambda: FreqMask(F=5, n=2, seed=1), FreqMask(freq_mask_param=5, n_freq_mask=2, seed=1)),
-             (lambda: TimeMask(T=6, n=2, seed=1), TimeMask(time_mask_param=6, n_time_mask=2, seed=1)),
-             (lambda: TimeWarp(W=3, seed=1), TimeWarp(time_warp=3, seed=1)))
-    for old, new in pairs:
-        t, msg = deprecated_once(old)
-        assert 'is deprecated: use `' in msg and torch.equal(t(x, split_idx=0), new(x, split_idx=0))
-    f, sa = FreqMask(5, 2), SpecAugment(4, 8, 2, 3, time_warp=5)
-    for t, old, new in ((f, 'F', 5), (f, 'n', 2), (sa, 'F', 4), (sa, 'T', 8), (sa, 'mF', 2), (sa, 'mT', 3), (sa, 'W', 5)):
-        got, msg = deprecated_once(lambda: getattr(t, old))
-        assert got == new and msg.startswith(f"`{type(t).__name__}.{old}` is deprecated")
-    with pytest.raises(AttributeError, match="no attribute 'G'"): f.G
-    old = TimeWarp(3, seed=1)
-    old.__dict__['W'] = old.__dict__.pop('time_warp')  # as pickled before the rename
-    loaded = pickle.loads(pickle.dumps(old))
-    assert loaded.time_warp == 3 and 'W' not in loaded.__dict__
-    assert torch.equal(loaded(x, split_idx=0), TimeWarp(3, seed=1)(x, split_idx=0))
-    assert 'freq_mask_param=4, n_freq_mask=2, time_mask_param=8, n_time_mask=3, time_warp=5' in repr(sa)

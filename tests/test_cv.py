@@ -227,5 +227,13 @@ def test_esc10_five_folds_cli_resumes(tmp_path):
     assert '5-fold cross-validation (folds 1-5' in md and 'chance 0.100' in md and '| none | 5 |' in md
 
 def test_float_noise_prints_as_zero():
-    from fastnorm.study.report import _f
-    assert _f(-1e-12, '{:+.4f}') == '+0.0000' and _f(-0.00005, '{:+.4f}') == '-0.0001' and _f(float('nan')) == '–'
+    "In the summary table float noise prints as 0 (not -0.0000), a real difference keeps its sign, a missing value is –"
+    from fastnorm.study.report import summary_markdown
+    nan = float('nan')
+    row = dict(n=2, mean=.5, std=-1e-12, ci95=nan, diff_ci95=nan, p_value=nan, n_pairs=2)
+    summary = pd.DataFrame([{**row, 'norm': 'none', 'diff': nan}, {**row, 'norm': 'global', 'diff': -1e-12},
+                            {**row, 'norm': 'freq', 'diff': -0.00005}])
+    lines = summary_markdown(summary, legend={}).splitlines()
+    assert '| none | 2 | 0.5000 | 0.0000 | – |  |  |' in lines
+    assert '| global | 2 | 0.5000 | 0.0000 | – | +0.0000 ± – (n=2) | – |' in lines
+    assert '| freq | 2 | 0.5000 | 0.0000 | – | -0.0001 ± – (n=2) | – |' in lines

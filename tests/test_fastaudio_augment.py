@@ -4,7 +4,6 @@ import numpy as np, pytest, torch
 from unittest.mock import patch
 from fastnorm.fastaudio.all import *
 from fastnorm.fastaudio.augment import functional as fa_functional
-from fastnorm.fastaudio.augment.signal import _shift
 from fastnorm.fastaudio.augment.preprocess import nonsilent_intervals
 from fastnorm.fastaudio.util import apply_transform
 
@@ -68,9 +67,9 @@ def test_resize_signal_crop_pad_repeat():
 
 def test_shift_and_shifter(audio):
     t3 = torch.arange(1, 31).reshape(3, 10)
-    assert torch.equal(_shift(t3, -2)[0], torch.tensor([3, 4, 5, 6, 7, 8, 9, 10, 0, 0]))
-    assert torch.equal(_shift(t3[:1], 4)[0], torch.tensor([0, 0, 0, 0, 1, 2, 3, 4, 5, 6]))
-    assert torch.equal(_shift(torch.arange(1, 10), 0), torch.arange(1, 10))
+    assert torch.equal(shift_signal(t3, -2, roll=False)[0], torch.tensor([3, 4, 5, 6, 7, 8, 9, 10, 0, 0]))
+    assert torch.equal(shift_signal(t3[:1], 4, roll=False)[0], torch.tensor([0, 0, 0, 0, 1, 2, 3, 4, 5, 6]))
+    assert torch.equal(shift_signal(torch.arange(1, 10), 0, roll=False), torch.arange(1, 10))
     with pytest.raises(ValueError, match='Direction'): SignalShifter(p=1, direction=-2)
     s = SignalShifter(p=1, max_pct=0.5, roll=True, direction=1)
     inp, out = apply_transform(s, audio)

@@ -253,7 +253,7 @@ def test_class_folder_listing_labels_every_file_by_its_folder(tmp_path_factory, 
 # ---- --labels .npy
 
 from hypothesis.extra import numpy as hnp
-from fastnorm.avmnist.export import _rows
+from fastnorm.avmnist.items import dataset_items, follow_labels
 
 @pytest.fixture(scope='module')
 def fsdd_dir(tmp_path_factory):
@@ -283,7 +283,7 @@ def test_labels_npy_reads_as_numpy_or_names_the_file(fsdd_dir, tmp_path_factory,
     f.write_bytes(b)
     try: ref = np.load(f, allow_pickle=False)
     except Exception as e: ref = e
-    try: items, classes, _ = _rows(fsdd_dir, f, 'all', 5, 0)
+    try: items = follow_labels(f, *dataset_items(fsdd_dir, 'all', 5, 0)[:2])
     except Exception as e:
         own_error(e, f)
         return
@@ -439,7 +439,7 @@ def test_cache_folder_reads_as_written_or_names_the_file(cache_dir, tmp_path_fac
 
 from fastnorm.study.results import Ledger
 from fastnorm.study.ranks import Ranks
-from fastnorm.study.run import _check_same
+from fastnorm.study.run import check_same_settings
 from fastnorm.study.config import CompareConfig
 
 res_row = st.tuples(cell('none', 'global', '', 'nan'), cell('0', '1', '', 'x', '1.5', '-1'), cell('1', '2', '', 'f1'),
@@ -494,7 +494,7 @@ def test_config_json_under_resume_matches_or_names_the_file(tmp_path_factory, ca
     cfg = CompareConfig(data='synth', epochs=1, runs=1)
     good = json.dumps({**cfg.key(), 'fastnorm': 'x'}, indent=1).encode()
     (out/'config.json').write_bytes(mutate(good, case[1]) if case[0] == 'bytes' else json.dumps(case[1]).encode())
-    try: _check_same(cfg, out, True)
+    try: check_same_settings(cfg, out)
     except Exception as e:
         own_error(e, out/'config.json', out)
         return

@@ -80,6 +80,11 @@ def test_no_private_name_imported_across_modules():
     bad = {str(f.relative_to(PKG)): p for f in modules().values() if (p := private_imports(f))}
     assert not bad, bad
 
+def test_no_test_imports_a_private_name():
+    "Tests go through public names"
+    bad = {f.name: p for f in sorted((PKG.parent/'tests').glob('*.py')) if (p := private_imports(f))}
+    assert not bad, bad
+
 def test_private_imports_finds_one(tmp_path):
     (tmp_path/'m.py').write_text("from .augment import span_mask, _check\nfrom . import __version__\n")
     assert private_imports(tmp_path/'m.py') == ['augment._check']

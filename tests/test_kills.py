@@ -2,7 +2,8 @@
 the next run fail or read a half-written file; temporary folders of dead processes are removed by the next writer, a
 live one's are not; several processes building one cache at once all get it."""
 import os, random, shutil, signal, socket, subprocess, sys, tempfile, textwrap, time, numpy as np, pandas as pd, pytest
-from fastnorm.utils import atomic_dir, atomic_path, remove_stale, _tmp_prefix
+from pathlib import Path
+from fastnorm.utils import atomic_dir, atomic_path, remove_stale
 from fastnorm.cache import SpecCache
 from conftest import ROOT
 
@@ -14,7 +15,13 @@ def _dead_pid()->int:
     return p.pid
 
 def _tmp_of(pid:int, folder, name:str, is_dir=True):
-    f = folder/f"{_tmp_prefix(name).replace(f'-{os.getpid()}-', f'-{pid}-')}x1"
+    "A temporary name beside `folder/name` as this process's `atomic_dir` makes one, of process `pid`"
+    probe = Path(tempfile.mkdtemp())
+    with atomic_dir(probe/name) as t: made = t.name  # `.NAME.tmp-HOST-PID-RANDOM`
+    shutil.rmtree(probe)
+    host_part = made.rsplit('-', 1)[0].removesuffix(f'-{os.getpid()}')  # `.NAME.tmp-HOST`
+    assert host_part.startswith(f'.{name}.tmp-') and '-' not in host_part.removeprefix(f'.{name}.tmp-')
+    f = folder/f"{host_part}-{pid}-x1"
     f.mkdir() if is_dir else f.write_bytes(b'half')
     return f
 

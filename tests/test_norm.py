@@ -6,8 +6,6 @@ from fastnorm.spec import TensorSpec, SPEC_PRESETS
 from fastnorm.stats import StatsRecorder
 from fastnorm.dlstats import compute_stats
 from fastnorm.norm import SpecNormalize, GlobalSpecNorm, FreqSpecNorm, InstanceSpecNorm, add_spec_norm
-from test_stats import deprecated_once
-
 CFG = SPEC_PRESETS['quick']
 
 def logmel(bs=6, f=16, t=20, seed=0):
@@ -275,64 +273,6 @@ def test_per_item_normalizers_handle_other_float_batches(cls):
         t(torch.rand(6, 16, 20))
     c = TensorCategory(torch.tensor([1]))
     assert t(c) is c
-
-# ---- old spellings: warned aliases that give what the new names give ----
-def test_channel_spec_norm_is_a_deprecated_alias():
-    import pickle, warnings, fastnorm.norm as N
-    x = logmel()
-    old, msg = deprecated_once(lambda: N.ChannelSpecNorm)
-    assert old is FreqSpecNorm and msg == "`fastnorm.norm.ChannelSpecNorm` is deprecated: use `FreqSpecNorm`"
-    new = FreqSpecNorm(stats([x], (0,3)))
-    assert torch.equal(old(stats([x], (0,3)))(x), new(x)) and isinstance(new, old)  # old `isinstance` checks still hold
-    b = pickle.dumps(new, protocol=2)  # the class as `c<module>\n<name>\n`, as a pickle of the old class names it
-    assert b'cfastnorm.norm\nFreqSpecNorm\n' in b
-    with pytest.warns(DeprecationWarning, match='ChannelSpecNorm'):
-        loaded = pickle.loads(b.replace(b'\nFreqSpecNorm\n', b'\nChannelSpecNorm\n'))
-    assert type(loaded) is FreqSpecNorm and torch.equal(loaded(x), new(x))
-    with warnings.catch_warnings():
-        warnings.simplefilter('error', DeprecationWarning)
-        exec('from fastnorm.all import *', {})  # the alias is not exported: a star import warns nothing
-    assert 'ChannelSpecNorm' not in N.__all__
-    with pytest.raises(AttributeError, match='no attribute'): N.NoSuchNorm
-
-def test_instance_norm_old_kinds_are_aliases():
-    import pickle
-    x = logmel()
-    for old, new in ((lambda: InstanceSpecNorm('global'), 'item'), (lambda: InstanceSpecNorm(kind='global'), 'item'),
-                     (lambda: InstanceSpecNorm('channel'), 'freq'), (lambda: InstanceSpecNorm(kind='freq'), 'freq')):
-        t, msg = deprecated_once(old)
-        assert 'deprecated' in msg and t.per == new and torch.equal(t(x), InstanceSpecNorm(new)(x))
-    t = InstanceSpecNorm('freq')
-    t.__dict__['kind'] = t.__dict__.pop('per')  # as pickled when it was called `kind`
-    loaded = pickle.loads(pickle.dumps(t))
-    assert loaded.per == 'freq' and 'kind' not in loaded.__dict__ and torch.equal(loaded(x), InstanceSpecNorm('freq')(x))
-
-def test_compute_stats_and_add_spec_norm_old_keywords(tiny_esc50):
-    "`kind=` is the old keyword of `scope` and `norm`, 'channel' the old name of 'freq': the same statistics and normalizer"
-    from fastnorm.data import esc50_dls
-    dls = esc50_dls(tiny_esc50, bs=8, sr=8000, cache=True)
-    a = compute_stats(dls.train, scope='freq', progress=False)
-    for old in (lambda: compute_stats(dls.train, kind='freq', progress=False),
-                lambda: compute_stats(dls.train, scope='channel', progress=False),
-                lambda: compute_stats(dls.train, 'channel', progress=False)):
-        b, msg = deprecated_once(old)
-        assert torch.equal(a.mean, b.mean) and torch.equal(a.std, b.std) and a.mean.numel() > 1
-    for old in (lambda: add_spec_norm(dls, kind='freq', stats=a), lambda: add_spec_norm(dls, norm='channel', stats=a)):
-        deprecated_once(old)
-        t, = [t for t in dls.train.after_batch.fs if isinstance(t, SpecNormalize)]
-        assert type(t) is FreqSpecNorm and torch.equal(t.mean, a.mean.float())
-
-def test_renamed_keyword_warns_once_per_line():
-    from fastnorm.checks import renamed_kwargs
-    import warnings
-    @renamed_kwargs(old='new')
-    def f(new=0): return new
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter('always')
-        got = [f(old=i) for i in range(3)]  # one line
-        got.append(f(old=3))  # another
-    assert got == [0, 1, 2, 3] and [str(m.message) for m in w] == ["`test_renamed_keyword_warns_once_per_line.<locals>.f(old=...)` is deprecated: use `new=`"] * 2
-    assert {m.lineno for m in w} == {w[0].lineno, w[1].lineno} and w[0].lineno != w[1].lineno  # each names its line
 
 def test_nan_is_not_a_positive_number():
     from fastnorm.norm import ImageNetSpecNorm

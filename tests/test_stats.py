@@ -1,4 +1,4 @@
-import socket, warnings
+import socket
 import pytest, torch
 import torch.multiprocessing as mp
 from fastnorm.spec import TensorSpec, SPEC_PRESETS
@@ -20,14 +20,6 @@ def ref(xs, dims, correction=0):
     return a.mean(dims, keepdim=True), a.std(dims, keepdim=True, correction=correction)
 
 def rel(a, b): return float(((a - b).abs() / b.abs()).max())
-
-def deprecated_once(f):
-    "`f()` (old spellings, on one line) warns DeprecationWarnings, and from that line never again: its result, a message"
-    with pytest.warns(DeprecationWarning) as w: out = f()
-    with warnings.catch_warnings():
-        warnings.simplefilter('error', DeprecationWarning)
-        assert f() is not None  # a second call from the same line is silent
-    return out, str(w[0].message)
 
 @pytest.mark.parametrize('dims', [(0,1,2,3), (0,3), (0,2,3), (0,)])
 def test_matches_two_pass_reference(dims):
@@ -282,20 +274,11 @@ def test_merging_statistics_of_other_spectrogram_settings_is_an_error():
         StatsRecorder((0,1,2,3)).update(logmel(2)).merge(a)
     with pytest.raises(ValueError, match='`other` must be a StatsRecorder \\(dict given\\)'): a.merge(a.state_dict())
 
-# ---- old spellings: warned aliases that give what the new names give ----
-def test_dims_is_the_old_name_of_red_dims():
+def test_red_dims_become_non_negative_and_sorted_once_the_rank_is_known():
     r = StatsRecorder((0,-1))
+    assert r.red_dims == (0,-1)  # as given until the first batch
     for x in batches(): r.update(x)
-    got, msg = deprecated_once(lambda: r.dims)
-    assert got == r.red_dims == (0,3) and msg == '`StatsRecorder.dims` is deprecated: use `red_dims`'
-    old, msg = deprecated_once(lambda: r.pool(dims=2))
-    new = r.pool(red_dims=2)
-    assert 'pool(dims=...)' in msg and torch.equal(old.mean, new.mean) and torch.equal(old.std, new.std)
-    with pytest.raises(TypeError, match='its old name `dims`'): r.pool(red_dims=2, dims=2)
+    assert r.red_dims == (0,3) and r.pool(red_dims=2).red_dims == (0,2,3)
 
-def test_stats_kinds_is_the_old_name_of_stats_scopes():
-    import fastnorm.stats as S
-    old, msg = deprecated_once(lambda: S.STATS_KINDS)
-    assert old is STATS_SCOPES and 'use `STATS_SCOPES`' in msg
+def test_stats_scopes():
     assert STATS_SCOPES == {'global': (0,1,2,3), 'freq': (0,3)}
-    with pytest.raises(AttributeError, match='no attribute'): S.NO_SUCH_NAME

@@ -126,26 +126,11 @@ def _rows(data, labels, split:str, test_fold:int, seed:int)->tuple:
     items, classes, layout = dataset_items(data, split, test_fold, seed)
     name = None
     if labels is not None:
-        from_file = isinstance(labels, (str, Path))
-        name = str(labels) if from_file else 'labels'
-        if from_file:
-            labels = _load_labels(Path(labels))
-        items = follow_labels(labels, items, classes, name=f"labels file {name}" if from_file else 'labels')
+        name = str(labels) if isinstance(labels, (str, Path)) else 'labels'
+        items = follow_labels(labels, items, classes)
     source = dict(data=str(Path(data).resolve()) if data is not None else 'synth', layout=layout, split=split,
                   test_fold=test_fold, labels=name)
     return items, classes, source
-
-def _load_labels(f:Path)->np.ndarray:
-    "The array in a `.npy` labels file; a file numpy cannot read (cut short, garbled, pickled objects) names itself"
-    if not f.is_file(): raise FileNotFoundError(f"Labels file not found: {f}")
-    try: labels = np.load(f, allow_pickle=False)
-    except Exception as e:  # numpy's header parser, a short read, pickled objects: bytes it cannot read
-        raise ValueError(f"labels file {f} is not a .npy array numpy can read ({type(e).__name__}: {e}): expected "
-                         "a 1-D array of integer labels, as np.save writes it") from None
-    if not isinstance(labels, np.ndarray):
-        raise ValueError(f"labels file {f} holds {type(labels).__name__} (an .npz?), not one 1-D array of integer "
-                         "labels")
-    return labels
 
 def _read_json(f:Path, what:str)->dict:
     "A JSON object fastnorm wrote (`what` it is, for the message); damaged, it is a ValueError naming it"

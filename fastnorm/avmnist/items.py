@@ -10,6 +10,18 @@ from ..synth import synth_esc50
 
 __all__ = ['dataset_items', 'follow_labels']
 
+def _load_labels(f:Path)->np.ndarray:
+    "The array in a `.npy` labels file; a file numpy cannot read (cut short, garbled, pickled objects) names itself"
+    if not f.is_file(): raise FileNotFoundError(f"Labels file not found: {f}")
+    try: labels = np.load(f, allow_pickle=False)
+    except Exception as e:  # numpy's header parser, a short read, pickled objects: bytes it cannot read
+        raise ValueError(f"labels file {f} is not a .npy array numpy can read ({type(e).__name__}: {e}): expected "
+                         "a 1-D array of integer labels, as np.save writes it") from None
+    if not isinstance(labels, np.ndarray):
+        raise ValueError(f"labels file {f} holds {type(labels).__name__} (an .npz?), not one 1-D array of integer "
+                         "labels")
+    return labels
+
 def _esc50_items(root:Path, test_fold:int)->tuple:
     "(items with `test`, classes) of a folder in ESC-50's layout: the label is `target`, fold `test_fold` is test"
     df = read_esc50_csv(root)
@@ -58,12 +70,16 @@ def dataset_items(data=None, # a folder in FSDD's, ESC-50's or class folders' la
     if len(df) == 0: raise ValueError(f"{p} has no items in split {split!r}")
     return df.sort_values('path')[['path', 'label']].reset_index(drop=True), classes, layout
 
-def follow_labels(labels:np.ndarray, # `[N]` integer labels to follow (e.g. AVMNIST's train_labels.npy)
+def follow_labels(labels, # `[N]` integer labels to follow, or the `.npy` file holding them (AVMNIST's train_labels.npy)
                   items:pd.DataFrame, # `path`, `label`
                   classes=None, # class names, for messages
-                  name:str='labels', # where the labels came from, for messages
+                  name:str|None=None, # where the labels came from, for messages: 'labels', or 'labels file PATH'
                  )->pd.DataFrame:
     "One item per label, cycling through each label's items in order (the AVMNIST recipe): the k-th use of a label, mod"
+    if isinstance(labels, (str, Path)):
+        name = name or f"labels file {labels}"
+        labels = _load_labels(Path(labels))
+    name = name or 'labels'
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) == 0 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{name} must be a non-empty 1-D array of integer labels "

@@ -20,7 +20,7 @@ from .ranks import Ranks, one_process, part_files
 from .results import Ledger
 from .report import write_report
 
-__all__ = ['run_comparison']
+__all__ = ['run_comparison', 'check_same_settings']
 
 def _check_out(out:Path, resume:bool):
     "`out` holds no comparison, unless this is a `resume`"
@@ -28,9 +28,12 @@ def _check_out(out:Path, resume:bool):
         raise FileExistsError(f"{out/'results.csv'} exists: pass --resume to complete that comparison, "
                               "or choose another --out")
 
-def _check_same(cfg:CompareConfig, out:Path, resume:bool):
-    "On `resume`, the comparison in `out` was made with the same settings"
-    if not (resume and (out/'config.json').exists()):
+def check_same_settings(cfg:CompareConfig, # the settings of the comparison to resume
+                        out:Path, # its `--out`
+                       ):
+    """Refuse, naming the file, a comparison in `out` made with other settings than `cfg` (its `config.json`, when
+    there is one: what `--resume` checks before it continues)"""
+    if not (out/'config.json').exists():
         return
     f = out/'config.json'
     try: old = json.loads(f.read_text())
@@ -54,7 +57,7 @@ def _open(cfg:CompareConfig, out:Path, ranks:Ranks, shifts:list, resume:bool)->t
     if cfg.folds == 'all':
         cfg = replace(cfg, folds=data.folds)
     check_batch_size(data.n_train, cfg.bs, f'the training set of --data {cfg.data}')
-    _check_same(cfg, out, resume)
+    if resume: check_same_settings(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     if ranks.main:
         with atomic_path(out/'config.json') as tmp:
