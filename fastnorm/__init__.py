@@ -1,2 +1,2 @@
 "fastnorm: spectrograms ready for deep learning in the fastai ecosystem."
-__version__ = "0.2.0"  # the project's one version number: pyproject.toml and the notebooks read it here
+__version__ = "0.3.0"  # the project's one version number: pyproject.toml and the notebooks read it here
