@@ -109,9 +109,9 @@ def main(k=40, n_sparse=3, seed=0):
     warp, loop = (lambda: tw(x, split_idx=0)), (lambda: interpolate_loop_warp(xt))
     sparse = lambda: [sparse_time_warp(xt[i, 0][None]) for i in range(n_sparse)]
     rows = [('torchaudio 2F+2T', 'SpecAugment(27,100,2,2), fused', paired(audio, ours_fused, k), '>= 4x'),
-            ('torchaudio 2F+2T', 'FreqMask(27,n=2) then TimeMask(100,n=2)', paired(audio, ours_sep, k), '>= 4x'),
+            ('torchaudio 2F+2T', 'FreqMask(27,n_freq_mask=2) then TimeMask(100,n_time_mask=2)', paired(audio, ours_sep, k), '>= 4x'),
             ('SpecAugment(27,100,2,2), fused', 'batch.clone()', paired(ours_fused, clone, k), '<= 4x'),
-            ('FreqMask(27,n=2) then TimeMask(100,n=2)', 'batch.clone()', paired(ours_sep, clone, k), '<= 4x'),
+            ('FreqMask(27,n_freq_mask=2) then TimeMask(100,n_time_mask=2)', 'batch.clone()', paired(ours_sep, clone, k), '<= 4x'),
             ('per-item F.interpolate loop', 'TimeWarp(80)', paired(loop, warp, k), '>= 2x')]
     sp_a, sp_b, sp_r = paired(sparse, warp, max(5, k // 8), warm=1)
     s = B / n_sparse  # the port does one spectrogram per call: scale its time on `n_sparse` items to the batch
