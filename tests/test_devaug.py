@@ -106,6 +106,25 @@ def test_per_item_p_and_each_effect_probability():
     top = (band(x, split_idx=0) != x)[:, 0, -1, 0].float().mean()  # the top row changes only under a band limit
     assert 0.15 < top < 0.35
 
+def test_drawn_parameters_cover_their_ranges():
+    x, top = spec(B=2000, T=1), float(FREQS[-1])
+    d = DeviceAugment(p_band=.25, band_min_hz=2000., seed=0).params(x, CFG)
+    assert d['tilt'].abs().max() <= 3 and d['tilt'].min() < -2.9 and d['tilt'].max() > 2.9
+    assert d['eq_gain'].shape == (2000, 2) and d['eq_gain'].abs().max() <= 6 and d['eq_gain'].abs().max() > 5.9
+    assert d['eq_width'].min() >= .03 and d['eq_width'].max() <= .12
+    assert d['eq_center'].min() >= 0 and d['eq_center'].max() < 1
+    limited = d['cutoff'].isfinite()
+    assert 0.2 < limited.float().mean() < 0.3 and d['cutoff'][~limited].eq(math.inf).all()
+    assert d['cutoff'][limited].min() >= 2000 and d['cutoff'][limited].max() <= top
+    assert (d['fmax_scale'] - 1).abs().max() <= .05 and (d['fmax_scale'] - 1).abs().max() > .049
+    off = DeviceAugment(p_tilt=0., p_eq=0., p_fmax=0., seed=0).params(x, CFG)
+    assert off['tilt'].eq(0).all() and off['eq_gain'].eq(0).all() and off['fmax_scale'].eq(1).all()
+
+def test_keeps_half_precision():
+    x = spec()
+    h = DeviceAugment(p=1., p_band=1., seed=0)(TensorSpec(x.as_subclass(torch.Tensor).half(), cfg=CFG), split_idx=0)
+    assert h.dtype == torch.float16 and torch.isfinite(h).all() and not torch.equal(h, x.half())
+
 def test_seeded_reproducible_and_pickles():
     x = spec(B=8)
     a, b = DeviceAugment(p=1., p_band=.5, seed=0), DeviceAugment(p=1., p_band=.5, seed=0)
