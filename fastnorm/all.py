@@ -18,4 +18,5 @@ from .batchrand import *
 from .noise import *
 from .pcen import *
 from .freqnorm import *
+from .devaug import *
 from .deploy import *
