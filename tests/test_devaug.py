@@ -168,9 +168,9 @@ def test_config_comes_from_the_batch_or_the_argument():
     with pytest.raises(ValueError, match=r'expects a batch `\[B,C,F,T\]`'): DeviceAugment()(spec()[0], split_idx=0)
 
 @pytest.mark.parametrize('kwargs,match', [
-    (dict(p=1.5), r'`p` must be between 0 and 1 \(1.5 given\)'),
-    (dict(p_band=-.1), r'`p_band` must be between 0 and 1'),
-    (dict(p_tilt=2), r'`p_tilt` must be between 0 and 1'),
+    (dict(p=1.5), r'`p` must be a finite number in \[0, 1\] \(1.5 given\)'),
+    (dict(p_band=-.1), r'`p_band` must be a finite number in \[0, 1\]'),
+    (dict(p_tilt=2), r'`p_tilt` must be a finite number in \[0, 1\]'),
     (dict(tilt_db=-1.), r'`tilt_db` must be a finite number >= 0 \(-1.0 given\)'),
     (dict(eq_db=float('nan')), r'`eq_db` must be a finite number >= 0 \(nan given\)'),
     (dict(n_bumps=1.5), r'`n_bumps` must be an integer >= 0 \(1.5 given\)'),
