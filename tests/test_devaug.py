@@ -177,10 +177,10 @@ def test_config_comes_from_the_batch_or_the_argument():
     (dict(eq_width=(.2, .1)), r'`eq_width` must be a number or a \(low, high\) pair'),
     (dict(eq_width=0.), r'`eq_width` must be above 0 \(0.0 given\)'),
     (dict(band_min_hz=-5.), r'`band_min_hz` must be a finite number >= 0'),
-    (dict(band_rolloff_db=0.), r'`band_rolloff_db` must be a finite number > 0 \(0.0 given\)'),
-    (dict(band_floor_db=float('inf')), r'`band_floor_db` must be a finite number > 0'),
+    (dict(band_rolloff_db=0.), r'`band_rolloff_db` must be a positive number \(0.0 given\)'),
+    (dict(band_floor_db=float('inf')), r'`band_floor_db` must be a positive number'),
     (dict(fmax_jitter=1.), r'`fmax_jitter` must be a finite number in \[0, 1\) \(1.0 given\)'),
-    (dict(f_ref=0.), r'`f_ref` must be a finite number > 0'),
+    (dict(f_ref=0.), r'`f_ref` must be a positive number'),
     (dict(cfg='quick'), r'`cfg` must be a SpecConfig or None \(str given\)'),
 ])
 def test_errors_name_the_argument(kwargs, match):
