@@ -2,9 +2,10 @@
 `deploy` (a learner to one ONNX file)."""
 from __future__ import annotations
 import sys
+from pathlib import Path
 from fastcore.script import call_parse, parse_cli, store_true
 
-__all__ = ['compare', 'synth', 'export', 'deploy', 'main']
+__all__ = ['compare', 'synth', 'export', 'deploy', 'adapt', 'main']
 
 @call_parse
 def compare(
@@ -122,17 +123,58 @@ def deploy(
         raise SystemExit(f"fastnorm deploy: error: {e}")
     print(path)
 
-COMMANDS = {'compare': compare, 'synth': synth, 'export': export, 'deploy': deploy}
+@call_parse
+def adapt(
+    learner:str, # a learner saved with `learn.export()` (.pkl)
+    clips:str, # a folder of unlabeled clips from the new setup (or one file); at least 8
+    method:str='match', # match, bn or match+bn (see above)
+    out:str=None, # the adapted learner's .pkl (required)
+    onnx:str=None, # also write the adapted learner as one ONNX file
+    std_floor:float=0.25, # match: a re-fitted std is at least this fraction of the training std
+    mean_only:store_true=False, # match: move the mean only
+    train_stats:str=None, # match: the training set's per-bin statistics (`band_stats(dls.train).save(...)`), needed
+                          # unless the learner normalizes per mel bin right after the spectrogram (FreqSpecNorm)
+    bs:int=None, # batch size over the clips [default: the learner's]
+):
+    """Adapt a trained learner to a new recording setup from unlabeled clips recorded there; write the adapted learner
+    (and its ONNX file); print them. Methods: {methods}"""
+    from .adapt import adapt as _adapt
+    import warnings
+    from fastai.learner import load_learner
+    from .deploy import to_onnx
+    from .stats import StatsRecorder
+    if out is None: raise SystemExit("fastnorm adapt: error: --out ADAPTED.pkl is required")
+    try:
+        if not Path(learner).is_file(): raise FileNotFoundError(f"learner file not found: {learner}")
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # load_learner's reminder that pickles run code
+            learn = load_learner(learner, cpu=True)
+        stats = None if train_stats is None else StatsRecorder.load(train_stats)
+        new = _adapt(learn, clips, method, std_floor=std_floor, mean_only=mean_only, train_stats=stats, bs=bs)
+        new.export(Path(out).absolute())
+        print(out)
+        if onnx is not None: print(to_onnx(new, onnx))
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+        raise SystemExit(f"fastnorm adapt: error: {e}")
+
+def _methods_help()->str:
+    from .adapt import ADAPT_METHODS
+    return '; '.join(f"{k}: {v}" for k, v in ADAPT_METHODS.items())
+
+adapt.__doc__ = adapt.__doc__.replace('{methods}', _methods_help())
+
+COMMANDS = {'compare': compare, 'synth': synth, 'export': export, 'deploy': deploy, 'adapt': adapt}
 
 def main():
     "Entry point of the `fastnorm` console script"
     args = sys.argv[1:]
     if not args or args[0] in ('-h', '--help') or args[0] not in COMMANDS:
-        print("usage: fastnorm {compare,synth,export,deploy} [--help] ...\n\n"
+        print("usage: fastnorm {compare,synth,export,deploy,adapt} [--help] ...\n\n"
               "  compare  compare spectrogram normalizations on ESC-50 or a dataset in its layout\n"
               "  synth    make the embedded synthetic dataset in ESC-50's layout\n"
               "  export   export a dataset through an AVMNIST degradation scheme as .npy (images or dB)\n"
-              "  deploy   export a trained learner to one ONNX file: waveforms in, class probabilities out")
+              "  deploy   export a trained learner to one ONNX file: waveforms in, class probabilities out\n"
+              "  adapt    adapt a trained learner to a new recording setup from unlabeled clips")
         if args and args[0] not in ('-h', '--help'):
             print(f"\nfastnorm: unknown command {args[0]!r}", file=sys.stderr)
             sys.exit(2)

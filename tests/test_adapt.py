@@ -149,3 +149,30 @@ def test_adapted_learner_exports_predicts_and_goes_to_onnx(trained, tmp_path):
     x, _ = sf.read(files[0], dtype='float32')
     got = ort.InferenceSession(str(tmp_path/'adapted.onnx')).run(None, {'waveform': x[None]})[0][0]
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+def test_cli_adapts_an_exported_learner(trained, tmp_path, monkeypatch, capsys):
+    "`fastnorm adapt`: a learner file and a folder in, the adapted learner (and ONNX file) out; errors name the problem"
+    import sys
+    from fastai.learner import load_learner
+    from fastnorm.cli import main
+    learn = trained['channel']
+    learn.export(tmp_path/'l.pkl')
+    files = [str(f) for f in learn.dls.valid.items['path']]
+    _gained(files, -6, tmp_path/'new')
+    def run(*args):
+        monkeypatch.setattr(sys, 'argv', ['fastnorm', 'adapt', *map(str, args)])
+        main()
+    run(tmp_path/'l.pkl', tmp_path/'new', '--method', 'match', '--out', tmp_path/'a.pkl')  # stats from FreqSpecNorm
+    assert capsys.readouterr().out.strip() == str(tmp_path/'a.pkl')
+    back = load_learner(tmp_path/'a.pkl')
+    assert back.deploy_meta['adapted'] == 'match' and any(isinstance(t, BandMatch) for t in back.dls.after_batch.fs)
+    with pytest.raises(SystemExit, match='at least 8'):
+        run(tmp_path/'l.pkl', files[0], '--out', tmp_path/'b.pkl')
+    with pytest.raises(SystemExit, match='learner file not found'):
+        run(tmp_path/'none.pkl', tmp_path/'new', '--out', tmp_path/'b.pkl')
+    trained['none'].export(tmp_path/'n.pkl')
+    with pytest.raises(SystemExit, match='no training data.*train_stats'):
+        run(tmp_path/'n.pkl', tmp_path/'new', '--out', tmp_path/'b.pkl')
+    band_stats(trained['none'].dls.train).save(tmp_path/'train.pt')
+    run(tmp_path/'n.pkl', tmp_path/'new', '--out', tmp_path/'b.pkl', '--train-stats', tmp_path/'train.pt')
+    assert (tmp_path/'b.pkl').is_file()
