@@ -5,6 +5,7 @@ goes to ONNX with the adapted constants inside; the comparison (`fastnorm compar
 from __future__ import annotations
 import copy, math
 from pathlib import Path
+from typing import NamedTuple
 import soundfile as sf, torch
 from torch import nn
 from fastai.data.load import DataLoader
@@ -15,13 +16,24 @@ from .stats import StatsRecorder
 from .norm import SpecNormalize
 from .checks import check_choice, check_number
 
-__all__ = ['ADAPT_METHODS', 'MIN_CLIPS', 'BandMatch', 'band_stats', 'frame_mask', 'adapt_bn', 'adapt']
+__all__ = ['AdaptMethod', 'ADAPT_METHODS', 'MIN_CLIPS', 'BandMatch', 'band_stats', 'frame_mask', 'adapt_bn', 'adapt']
 
-# the methods of `adapt` and of `fastnorm compare --adapt`, with what each does (the CLI's help reads this table)
+class AdaptMethod(NamedTuple):
+    "What one adaptation method does: statistics matching (`'full'`, `'mean'` or None), then AdaBN or not"
+    match:str|None
+    bn:bool
+    doc:str
+
+# the methods of `adapt` and of `fastnorm compare --adapt` (the CLI's help reads this table)
 ADAPT_METHODS = {
-    'match': "band-wise statistics matching: per mel bin, the new clips' log-mel mean and std moved to the training set's",
-    'bn': "AdaBN: the network's BatchNorm running statistics (a FreqBatchNorm stem's too) re-estimated on the new clips",
-    'match+bn': "both: statistics matching, then BatchNorm re-estimated on the matched spectrograms",
+    'match': AdaptMethod('full', False, "band-wise statistics matching: per mel bin, the new clips' log-mel mean and "
+                                        "std moved to the training set's (std floored)"),
+    'mean': AdaptMethod('mean', False, "band-wise mean matching only (match with mean_only): no division by a "
+                                       "re-fitted std"),
+    'bn': AdaptMethod(None, True, "AdaBN: the network's BatchNorm running statistics (a FreqBatchNorm stem's too) "
+                                  "re-estimated on the new clips"),
+    'match+bn': AdaptMethod('full', True, "match, then BatchNorm re-estimated on the matched spectrograms"),
+    'mean+bn': AdaptMethod('mean', True, "mean, then BatchNorm re-estimated on the matched spectrograms"),
 }
 MIN_CLIPS = 8  # fewer clips than this cannot estimate one mean and std per mel bin usefully
 MATCH_ORDER = 97  # after the spectrogram (`MelSpec`, 5), before PCEN (98) and the normalizations (99)
@@ -194,9 +206,9 @@ def _inputs(learn, dl):
 
 def adapt(learn, # a trained `Learner` (left unchanged)
           clips, # unlabeled clips from the new setup: audio files, a folder of them, or a `DataLoader`
-          method:str='match', # 'match', 'bn' or 'match+bn' (`ADAPT_METHODS`)
+          method:str='match', # a key of `ADAPT_METHODS`: 'match', 'mean', 'bn', 'match+bn' or 'mean+bn'
           std_floor:float=0.25, # `match`: a re-fitted std is at least this fraction of the training std
-          mean_only:bool=False, # `match`: move the mean only
+          mean_only:bool=False, # `match`: move the mean only (the same as method 'mean')
           train_stats:StatsRecorder|None=None, # `match`: the training set's per-bin log-mel statistics (`band_stats`)
           mask_padding:bool=True, # statistics leave out the frames that crop/pad added to short clips
           bs:int|None=None, # batch size over the clips (default: the learner's)
@@ -205,16 +217,16 @@ def adapt(learn, # a trained `Learner` (left unchanged)
     `BandMatch` before the recipe's normalization, `bn` re-estimates the network's BatchNorm statistics (`adapt_bn`).
     The copy predicts, exports and goes to ONNX with the adapted constants; `learn.deploy_meta` records the method and
     the number of clips. Clips at another sample rate are resampled as `predict` does"""
-    check_choice('method', method, tuple(ADAPT_METHODS))
+    how = ADAPT_METHODS[check_choice('method', method, tuple(ADAPT_METHODS))]
     dl = _clips_dl(learn, clips, bs)
     n = len(dl.dataset)
     if n < MIN_CLIPS:
         raise ValueError(f"adapt needs at least {MIN_CLIPS} unlabeled clips from the new setup ({n} given)")
     new = _clone(learn)
-    if 'match' in method:
+    if how.match:
         train = train_stats if train_stats is not None else _train_stats(learn, mask_padding)
         _insert(new, BandMatch.fit(train.to(learn.dls.device or 'cpu'), band_stats(dl, mask_padding), std_floor,
-                                   mean_only))
-    if 'bn' in method: adapt_bn(new.model, _inputs(new, dl))
+                                   mean_only or how.match == 'mean'))
+    if how.bn: adapt_bn(new.model, _inputs(new, dl))
     new.deploy_meta = {**getattr(learn, 'deploy_meta', {}), 'adapted': method, 'adapt_clips': str(n)}
     return new

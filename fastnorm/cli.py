@@ -15,6 +15,8 @@ def compare(
     subset:str=None, # esc10: only the rows esc50.csv marks esc10 (ESC-10's 10 classes)
     norms:str=None, # comma list of normalizations (see above) [preset]
     shift:str=None, # comma list of validation shifts (see above), or 'none' [preset]
+    adapt:str=None, # comma list of adaptation methods (see above): scored unshifted and under each shift, cross-fitted
+    adapt_clips:int=None, # adapt on at most this many clips (at least 8) [default: the other half of the fold]
     speaker:str=None, # FSDD: validate on this speaker, train on the others (a speaker shift); default: split by take
     runs:int=None, # seeded runs per normalization [preset]
     epochs:int=None, # epochs per run (fit_one_cycle) [preset]
@@ -35,6 +37,8 @@ def compare(
     under torchrun too.
     Normalizations: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle.
     Shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ.
+    Adaptation (--adapt): match, mean, bn, match+bn, mean+bn: each half of the validation fold is scored with the
+    model adapted, without labels, to the other half.
     [preset]: the --preset's value unless given."""
     from .study import CompareConfig, PRESETS, run_comparison
     from .study.config import parse_folds
@@ -49,8 +53,11 @@ def compare(
         p['norms'] = tuple(norms.replace(' ', '').split(','))
     if shift is not None:
         p['shifts'] = () if shift.strip() == 'none' else tuple(s for s in shift.replace(' ', '').split(',') if s)
+    if adapt is not None:
+        p['adapt'] = tuple(m for m in adapt.replace(' ', '').split(',') if m)
     try:
-        cfg = CompareConfig(fold=fold, folds=None if folds is None else parse_folds(folds), subset=subset,
+        cfg = CompareConfig(fold=fold, adapt_clips=adapt_clips, folds=None if folds is None else parse_folds(folds),
+                            subset=subset,
                             specaugment=specaugment, frac=frac, seed=seed, pretrained=pretrained, speaker=speaker, **p)
         run_comparison(cfg, out=out, resume=resume, progress=not no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
@@ -127,13 +134,12 @@ def deploy(
 def adapt(
     learner:str, # a learner saved with `learn.export()` (.pkl)
     clips:str, # a folder of unlabeled clips from the new setup (or one file); at least 8
-    method:str='match', # match, bn or match+bn (see above)
+    method:str='match', # match, mean, bn, match+bn or mean+bn (see above)
     out:str=None, # the adapted learner's .pkl (required)
     onnx:str=None, # also write the adapted learner as one ONNX file
     std_floor:float=0.25, # match: a re-fitted std is at least this fraction of the training std
     mean_only:store_true=False, # match: move the mean only
-    train_stats:str=None, # match: the training set's per-bin statistics (`band_stats(dls.train).save(...)`), needed
-                          # unless the learner normalizes per mel bin right after the spectrogram (FreqSpecNorm)
+    train_stats:str=None, # match: training per-bin statistics (band_stats(dls.train).save) unless it has FreqSpecNorm
     bs:int=None, # batch size over the clips [default: the learner's]
 ):
     """Adapt a trained learner to a new recording setup from unlabeled clips recorded there; write the adapted learner
@@ -159,7 +165,7 @@ def adapt(
 
 def _methods_help()->str:
     from .adapt import ADAPT_METHODS
-    return '; '.join(f"{k}: {v}" for k, v in ADAPT_METHODS.items())
+    return '; '.join(f"{k}: {v.doc}" for k, v in ADAPT_METHODS.items())
 
 adapt.__doc__ = adapt.__doc__.replace('{methods}', _methods_help())
 
