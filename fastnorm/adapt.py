@@ -198,8 +198,10 @@ def _insert(learn, tfm):
                                                            split_idx=dl.after_batch.split_idx)
 
 def _inputs(learn, dl):
-    "The network's input batches for `dl` through `learn`'s validation batch transforms"
-    d = dl.new(shuffle=False, drop_last=False)
+    """The network's input batches for `dl` through `learn`'s validation batch transforms, in near-equal batches (no
+    batch of one clip, which BatchNorm cannot re-estimate on)"""
+    n, bs = len(dl.dataset), dl.bs or 1
+    d = dl.new(shuffle=False, drop_last=False, bs=math.ceil(n / math.ceil(n / bs)))
     d.after_batch = learn.dls.valid.after_batch
     d.to(learn.dls.device)
     return (b[0] for b in d)

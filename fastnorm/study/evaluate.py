@@ -1,9 +1,9 @@
 """Evaluation under deployment shifts: the validation clips shifted as waveforms, made into spectrograms once, and the
 accuracy of a trained model on them, as trained or adapted to the shifted clips without their labels (`Adapted`)."""
 from __future__ import annotations
-import copy
+import copy, math
 from typing import NamedTuple
-import soundfile as sf, torch
+import numpy as np, soundfile as sf, torch
 from fasttransform import Pipeline
 from ..audio import load_audio, AudioTensor, AudioNormalize, AudioCropPad
 from ..spec import MelSpec, TensorSpec
@@ -78,9 +78,10 @@ class ShiftedValid:
             self._mask = frame_mask(n, int(round(self.duration * self.cfg.sr)), T, self.cfg.hop_length, 'end')
         return self._mask
     def _batches(self, X, idx, pipe, dev):
-        "(inputs, targets) of clips `idx` of `X` through the batch transforms `pipe`, in chunks of `bs`"
-        for s in range(0, len(idx), self.bs):
-            k = idx[s:s + self.bs]
+        """(inputs, targets) of clips `idx` of `X` through the batch transforms `pipe`, in near-equal chunks of at most
+        `bs` (no chunk of one clip, which BatchNorm cannot re-estimate on)"""
+        for k in np.array_split(np.asarray(idx, dtype=np.int64), math.ceil(len(idx) / self.bs)):
+            k = torch.from_numpy(k)
             yield pipe((TensorSpec(X[k].to(dev), cfg=self.cfg), self.y[k].to(dev)))
     def _correct(self, model, X, idx, pipe, dev)->int:
         model.eval()

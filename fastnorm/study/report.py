@@ -225,6 +225,7 @@ def plot_adaptation(adapt_summary:pd.DataFrame, path):
         ax.set_ylabel('validation accuracy')
         ax.set_title(f'{n}: as trained and adapted to each shift without labels')
         ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
     save_figure(fig, path)
     return fig
 
