@@ -2,9 +2,10 @@
 `deploy` (a learner to one ONNX file)."""
 from __future__ import annotations
 import sys
+from pathlib import Path
 from fastcore.script import call_parse, parse_cli, store_true
 
-__all__ = ['compare', 'synth', 'export', 'deploy', 'main']
+__all__ = ['compare', 'synth', 'export', 'deploy', 'adapt', 'main']
 
 @call_parse
 def compare(
@@ -14,6 +15,8 @@ def compare(
     subset:str=None, # esc10: only the rows esc50.csv marks esc10 (ESC-10's 10 classes)
     norms:str=None, # comma list of normalizations (see above) [preset]
     shift:str=None, # comma list of validation shifts (see above), or 'none' [preset]
+    adapt:str=None, # comma list of adaptation methods (see above): scored unshifted and under each shift, cross-fitted
+    adapt_clips:int=None, # adapt on at most this many clips (at least 8) [default: the other half of the fold]
     speaker:str=None, # FSDD: validate on this speaker, train on the others (a speaker shift); default: split by take
     runs:int=None, # seeded runs per normalization [preset]
     epochs:int=None, # epochs per run (fit_one_cycle) [preset]
@@ -34,6 +37,8 @@ def compare(
     under torchrun too.
     Normalizations: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle.
     Shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ.
+    Adaptation (--adapt): match, mean, bn, match+bn, mean+bn: each half of the validation fold is scored with the
+    model adapted, without labels, to the other half.
     [preset]: the --preset's value unless given."""
     from .study import CompareConfig, PRESETS, run_comparison
     from .study.config import parse_folds
@@ -48,8 +53,11 @@ def compare(
         p['norms'] = tuple(norms.replace(' ', '').split(','))
     if shift is not None:
         p['shifts'] = () if shift.strip() == 'none' else tuple(s for s in shift.replace(' ', '').split(',') if s)
+    if adapt is not None:
+        p['adapt'] = tuple(m for m in adapt.replace(' ', '').split(',') if m)
     try:
-        cfg = CompareConfig(fold=fold, folds=None if folds is None else parse_folds(folds), subset=subset,
+        cfg = CompareConfig(fold=fold, adapt_clips=adapt_clips, folds=None if folds is None else parse_folds(folds),
+                            subset=subset,
                             specaugment=specaugment, frac=frac, seed=seed, pretrained=pretrained, speaker=speaker, **p)
         run_comparison(cfg, out=out, resume=resume, progress=not no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
@@ -122,17 +130,57 @@ def deploy(
         raise SystemExit(f"fastnorm deploy: error: {e}")
     print(path)
 
-COMMANDS = {'compare': compare, 'synth': synth, 'export': export, 'deploy': deploy}
+@call_parse
+def adapt(
+    learner:str, # a learner saved with `learn.export()` (.pkl)
+    clips:str, # a folder of unlabeled clips from the new setup (or one file); at least 8
+    method:str='match', # match, mean, bn, match+bn or mean+bn (see above)
+    out:str=None, # the adapted learner's .pkl (required)
+    onnx:str=None, # also write the adapted learner as one ONNX file
+    std_floor:float=0.25, # match: a re-fitted std is at least this fraction of the training std
+    mean_only:store_true=False, # match: move the mean only
+    train_stats:str=None, # match: training per-bin statistics (band_stats(dls.train).save) unless it has FreqSpecNorm
+    bs:int=None, # batch size over the clips [default: the learner's]
+):
+    """Adapt a trained learner to a new recording setup from unlabeled clips recorded there; write the adapted learner
+    (and its ONNX file); print them. Methods: {methods}"""
+    from .adapt import adapt as _adapt
+    import warnings
+    from fastai.learner import load_learner
+    from .deploy import to_onnx
+    from .stats import StatsRecorder
+    if out is None: raise SystemExit("fastnorm adapt: error: --out ADAPTED.pkl is required")
+    try:
+        if not Path(learner).is_file(): raise FileNotFoundError(f"learner file not found: {learner}")
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # load_learner's reminder that pickles run code
+            learn = load_learner(learner, cpu=True)
+        stats = None if train_stats is None else StatsRecorder.load(train_stats)
+        new = _adapt(learn, clips, method, std_floor=std_floor, mean_only=mean_only, train_stats=stats, bs=bs)
+        new.export(Path(out).absolute())
+        print(out)
+        if onnx is not None: print(to_onnx(new, onnx))
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+        raise SystemExit(f"fastnorm adapt: error: {e}")
+
+def _methods_help()->str:
+    from .adapt import ADAPT_METHODS
+    return '; '.join(f"{k}: {v.doc}" for k, v in ADAPT_METHODS.items())
+
+adapt.__doc__ = adapt.__doc__.replace('{methods}', _methods_help())
+
+COMMANDS = {'compare': compare, 'synth': synth, 'export': export, 'deploy': deploy, 'adapt': adapt}
 
 def main():
     "Entry point of the `fastnorm` console script"
     args = sys.argv[1:]
     if not args or args[0] in ('-h', '--help') or args[0] not in COMMANDS:
-        print("usage: fastnorm {compare,synth,export,deploy} [--help] ...\n\n"
+        print("usage: fastnorm {compare,synth,export,deploy,adapt} [--help] ...\n\n"
               "  compare  compare spectrogram normalizations on ESC-50 or a dataset in its layout\n"
               "  synth    make the embedded synthetic dataset in ESC-50's layout\n"
               "  export   export a dataset through an AVMNIST degradation scheme as .npy (images or dB)\n"
-              "  deploy   export a trained learner to one ONNX file: waveforms in, class probabilities out")
+              "  deploy   export a trained learner to one ONNX file: waveforms in, class probabilities out\n"
+              "  adapt    adapt a trained learner to a new recording setup from unlabeled clips")
         if args and args[0] not in ('-h', '--help'):
             print(f"\nfastnorm: unknown command {args[0]!r}", file=sys.stderr)
             sys.exit(2)

@@ -380,7 +380,7 @@ def deploy_chain(learn, # a `Learner`, or the path of its `learn.export()` pickl
                                  [_name(t) for t in spec_tfms] + [_name(learn.model), 'activation']),
                 train_only_skipped=json.dumps(skipped),
                 input='waveform: float32 [batch, samples], mono, at sample_rate',
-                output='probabilities: float32 [batch, len(vocab)]')
+                output='probabilities: float32 [batch, len(vocab)]', **getattr(learn, 'deploy_meta', {}))
     return DeployChain(CropPadWave(n, pad), None if wave is None else WaveNorm(wave.eps), spec, steps,
                        _freeze_model(learn.model, T), act, meta).eval()
 

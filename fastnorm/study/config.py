@@ -6,6 +6,7 @@ from dataclasses import dataclass, asdict
 from ..checks import check_choice, check_frac, check_int, check_positive
 from ..spec import spec_config
 from ..augment import SPECAUGMENT_POLICIES
+from ..adapt import ADAPT_METHODS, MIN_CLIPS
 from .recipes import RECIPES
 from .models import ARCHS
 from .shift import parse_shifts
@@ -77,6 +78,9 @@ class CompareConfig:
     speaker:str|None = None  # FSDD: validate on this speaker, train on the others (default: split by take)
     # waveform shifts the validation set is also evaluated under (not part of `key`: more may be added on resume)
     shifts:tuple = ()
+    # adaptation methods (keys of `ADAPT_METHODS`) evaluated unshifted and under each shift (more may be added on resume)
+    adapt:tuple = ()
+    adapt_clips:int|None = None  # adapt on at most this many clips (default: the other half of the validation fold)
     def check(self):
         "Errors that need no data: before anything is loaded or trained"
         _check_norms(self.norms)
@@ -91,6 +95,10 @@ class CompareConfig:
         check_positive('--lr', self.lr)
         spec_config(self.spec)
         parse_shifts(self.shifts)
+        for m in self.adapt: check_choice('--adapt', m, tuple(ADAPT_METHODS))
+        if self.adapt_clips is not None:
+            check_int('--adapt-clips', self.adapt_clips, lo=MIN_CLIPS)
+            if not self.adapt: raise ValueError("--adapt-clips needs --adapt (the methods to adapt with)")
         check_int('--fold', self.fold, lo=1)
         if self.folds is not None:
             if self.fold != 1:
@@ -106,5 +114,6 @@ class CompareConfig:
     def key(self):
         """What must match on resume: all but `runs` and `shifts` (more may be added); `speaker`, `subset` and `folds`
         only where they are set (so comparisons made before they existed resume), `fold` only where `folds` is not"""
-        unset = lambda k, v: (k in ('speaker', 'subset', 'folds') and v is None) or (k == 'fold' and self.folds)
-        return {k: v for k, v in asdict(self).items() if k not in ('runs', 'shifts') and not unset(k, v)}
+        unset = lambda k, v: (k in ('speaker', 'subset', 'folds', 'adapt_clips') and v is None) or (k == 'fold' and
+                                                                                                  self.folds)
+        return {k: v for k, v in asdict(self).items() if k not in ('runs', 'shifts', 'adapt') and not unset(k, v)}

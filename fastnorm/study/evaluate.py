@@ -1,55 +1,114 @@
 """Evaluation under deployment shifts: the validation clips shifted as waveforms, made into spectrograms once, and the
-accuracy of a trained model on them."""
+accuracy of a trained model on them, as trained or adapted to the shifted clips without their labels (`Adapted`)."""
 from __future__ import annotations
-import torch
+import copy, math
+from typing import NamedTuple
+import numpy as np, soundfile as sf, torch
+from fasttransform import Pipeline
 from ..audio import load_audio, AudioTensor, AudioNormalize, AudioCropPad
 from ..spec import MelSpec, TensorSpec
+from ..stats import StatsRecorder
+from ..adapt import ADAPT_METHODS, BandMatch, adapt_bn, frame_mask
 from .datasets import spec_cache
+from .shift import Shift
 
-__all__ = ['ShiftedValid']
+__all__ = ['Adapted', 'cross_fit', 'ShiftedValid']
+
+STD_FLOOR = .25  # `BandMatch`'s floor in the comparison (`adapt`'s default)
+
+class Adapted(NamedTuple):
+    """An evaluation condition: the validation clips under `shift` (None: unshifted), each half scored by the model
+    adapted with `method` (a key of `ADAPT_METHODS`) to the other half; its results column is `acc@<shift>|<method>`"""
+    shift:Shift|None
+    method:str
+    @property
+    def name(self)->str: return f"{'none' if self.shift is None else self.shift.name}|{self.method}"
+    @property
+    def column(self)->str: return f'acc@{self.name}'
+
+def cross_fit(n:int, # clips in the validation set
+              seed:int=0, # seeds the split into halves
+              clips:int|None=None, # adapt on at most this many clips of the other half (its first, in seeded order)
+             )->list:
+    """Two seeded halves of `range(n)`: `[(scored, adapted_on), ...]`, each half scored once with what was adapted on
+    the other half, so no clip is scored by statistics it helped estimate"""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    a, b = perm[:n // 2], perm[n // 2:]
+    fit = lambda h: sorted(h if clips is None else h[:clips])  # the first `clips` in seeded order: a random subset
+    return [(sorted(a), fit(b)), (sorted(b), fit(a))]
 
 class ShiftedValid:
     """The validation set's spectrograms under each shift (made once per shift and waveform normalization, shared by
     all models)"""
     def __init__(self, dls, # a run's cached DataLoaders: their validation items, labels and spectrogram settings
-                 shifts, # the `Shift`s
+                 shifts, # the `Shift`s and `Adapted` conditions
                  bs:int=64, # clips per chunk
+                 seed:int=0, # seeds the halves of the adaptation's cross-fitting
+                 adapt_clips:int|None=None, # adapt on at most this many clips (default: the whole other half)
                 ):
         cache = spec_cache(dls.valid)
         self.cfg, self.duration, self.shifts, self.bs = cache.cfg, float(cache.meta['duration']), shifts, bs
+        self.seed, self.adapt_clips = seed, adapt_clips
         self.files = [str(f) for f in dls.valid.items['path']]
         self.y = torch.stack([dls.valid.dataset.tls[1][i] for i in range(len(self.files))])
-        self._specs = {}
+        self._specs, self._mask = {}, None
     def _make(self, shift, wave_norm:bool)->torch.Tensor:
         "The spectrograms of the validation clips cropped as in training, shifted, then normalized if `wave_norm`"
         crop, tospec, norm, cfg = AudioCropPad(self.duration), MelSpec(cfg=self.cfg), AudioNormalize(), self.cfg
-        noise = shift.noise_tfm() if shift.effect == 'noise' else None  # one seeded stream over the chunks, in order
+        noise = shift.noise_tfm() if shift is not None and shift.effect == 'noise' else None  # one seeded stream
         out = []
         for s in range(0, len(self.files), self.bs):
             x = torch.stack([crop(AudioTensor(load_audio(f, sr=cfg.sr)[0], sr=cfg.sr), split_idx=1)
                              for f in self.files[s:s+self.bs]])
-            x = AudioTensor(shift(x, cfg.sr, noise=noise), sr=cfg.sr)
+            if shift is not None: x = AudioTensor(shift(x, cfg.sr, noise=noise), sr=cfg.sr)
             if wave_norm:
                 x = norm(x)
             out.append(tospec(x).as_subclass(torch.Tensor))
         return torch.cat(out)
     def specs(self, shift, wave_norm:bool)->torch.Tensor:
-        "The validation spectrograms under `shift`, made on first use"
-        key = (shift.name, wave_norm)
+        "The validation spectrograms under `shift` (None: unshifted), made on first use"
+        key = (None if shift is None else shift.name, wave_norm)
         if key not in self._specs:
             self._specs[key] = self._make(shift, wave_norm)
         return self._specs[key]
-    def accuracy(self, model, dls, shift, wave_norm:bool)->float:
-        "Accuracy of `model` on the shifted validation set, through the validation loader's own batch transforms"
-        X, dev = self.specs(shift, wave_norm), dls.device or torch.device('cpu')
+    def mask(self, T:int)->torch.Tensor:
+        "`[N,1,1,T]`: the frames of each validation clip that are signal, not the padding of a short clip"
+        if self._mask is None:
+            n = torch.tensor([sf.info(f).frames * self.cfg.sr // sf.info(f).samplerate for f in self.files])
+            self._mask = frame_mask(n, int(round(self.duration * self.cfg.sr)), T, self.cfg.hop_length, 'end')
+        return self._mask
+    def _batches(self, X, idx, pipe, dev):
+        """(inputs, targets) of clips `idx` of `X` through the batch transforms `pipe`, in near-equal chunks of at most
+        `bs` (no chunk of one clip, which BatchNorm cannot re-estimate on)"""
+        for k in np.array_split(np.asarray(idx, dtype=np.int64), math.ceil(len(idx) / self.bs)):
+            k = torch.from_numpy(k)
+            yield pipe((TensorSpec(X[k].to(dev), cfg=self.cfg), self.y[k].to(dev)))
+    def _correct(self, model, X, idx, pipe, dev)->int:
         model.eval()
-        correct = 0
         with torch.no_grad():
-            for s in range(0, len(X), self.bs):
-                xb = TensorSpec(X[s:s+self.bs].to(dev), cfg=self.cfg)
-                xb, yb = dls.valid.after_batch((xb, self.y[s:s+self.bs].to(dev)))
-                correct += int((model(xb).argmax(-1) == yb).sum())
+            return sum(int((model(xb).argmax(-1) == yb).sum()) for xb, yb in self._batches(X, idx, pipe, dev))
+    def accuracy(self, model, dls, shift, wave_norm:bool, train_stats=None)->float:
+        """Accuracy of `model` on the shifted validation set, through the validation loader's own batch transforms;
+        an `Adapted` condition scores each half as adapted on the other (`train_stats()`: the training set's
+        per-bin log-mel statistics, for matching)"""
+        if isinstance(shift, Adapted): return self._adapted(model, dls, shift, wave_norm, train_stats)
+        X, dev = self.specs(shift, wave_norm), dls.device or torch.device('cpu')
+        return self._correct(model, X, list(range(len(X))), dls.valid.after_batch, dev) / len(X)
+    def _adapted(self, model, dls, cond:Adapted, wave_norm:bool, train_stats)->float:
+        how, X, dev = ADAPT_METHODS[cond.method], self.specs(cond.shift, wave_norm), dls.device or torch.device('cpu')
+        pipe, correct = dls.valid.after_batch, 0
+        for scored, fit in cross_fit(len(X), self.seed, self.adapt_clips):
+            m, p = model, pipe
+            if how.match:
+                rec = StatsRecorder((0, 3))
+                rec.update(X[fit].to(dev), mask=self.mask(X.shape[-1])[fit].to(dev))
+                bm = BandMatch.fit(train_stats(), rec, STD_FLOOR, how.match == 'mean')
+                p = Pipeline([bm] + list(pipe.fs), split_idx=1)
+            if how.bn:
+                m = copy.deepcopy(model)
+                adapt_bn(m, (xb for xb, _ in self._batches(X, fit, p, dev)))
+            correct += self._correct(m, X, scored, p, dev)
         return correct / len(X)
-    def accuracies(self, model, dls, shifts, wave_norm:bool)->dict:
-        "A results column per shift of `shifts`: the accuracy of `model` under it"
-        return {sh.column: self.accuracy(model, dls, sh, wave_norm) for sh in shifts}
+    def accuracies(self, model, dls, shifts, wave_norm:bool, train_stats=None)->dict:
+        "A results column per shift or `Adapted` condition of `shifts`: the accuracy of `model` under it"
+        return {sh.column: self.accuracy(model, dls, sh, wave_norm, train_stats) for sh in shifts}

@@ -2,7 +2,7 @@
 kept weights, evaluated under new shifts. Both build the learner the same way, so kept weights load into the model
 that made them."""
 from __future__ import annotations
-import time, warnings
+import functools, time, warnings
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np, pandas as pd, torch
@@ -10,6 +10,7 @@ from fastai.learner import Learner
 from ..utils import atomic_path
 from .recipes import RECIPES, apply_recipe
 from .models import make_learner
+from ..adapt import band_stats
 from .evaluate import ShiftedValid
 
 __all__ = ['Job', 'model_path', 'stats_dir', 'train_job', 'evaluate_kept']
@@ -69,7 +70,7 @@ def train_job(dls, # the job's DataLoaders (`make_dls`)
     with atomic_path(model_path(out, job)) as tmp:
         torch.save(learn.model.state_dict(), tmp)
     if shifted is not None:
-        row.update(shifted.accuracies(learn.model, dls, shifted.shifts, RECIPES[job.norm].wave))
+        row.update(shifted.accuracies(learn.model, dls, shifted.shifts, RECIPES[job.norm].wave, _train_stats(dls)))
     curve = pd.DataFrame(dict(norm=job.norm, run=job.run, fold=job.fold, epoch=np.arange(1, len(vals) + 1),
                               accuracy=vals[:, 2], valid_loss=vals[:, 1]))
     return row, curve
@@ -79,4 +80,8 @@ def evaluate_kept(dls, cfg, job:Job, out:Path, shifted:ShiftedValid, shifts)->di
     learn = _learner(dls, cfg, job, out)
     learn.model.load_state_dict(torch.load(model_path(out, job), map_location='cpu'))
     learn.model.to(dls.device or 'cpu')
-    return shifted.accuracies(learn.model, dls, shifts, RECIPES[job.norm].wave)
+    return shifted.accuracies(learn.model, dls, shifts, RECIPES[job.norm].wave, _train_stats(dls))
+
+def _train_stats(dls):
+    "The training set's per-bin log-mel statistics (for `Adapted` conditions' matching), computed on first use"
+    return functools.cache(lambda: band_stats(dls.train))

@@ -7,7 +7,8 @@ from scipy import stats as sps
 from ..utils import atomic_path
 
 __all__ = ['summarize', 'summary_markdown', 'unit_note', 'fold_markdown', 'summarize_shifts', 'shift_markdown',
-           'plot_comparison', 'plot_curves', 'save_figure', 'write_report']
+           'summarize_adaptation', 'adaptation_markdown', 'plot_adaptation', 'plot_comparison', 'plot_curves',
+           'save_figure', 'write_report']
 
 NOISE = 1e-6  # a mean or interval below this is float noise (accuracies are counts over at most millions of clips)
 
@@ -164,6 +165,70 @@ def shift_markdown(shift_summary:pd.DataFrame, baseline:str='none')->str:
                  f"to {baseline} pairs models as in the table above; ± is the 95% t-interval.\n")
     return '\n'.join(lines)
 
+def summarize_adaptation(results:pd.DataFrame, # rows with `acc@<shift>|<method>` columns (`Adapted`)
+                         shifts, # shift names; 'none' is the unshifted clips (`final_acc` as trained)
+                         methods, # adaptation methods
+                         order=None)->pd.DataFrame:
+    """Per normalization, shift and method: accuracy as trained and adapted (means), and the paired change (each model
+    with itself as trained) with its 95% CI"""
+    rows = []
+    for n in (order or results['norm'].unique()):
+        for sh in ['none', *shifts]:
+            before = 'final_acc' if sh == 'none' else f'acc@{sh}'
+            for m in methods:
+                col = f'acc@{sh}|{m}'
+                r = results[results['norm'] == n]
+                if col not in r or before not in r: continue
+                r = r.dropna(subset=[col, before])
+                if not len(r): continue
+                d = (r[col] - r[before]).to_numpy(float)
+                rows.append(dict(norm=n, shift=sh, method=m, n=len(r), before=r[before].mean(), after=r[col].mean(),
+                                 change=d.mean(), change_ci95=_ci95(d)))
+    return pd.DataFrame(rows)
+
+def adaptation_markdown(adapt_summary:pd.DataFrame)->str:
+    "A table per normalization: accuracy as trained and adapted by each method, under each shift, with the change"
+    methods = list(dict.fromkeys(adapt_summary['method']))
+    lines = ["## Adapted to the new clips, without labels\n",
+             "Mean accuracy as trained and after each adaptation (in brackets the change, each model paired with itself "
+             "as trained, ± its 95% CI). Each half of the validation fold is scored with the model adapted to the other "
+             "half's clips under the same shift, so no clip is scored by statistics it helped estimate.\n"]
+    for n, g in adapt_summary.groupby('norm', sort=False):
+        lines += [f"### {n}\n", "| shift | n | as trained | " + ' | '.join(methods) + ' |',
+                  '|---|---|---|' + '---|' * len(methods)]
+        for sh, h in g.groupby('shift', sort=False):
+            by = h.set_index('method')
+            cells = [f"{_f(by.loc[m, 'after'])} ({_f(by.loc[m, 'change'], '{:+.4f}')} ± {_f(by.loc[m, 'change_ci95'])})"
+                     if m in by.index else '–' for m in methods]
+            lines.append(f"| {sh} | {int(h['n'].max())} | {_f(h['before'].iloc[0])} | " + ' | '.join(cells) + ' |')
+        lines.append('')
+    return '\n'.join(lines)
+
+def plot_adaptation(adapt_summary:pd.DataFrame, path):
+    "Bars per shift: accuracy as trained and after each adaptation, one panel per normalization; saved to `path`"
+    import matplotlib.pyplot as plt
+    norms, methods = list(dict.fromkeys(adapt_summary['norm'])), list(dict.fromkeys(adapt_summary['method']))
+    fig, axs = plt.subplots(len(norms), 1, figsize=(8, 3 * len(norms)), squeeze=False)
+    w = .8 / (len(methods) + 1)
+    for ax, n in zip(axs[:, 0], norms):
+        g = adapt_summary[adapt_summary['norm'] == n]
+        shifts = list(dict.fromkeys(g['shift']))
+        xs = np.arange(len(shifts))
+        first = g.drop_duplicates('shift').set_index('shift').reindex(shifts)
+        ax.bar(xs - .4 + w / 2, first['before'], w, label='as trained', color='#969696')
+        for k, m in enumerate(methods):
+            t = g[g['method'] == m].set_index('shift').reindex(shifts)
+            ax.bar(xs - .4 + w / 2 + w * (k + 1), t['after'], w, label=m, color=f'C{k}')
+        ax.set_xticks(xs)
+        ax.set_xticklabels(shifts)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel('validation accuracy')
+        ax.set_title(f'{n}: as trained and adapted to each shift without labels')
+        ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
 def save_figure(fig, path):
     "Write `fig` to `path` as PNG atomically (a temporary file, then a rename) and close it"
     import matplotlib.pyplot as plt
@@ -270,6 +335,10 @@ def write_report(results:pd.DataFrame, # the comparison's rows (`results.csv`)
     shift_sum = summarize_shifts(results, conds, baseline=base, order=cfg.norms) if conds else None
     if shift_sum is not None:
         md += '\n' + shift_markdown(shift_sum, base)
+    adapt_sum = summarize_adaptation(results, conds, getattr(cfg, 'adapt', ()), order=cfg.norms)
+    if len(adapt_sum):
+        md += '\n' + adaptation_markdown(adapt_sum)
+        plot_adaptation(adapt_sum, out/'adaptation.png')
     with atomic_path(out/'summary.md') as tmp:
         tmp.write_text(md)
     plot_comparison(results, summary, out/'comparison.png', order=cfg.norms, shift_summary=shift_sum)

@@ -14,7 +14,7 @@ from .config import CompareConfig
 from .recipes import RECIPES
 from .datasets import resolve_data, make_dls
 from .shift import parse_shifts
-from .evaluate import ShiftedValid
+from .evaluate import ShiftedValid, Adapted
 from .jobs import Job, model_path, train_job, evaluate_kept
 from .ranks import Ranks, one_process, part_files
 from .results import Ledger
@@ -71,7 +71,9 @@ class _Comparison:
     def __init__(self, cfg:CompareConfig, out:Path, ranks:Ranks, shifts:list, resume:bool, progress:bool, log, cbs):
         self.out, self.ranks, self.shifts, self.progress, self.cbs = out, ranks, shifts, progress, cbs
         self.log = ranks.log(log)
-        self.cfg, self.data, self.ledger = _open(cfg, out, ranks, shifts, resume)
+        # the evaluation conditions: each shift, and each (unshifted or shift, adaptation method)
+        self.targets = shifts + [Adapted(s, m) for s in [None, *shifts] for m in cfg.adapt]
+        self.cfg, self.data, self.ledger = _open(cfg, out, ranks, self.targets, resume)
         self._shifted = {}
     def name(self, job:Job)->str:
         "How the log names a job"
@@ -81,7 +83,7 @@ class _Comparison:
         fold by fold (every fold of a run shares its seed, so runs pair by seed and fold)"""
         cfg, done = self.cfg, self.ledger.done
         jobs = [Job(n, r, cfg.seed + r, f) for r in range(cfg.runs) for f in cfg.cv for n in cfg.norms]
-        evals = [j for j in jobs if j.key in done and self.ledger.missing(j.key, self.shifts)]
+        evals = [j for j in jobs if j.key in done and self.ledger.missing(j.key, self.targets)]
         train = [j for j in jobs if j.key not in done]
         if done and self.ranks.main:
             self.log(f"resuming: {len(done)} run(s) already in {self.out/'results.csv'}, {len(train)} to train, "
@@ -98,11 +100,11 @@ class _Comparison:
         """The shifted validation set of `fold`, made from its first job's DataLoaders (every recipe validates on the
         same clips)"""
         if fold not in self._shifted:
-            self._shifted[fold] = ShiftedValid(dls, self.shifts)
+            self._shifted[fold] = ShiftedValid(dls, self.targets, seed=self.cfg.seed, adapt_clips=self.cfg.adapt_clips)
         return self._shifted[fold]
     def evaluate(self, job:Job):
         "A trained job's accuracy under the shifts its row lacks, from its kept weights"
-        need = self.ledger.missing(job.key, self.shifts)
+        need = self.ledger.missing(job.key, self.targets)
         if not model_path(self.out, job).exists():
             self.log(f"{self.name(job)}: its weights are not in {self.out/'models'}, "
                      f"so it cannot be evaluated under {', '.join(s.name for s in need)}")
@@ -119,12 +121,12 @@ class _Comparison:
         set_seed(job.seed, reproducible=True)
         with one_process():
             dls = make_dls(self.data, self.cfg, RECIPES[job.norm].wave, job.fold, self.progress and self.ranks.main)
-            shifted = self.shifted(dls, job.fold) if self.shifts else None
+            shifted = self.shifted(dls, job.fold) if self.targets else None
             row, curve = train_job(dls, self.cfg, job, self.out, shifted, cbs=self.cbs)
         self.ledger.add(row, curve)
         self.ledger.save()
         self.log(f"{self.name(job)}: accuracy {row['final_acc']:.4f} (best {row['best_acc']:.4f}) "
-                 f"in {row['seconds']:.1f}s" + ''.join(f", {s.name} {row[s.column]:.4f}" for s in self.shifts))
+                 f"in {row['seconds']:.1f}s" + ''.join(f", {s.name} {row[s.column]:.4f}" for s in self.targets))
     def report(self)->pd.DataFrame:
         "On rank 0: every rank's rows merged, summary.md and the plots written; returns the results"
         results, curves = self.ledger.merge()
