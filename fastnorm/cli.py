@@ -35,7 +35,7 @@ def compare(
 ):
     """Compare spectrogram normalizations on ESC-50 or a dataset in its layout, also under deployment shifts; runs
     under torchrun too.
-    Normalizations: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle.
+    Normalizations: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle channel+device.
     Shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ.
     Adaptation (--adapt): match, mean, bn, match+bn, mean+bn: each half of the validation fold is scored with the
     model adapted, without labels, to the other half.

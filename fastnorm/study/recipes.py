@@ -9,6 +9,7 @@ from ..dlstats import compute_stats
 from ..norm import add_spec_norm
 from ..pcen import PCEN, PCENTransform
 from ..freqnorm import FreqBatchNorm, FreqInstanceNorm, ConstantSpecNorm, FreqMixStyle
+from ..devaug import DeviceAugment
 from .datasets import spec_cache
 from .report import save_figure
 
@@ -20,7 +21,7 @@ class Recipe(NamedTuple):
     wave:bool
     spec_norm:str|None = None  # batch transform: global, freq, instance, imagenet, ast, pcen, ifn, rfn
     stem:str|None = None  # model stem prepended to the network: 'fbn' (PANNs bn0), 'pcen' (trainable PCEN)
-    aug:str|None = None   # train-only augmentation: 'mixstyle'
+    aug:str|None = None   # train-only augmentation: 'mixstyle', 'device'
     doc:str = ''  # the legend of summary.md
 
 # named like the type it holds; its keys are the words of `--norms` (the post's 'channel' among them)
@@ -43,6 +44,9 @@ RECIPES = {
     'rfn': Recipe(False, 'rfn', doc='relaxed IFN, 0.5 LN + 0.5 IFN (Kim et al. 2022)'),
     'mixstyle': Recipe(False, 'ast', aug='mixstyle',
                        doc='the AST constants plus Freq-MixStyle (p 0.4, alpha 0.3) on the training batches'),
+    'channel+device': Recipe(True, 'freq', aug='device',
+                             doc='channel, trained with DeviceAugment (random tilt, EQ, band limit and f_max jitter of '
+                                 'the log-mel) for devices it has not seen'),
 }
 PCEN_SCALE = 2.**31  # librosa's docs: PCEN of float audio's spectrogram scaled as 32-bit integer audio
 
@@ -106,4 +110,6 @@ def apply_recipe(dls, # cached DataLoaders of one run (`make_dls`)
     _spec_norm(dls, recipe.spec_norm, frac, seed, stats_dir)
     if recipe.aug == 'mixstyle':
         _insert(dls, FreqMixStyle(p=.4, alpha=.3))
+    elif recipe.aug == 'device':
+        _insert(dls, DeviceAugment())
     return _stem(recipe.stem, spec_cache(dls.train).cfg)
