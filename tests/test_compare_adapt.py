@@ -66,6 +66,10 @@ def test_adapt_columns_report_and_resume(tiny_esc50, tmp_path, count_training):
     assert len(count_training.calls) == calls  # nothing trained again
     assert res2[list(res.columns)].equals(res) and 'acc@gain:-20|match+bn' in res2
     assert_counts(res2['acc@gain:-20|match+bn'])
+    cfg3 = tiny_cfg(tiny_esc50, norms=('none', 'channel'), shifts=('gain:-20',), adapt=('match',), adapt_clips=8)
+    res3 = run_comparison(cfg3, out=out, resume=True, progress=False, log=lambda *_: None, cbs=[count_training])
+    assert len(count_training.calls) == calls and 'acc@gain:-20|match/8' in res3  # a new column, nothing trained
+    assert '| match/8 |' in (out/'summary.md').read_text().replace(' | match/8', '| match/8 |')
     # `none` without waveform norm: matching on gain-shifted clips undoes the gain (up to the dB floor)
     r = res2.set_index('norm').loc['none']
     assert r['acc@gain:-20|match'] >= r['acc@gain:-20'] - 1e-9

@@ -78,9 +78,10 @@ class CompareConfig:
     speaker:str|None = None  # FSDD: validate on this speaker, train on the others (default: split by take)
     # waveform shifts the validation set is also evaluated under (not part of `key`: more may be added on resume)
     shifts:tuple = ()
-    # adaptation methods (keys of `ADAPT_METHODS`) evaluated unshifted and under each shift (more may be added on resume)
+    # adaptation methods (keys of `ADAPT_METHODS`) evaluated unshifted and under each shift, on at most `adapt_clips`
+    # clips (default: the other half of the validation fold); neither in `key`: more may be added on resume
     adapt:tuple = ()
-    adapt_clips:int|None = None  # adapt on at most this many clips (default: the other half of the validation fold)
+    adapt_clips:int|None = None
     def check(self):
         "Errors that need no data: before anything is loaded or trained"
         _check_norms(self.norms)
@@ -112,8 +113,8 @@ class CompareConfig:
         "The validation folds: those of `folds` (resolved from 'all' by `run_comparison`), else `fold` alone"
         return (self.fold,) if self.folds is None else tuple(self.folds)
     def key(self):
-        """What must match on resume: all but `runs` and `shifts` (more may be added); `speaker`, `subset` and `folds`
+        """What must match on resume: all but `runs`, `shifts`, `adapt` and `adapt_clips` (more may be added); `speaker`, `subset` and `folds`
         only where they are set (so comparisons made before they existed resume), `fold` only where `folds` is not"""
-        unset = lambda k, v: (k in ('speaker', 'subset', 'folds', 'adapt_clips') and v is None) or (k == 'fold' and
-                                                                                                  self.folds)
-        return {k: v for k, v in asdict(self).items() if k not in ('runs', 'shifts', 'adapt') and not unset(k, v)}
+        unset = lambda k, v: (k in ('speaker', 'subset', 'folds') and v is None) or (k == 'fold' and self.folds)
+        skip = ('runs', 'shifts', 'adapt', 'adapt_clips')
+        return {k: v for k, v in asdict(self).items() if k not in skip and not unset(k, v)}

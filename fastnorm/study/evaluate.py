@@ -18,11 +18,15 @@ STD_FLOOR = .25  # `BandMatch`'s floor in the comparison (`adapt`'s default)
 
 class Adapted(NamedTuple):
     """An evaluation condition: the validation clips under `shift` (None: unshifted), each half scored by the model
-    adapted with `method` (a key of `ADAPT_METHODS`) to the other half; its results column is `acc@<shift>|<method>`"""
+    adapted with `method` (a key of `ADAPT_METHODS`) to the other half, or to `clips` of its clips; its results column
+    is `acc@<shift>|<method>`, or `acc@<shift>|<method>/<clips>`"""
     shift:Shift|None
     method:str
+    clips:int|None = None
     @property
-    def name(self)->str: return f"{'none' if self.shift is None else self.shift.name}|{self.method}"
+    def name(self)->str:
+        return f"{'none' if self.shift is None else self.shift.name}|{self.method}" + (
+            '' if self.clips is None else f'/{self.clips}')
     @property
     def column(self)->str: return f'acc@{self.name}'
 
@@ -44,11 +48,10 @@ class ShiftedValid:
                  shifts, # the `Shift`s and `Adapted` conditions
                  bs:int=64, # clips per chunk
                  seed:int=0, # seeds the halves of the adaptation's cross-fitting
-                 adapt_clips:int|None=None, # adapt on at most this many clips (default: the whole other half)
                 ):
         cache = spec_cache(dls.valid)
         self.cfg, self.duration, self.shifts, self.bs = cache.cfg, float(cache.meta['duration']), shifts, bs
-        self.seed, self.adapt_clips = seed, adapt_clips
+        self.seed = seed
         self.files = [str(f) for f in dls.valid.items['path']]
         self.y = torch.stack([dls.valid.dataset.tls[1][i] for i in range(len(self.files))])
         self._specs, self._mask = {}, None
@@ -97,7 +100,7 @@ class ShiftedValid:
     def _adapted(self, model, dls, cond:Adapted, wave_norm:bool, train_stats)->float:
         how, X, dev = ADAPT_METHODS[cond.method], self.specs(cond.shift, wave_norm), dls.device or torch.device('cpu')
         pipe, correct = dls.valid.after_batch, 0
-        for scored, fit in cross_fit(len(X), self.seed, self.adapt_clips):
+        for scored, fit in cross_fit(len(X), self.seed, cond.clips):
             m, p = model, pipe
             if how.match:
                 rec = StatsRecorder((0, 3))

@@ -169,8 +169,8 @@ def summarize_adaptation(results:pd.DataFrame, # rows with `acc@<shift>|<method>
                          shifts, # shift names; 'none' is the unshifted clips (`final_acc` as trained)
                          methods, # adaptation methods
                          order=None)->pd.DataFrame:
-    """Per normalization, shift and method: accuracy as trained and adapted (means), and the paired change (each model
-    with itself as trained) with its 95% CI"""
+    """Per normalization, shift and method (`match`, or `match/16` for one adapted on 16 clips): accuracy as trained
+    and adapted (means), and the paired change (each model with itself as trained) with its 95% CI"""
     rows = []
     for n in (order or results['norm'].unique()):
         for sh in ['none', *shifts]:
@@ -335,7 +335,8 @@ def write_report(results:pd.DataFrame, # the comparison's rows (`results.csv`)
     shift_sum = summarize_shifts(results, conds, baseline=base, order=cfg.norms) if conds else None
     if shift_sum is not None:
         md += '\n' + shift_markdown(shift_sum, base)
-    adapt_sum = summarize_adaptation(results, conds, getattr(cfg, 'adapt', ()), order=cfg.norms)
+    methods = list(dict.fromkeys(c.split('|', 1)[1] for c in results.columns if c.startswith('acc@') and '|' in c))
+    adapt_sum = summarize_adaptation(results, conds, methods, order=cfg.norms)
     if len(adapt_sum):
         md += '\n' + adaptation_markdown(adapt_sum)
         plot_adaptation(adapt_sum, out/'adaptation.png')

@@ -72,7 +72,7 @@ class _Comparison:
         self.out, self.ranks, self.shifts, self.progress, self.cbs = out, ranks, shifts, progress, cbs
         self.log = ranks.log(log)
         # the evaluation conditions: each shift, and each (unshifted or shift, adaptation method)
-        self.targets = shifts + [Adapted(s, m) for s in [None, *shifts] for m in cfg.adapt]
+        self.targets = shifts + [Adapted(s, m, cfg.adapt_clips) for s in [None, *shifts] for m in cfg.adapt]
         self.cfg, self.data, self.ledger = _open(cfg, out, ranks, self.targets, resume)
         self._shifted = {}
     def name(self, job:Job)->str:
@@ -100,7 +100,7 @@ class _Comparison:
         """The shifted validation set of `fold`, made from its first job's DataLoaders (every recipe validates on the
         same clips)"""
         if fold not in self._shifted:
-            self._shifted[fold] = ShiftedValid(dls, self.targets, seed=self.cfg.seed, adapt_clips=self.cfg.adapt_clips)
+            self._shifted[fold] = ShiftedValid(dls, self.targets, seed=self.cfg.seed)
         return self._shifted[fold]
     def evaluate(self, job:Job):
         "A trained job's accuracy under the shifts its row lacks, from its kept weights"
