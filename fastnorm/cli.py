@@ -2,9 +2,10 @@
 `deploy` (a learner to one ONNX file)."""
 from __future__ import annotations
 import sys
+from functools import partial, wraps
 from fastcore.script import call_parse, parse_cli, store_true
 
-__all__ = ['compare', 'synth', 'export', 'deploy', 'main']
+__all__ = ['compare', 'synth', 'export', 'deploy', 'compare_help', 'main']
 
 @call_parse
 def compare(
@@ -31,10 +32,8 @@ def compare(
     no_progress:store_true=False, # no progress bars
 ):
     """Compare spectrogram normalizations on ESC-50 or a dataset in its layout, also under deployment shifts; runs
-    under torchrun too.
-    Normalizations: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle.
-    Shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ.
-    [preset]: the --preset's value unless given."""
+    under torchrun too. [preset]: the --preset's value unless given. (`fastnorm compare --help` adds the names
+    `--norms` and `--shift` take, from their registries.)"""
     from .study import CompareConfig, PRESETS, run_comparison
     from .study.config import parse_folds
     if preset not in PRESETS:
@@ -124,6 +123,17 @@ def deploy(
 
 COMMANDS = {'compare': compare, 'synth': synth, 'export': export, 'deploy': deploy}
 
+def compare_help()->str:
+    """`fastnorm compare`'s description in `--help`: its docstring's first sentence, then the words of `--norms`
+    (`study.recipes.RECIPES`) and of `--shift` (`study.shift.SHIFTS`), read from the registries"""
+    from .study.recipes import RECIPES
+    from .study.shift import SHIFTS
+    head = compare.__doc__.split(' (`fastnorm compare --help`')[0]
+    return (f"{head}\nNormalizations: {' '.join(RECIPES)}.\n"
+            f"Shifts: {', '.join(e.form for e in SHIFTS.values())}.")
+
+_HELP = {'compare': compare_help}  # commands whose description is made from registries when they run
+
 def main():
     "Entry point of the `fastnorm` console script"
     args = sys.argv[1:]
@@ -138,5 +148,8 @@ def main():
             sys.exit(2)
         return
     cmd, sys.argv = COMMANDS[args[0]], [f'fastnorm {args[0]}'] + args[1:]
+    if args[0] in _HELP:
+        cmd = wraps(cmd)(partial(cmd))  # the same command with the generated description, the module's left as it is
+        cmd.__doc__ = _HELP[args[0]]()
     pargs, kwargs, _ = parse_cli(cmd)
     cmd(*pargs, **kwargs)
