@@ -1,4 +1,5 @@
-"Data: DataBlocks for ESC-50 and folders in its layout (cross-validation by fold), FSDD and class-per-folder datasets."
+"""Data: DataBlocks for ESC-50 and folders in its layout (cross-validation by fold), FSDD and class-per-folder datasets.
+Which layout a folder is in, and what each layout means, is `fastnorm.layouts`' (`LAYOUTS`, `detect_layout`)."""
 from __future__ import annotations
 import inspect, os, re, socket
 from pathlib import Path
@@ -19,13 +20,6 @@ __all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'FSDD_TEST_TAKES', 'read_esc50_csv',
 ESC50_COLUMNS = ['filename', 'fold', 'target', 'category', 'esc10', 'src_file', 'take']
 FSDD_RE = re.compile(r'^(\d)_([A-Za-z]+)_(\d+)\.wav$')
 FSDD_TEST_TAKES = range(5)  # AVMNIST's split of FSDD: takes 0-4 are the test (validation) set
-
-def __getattr__(name):
-    "`LAYOUTS` and `detect_layout` live in `fastnorm.layouts`, which reads datasets with this module's helpers"
-    if name in ('LAYOUTS', 'detect_layout'):
-        from . import layouts
-        return getattr(layouts, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 def _row_list(mask, lines, k:int=3)->str:
     "How a message names the csv rows (1-based lines, the header is line 1) where `mask` holds: the first `k`"
