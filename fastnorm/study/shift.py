@@ -70,7 +70,7 @@ SHIFTS = {
     'resample': ShiftEffect('resample:HZ', _chain, 'another sample-rate chain: down to HZ and back up',
                             check=_hz_ok),
 }
-SHIFT_EFFECTS = {k: e.form for k, e in SHIFTS.items()}  # each effect's spelling (derived from `SHIFTS`)
+SHIFT_EFFECTS = {k: e.form for k, e in SHIFTS.items()}  # each effect's spelling, as `SHIFTS` holds them at import
 
 @dataclass(frozen=True)
 class Shift:
@@ -117,7 +117,7 @@ def parse_shift(spec:str, # e.g. 'gain:-20', 'tilt:-3', 'band:2000:4000:-12', 'n
     "A `Shift` from its name (an effect of `SHIFTS` and its arguments); errors say what each effect takes"
     parts = str(spec).strip().split(':')
     if parts[0] not in SHIFTS:
-        raise ValueError(f"Unknown shift {spec!r}: choose from {', '.join(SHIFT_EFFECTS.values())}")
+        raise ValueError(f"Unknown shift {spec!r}: choose from {', '.join(e.form for e in SHIFTS.values())}")
     effect = SHIFTS[parts[0]]
     args = _args(spec, effect, parts[1:])
     wrong = effect.check and effect.check(args)
