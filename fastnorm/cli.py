@@ -9,7 +9,7 @@ __all__ = ['compare', 'synth', 'export', 'deploy', 'compare_help', 'main']
 
 @call_parse
 def compare(
-    data:str=None, # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or an ESC-50/FSDD folder [preset]
+    data:str=None, # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or a folder (see above) [preset]
     fold:int=1, # validation fold (ESC-50 layout); FSDD uses takes 0-4 as validation
     folds:str=None, # cross-validation, e.g. 1-5, 1,3 or all: each fold validates once, training on the others
     subset:str=None, # esc10: only the rows esc50.csv marks esc10 (ESC-10's 10 classes)
@@ -124,13 +124,16 @@ def deploy(
 COMMANDS = {'compare': compare, 'synth': synth, 'export': export, 'deploy': deploy}
 
 def compare_help()->str:
-    """`fastnorm compare`'s description in `--help`: its docstring's first sentence, then the words of `--norms`
-    (`study.recipes.RECIPES`) and of `--shift` (`study.shift.SHIFTS`), read from the registries"""
+    """`fastnorm compare`'s description in `--help`: its docstring's first sentences, then the words of `--norms`
+    (`study.recipes.RECIPES`), of `--shift` (`study.shift.SHIFTS`) and the layouts of a `--data` folder
+    (`layouts.LAYOUTS`), read from the registries"""
     from .study.recipes import RECIPES
     from .study.shift import SHIFTS
+    from .layouts import LAYOUTS
     head = compare.__doc__.split(' (`fastnorm compare --help`')[0]
     return (f"{head}\nNormalizations: {' '.join(RECIPES)}.\n"
-            f"Shifts: {', '.join(e.form for e in SHIFTS.values())}.")
+            f"Shifts: {', '.join(e.form for e in SHIFTS.values())}.\n"
+            f"Data folders: {'; '.join(l.doc for l in LAYOUTS.values() if l.trains)}.")
 
 _HELP = {'compare': compare_help}  # commands whose description is made from registries when they run
 

@@ -61,7 +61,9 @@ def test_compare_help_lists_exactly_the_registries_names(monkeypatch, capsys):
     from fastnorm.study.shift import SHIFTS
     out = help_text(monkeypatch, capsys)
     assert re.search(r'Normalizations: (.*?)\. Shifts:', out)[1].split() == list(RECIPES)
-    assert re.search(r'Shifts: (.*?)\. options:', out)[1].split(', ') == [e.form for e in SHIFTS.values()]
+    assert re.search(r'Shifts: (.*?)\. Data folders:', out)[1].split(', ') == [e.form for e in SHIFTS.values()]
+    from fastnorm.layouts import LAYOUTS
+    assert re.search(r'Data folders: (.*?)\. options:', out)[1] == f"{LAYOUTS['esc50'].doc}; {LAYOUTS['fsdd'].doc}"
     assert 'mixstyle' in RECIPES and 'noise:SNR_DB[:white|pink]' in out
     # a new recipe is one entry: the help lists it and --norms takes it
     monkeypatch.setitem(RECIPES, 'global2', Recipe(False, doc='one more'))
