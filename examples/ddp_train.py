@@ -34,7 +34,8 @@ from fastcore.script import call_parse, store_true
 from fastai.distributed import DistributedDL
 from fastai.torch_core import set_seed
 from fastnorm.checks import check_choice
-from fastnorm.data import detect_layout, esc50_dls
+from fastnorm.data import esc50_dls
+from fastnorm.layouts import detect_layout
 from fastnorm.norm import FreqSpecNorm
 from fastnorm.study.models import ARCHS, make_learner
 from fastnorm.synth import synth_esc50

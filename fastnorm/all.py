@@ -6,6 +6,7 @@ from .audio import *
 from .spec import *
 from .synth import *
 from .data import *
+from .layouts import *
 from .cache import *
 from .stats import *
 from .dlstats import *

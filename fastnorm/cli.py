@@ -2,20 +2,21 @@
 `deploy` (a learner to one ONNX file)."""
 from __future__ import annotations
 import sys
+from functools import partial, wraps
 from pathlib import Path
 from fastcore.script import call_parse, parse_cli, store_true
 
-__all__ = ['compare', 'synth', 'export', 'deploy', 'adapt', 'main']
+__all__ = ['compare', 'synth', 'export', 'deploy', 'adapt', 'compare_help', 'adapt_help', 'main']
 
 @call_parse
 def compare(
-    data:str=None, # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or an ESC-50/FSDD folder [preset]
+    data:str=None, # 'synth' (embedded dataset), 'esc50' (real ESC-50 via untar_data) or a folder (see above) [preset]
     fold:int=1, # validation fold (ESC-50 layout); FSDD uses takes 0-4 as validation
     folds:str=None, # cross-validation, e.g. 1-5, 1,3 or all: each fold validates once, training on the others
     subset:str=None, # esc10: only the rows esc50.csv marks esc10 (ESC-10's 10 classes)
     norms:str=None, # comma list of normalizations (see above) [preset]
     shift:str=None, # comma list of validation shifts (see above), or 'none' [preset]
-    adapt:str=None, # comma list of adaptation methods (see above): scored unshifted and under each shift, cross-fitted
+    adapt:str=None, # comma list of adaptation methods (see below): scored unshifted and under each shift, cross-fitted
     adapt_clips:int=None, # adapt on at most this many clips (at least 8) [default: the other half of the fold]
     speaker:str=None, # FSDD: validate on this speaker, train on the others (a speaker shift); default: split by take
     runs:int=None, # seeded runs per normalization [preset]
@@ -34,12 +35,8 @@ def compare(
     no_progress:store_true=False, # no progress bars
 ):
     """Compare spectrogram normalizations on ESC-50 or a dataset in its layout, also under deployment shifts; runs
-    under torchrun too.
-    Normalizations: none wave global channel instance imagenet ast pcen pcen_learn fbn ifn rfn mixstyle channel+device.
-    Shifts: gain:DB, tilt:DB_PER_OCTAVE, band:LOW_HZ:HIGH_HZ:DB, noise:SNR_DB[:pink], resample:HZ.
-    Adaptation (--adapt): match, mean, bn, match+bn, mean+bn: each half of the validation fold is scored with the
-    model adapted, without labels, to the other half.
-    [preset]: the --preset's value unless given."""
+    under torchrun too. [preset]: the --preset's value unless given. (`fastnorm compare --help` adds the names
+    `--norms` and `--shift` take, from their registries.)"""
     from .study import CompareConfig, PRESETS, run_comparison
     from .study.config import parse_folds
     if preset not in PRESETS:
@@ -134,7 +131,7 @@ def deploy(
 def adapt(
     learner:str, # a learner saved with `learn.export()` (.pkl)
     clips:str, # a folder of unlabeled clips from the new setup (or one file); at least 8
-    method:str='match', # match, mean, bn, match+bn or mean+bn (see above)
+    method:str='match', # an adaptation method (see above)
     out:str=None, # the adapted learner's .pkl (required)
     onnx:str=None, # also write the adapted learner as one ONNX file
     std_floor:float=0.25, # match: a re-fitted std is at least this fraction of the training std
@@ -143,7 +140,7 @@ def adapt(
     bs:int=None, # batch size over the clips [default: the learner's]
 ):
     """Adapt a trained learner to a new recording setup from unlabeled clips recorded there; write the adapted learner
-    (and its ONNX file); print them. Methods: {methods}"""
+    (and its ONNX file); print them. (`fastnorm adapt --help` adds the methods, from their registry.)"""
     from .adapt import adapt as _adapt
     import warnings
     from fastai.learner import load_learner
@@ -163,28 +160,51 @@ def adapt(
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         raise SystemExit(f"fastnorm adapt: error: {e}")
 
-def _methods_help()->str:
+# the subcommands, with the line `fastnorm --help` gives each
+COMMANDS = {'compare': (compare, "compare spectrogram normalizations on ESC-50 or a dataset in its layout"),
+            'synth': (synth, "make the embedded synthetic dataset in ESC-50's layout"),
+            'export': (export, "export a dataset through an AVMNIST degradation scheme as .npy (images or dB)"),
+            'deploy': (deploy, "export a trained learner to one ONNX file: waveforms in, class probabilities out"),
+            'adapt': (adapt, "adapt a trained learner to a new recording setup from unlabeled clips")}
+
+def compare_help()->str:
+    """`fastnorm compare`'s description in `--help`: its docstring's first sentences, then the words of `--norms`
+    (`study.recipes.RECIPES`), of `--shift` (`study.shift.SHIFTS`) and the layouts of a `--data` folder
+    (`layouts.LAYOUTS`), read from the registries"""
+    from .study.recipes import RECIPES
+    from .study.shift import SHIFTS
+    from .layouts import LAYOUTS
+    head = compare.__doc__.split(' (`fastnorm compare --help`')[0]
+    return (f"{head}\nNormalizations: {' '.join(RECIPES)}.\n"
+            f"Shifts: {', '.join(e.form for e in SHIFTS.values())}.\n"
+            f"Data folders: {'; '.join(l.doc for l in LAYOUTS.values() if l.trains)}.\n"
+            f"Adaptation (--adapt): {' '.join(_adapt_methods())}: each half of the validation fold is scored by the "
+            "model adapted, without labels, to the other half.")
+
+def _adapt_methods()->dict:
     from .adapt import ADAPT_METHODS
-    return '; '.join(f"{k}: {v.doc}" for k, v in ADAPT_METHODS.items())
+    return ADAPT_METHODS
 
-adapt.__doc__ = adapt.__doc__.replace('{methods}', _methods_help())
+def adapt_help()->str:
+    "`fastnorm adapt`'s description in `--help`: its docstring's first sentence, then the methods (`ADAPT_METHODS`)"
+    head = adapt.__doc__.split(' (`fastnorm adapt --help`')[0]
+    return head + '\nMethods: ' + '; '.join(f"{k}: {v.doc}" for k, v in _adapt_methods().items()) + '.'
 
-COMMANDS = {'compare': compare, 'synth': synth, 'export': export, 'deploy': deploy, 'adapt': adapt}
+_HELP = {'compare': compare_help, 'adapt': adapt_help}  # commands whose description is made from registries when they run
 
 def main():
     "Entry point of the `fastnorm` console script"
     args = sys.argv[1:]
     if not args or args[0] in ('-h', '--help') or args[0] not in COMMANDS:
-        print("usage: fastnorm {compare,synth,export,deploy,adapt} [--help] ...\n\n"
-              "  compare  compare spectrogram normalizations on ESC-50 or a dataset in its layout\n"
-              "  synth    make the embedded synthetic dataset in ESC-50's layout\n"
-              "  export   export a dataset through an AVMNIST degradation scheme as .npy (images or dB)\n"
-              "  deploy   export a trained learner to one ONNX file: waveforms in, class probabilities out\n"
-              "  adapt    adapt a trained learner to a new recording setup from unlabeled clips")
+        print(f"usage: fastnorm {{{','.join(COMMANDS)}}} [--help] ...\n\n" +
+              '\n'.join(f"  {k:<8} {line}" for k, (_, line) in COMMANDS.items()))
         if args and args[0] not in ('-h', '--help'):
             print(f"\nfastnorm: unknown command {args[0]!r}", file=sys.stderr)
             sys.exit(2)
         return
-    cmd, sys.argv = COMMANDS[args[0]], [f'fastnorm {args[0]}'] + args[1:]
+    cmd, sys.argv = COMMANDS[args[0]][0], [f'fastnorm {args[0]}'] + args[1:]
+    if args[0] in _HELP:
+        cmd = wraps(cmd)(partial(cmd))  # the same command with the generated description, the module's left as it is
+        cmd.__doc__ = _HELP[args[0]]()
     pargs, kwargs, _ = parse_cli(cmd)
     cmd(*pargs, **kwargs)

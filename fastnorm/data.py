@@ -1,4 +1,5 @@
-"Data: DataBlocks for ESC-50 and folders in its layout (cross-validation by fold), FSDD and class-per-folder datasets."
+"""Data: DataBlocks for ESC-50 and folders in its layout (cross-validation by fold), FSDD and class-per-folder datasets.
+Which layout a folder is in, and what each layout means, is `fastnorm.layouts`' (`LAYOUTS`, `detect_layout`)."""
 from __future__ import annotations
 import inspect, os, re, socket
 from pathlib import Path
@@ -13,50 +14,13 @@ from .cache import SpecCache, SpecCacheBlock, CachedSpecDL
 from .checks import check_choice, check_frac, check_int, check_positive
 from .tables import empty_cells, whole_numbers
 
-__all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'LAYOUTS', 'FSDD_TEST_TAKES', 'detect_layout', 'read_esc50_csv',
+__all__ = ['ESC50_COLUMNS', 'ESC50_URL', 'FSDD_TEST_TAKES', 'read_esc50_csv',
            'CrossValidationSplitter', 'audio_dblock', 'check_batch_size', 'esc50_dblock', 'esc50_dls', 'esc50',
            'fsdd_items', 'FSDDSplitter', 'fsdd_dls', 'folder_items', 'folder_dls']
 
 ESC50_COLUMNS = ['filename', 'fold', 'target', 'category', 'esc10', 'src_file', 'take']
 FSDD_RE = re.compile(r'^(\d)_([A-Za-z]+)_(\d+)\.wav$')
 FSDD_TEST_TAKES = range(5)  # AVMNIST's split of FSDD: takes 0-4 are the test (validation) set
-LAYOUTS = {
-    'esc50': "ESC-50's: meta/esc50.csv and the clips in audio/",
-    'fsdd': "FSDD's: {digit}_{speaker}_{take}.wav files, in the folder or in its recordings/",
-    'folders': "class folders: <label>/*.wav, or train/<label>/ and valid/<label>/",
-}
-
-def _has_fsdd(p:Path)->bool: return p.is_dir() and any(FSDD_RE.match(f.name) for f in p.glob('*.wav'))
-
-def _has_audio(p:Path)->bool: return any(f.suffix.lower() in AUDIO_EXTS and f.is_file() for f in p.rglob('*'))
-
-def _find_layout(path:Path, folders:bool)->tuple|None:
-    "(layout, root) of `path`, tried from the most specific layout; `folders`: also look for any audio below it"
-    if (path/'meta'/'esc50.csv').is_file(): return 'esc50', path
-    for root in (path, path/'recordings'):
-        if _has_fsdd(root): return 'fsdd', root
-    if folders and _has_audio(path): return 'folders', path
-    return None
-
-def detect_layout(path, # a dataset folder
-                  allowed=tuple(LAYOUTS), # the layouts the caller can read (names in `LAYOUTS`, or one name)
-                  what:str='dataset folder', # how an error names `path` (e.g. '--data')
-                 )->tuple:
-    """(layout, root): which of `LAYOUTS` the folder `path` is in, and the folder holding its items (FSDD's may be
-    `path/recordings`). The one place fastnorm tells a dataset's layout. Layouts are tried from the most specific
-    (ESC-50's csv, FSDD's file names) to any audio in class folders; a folder in none of `allowed` is an error that
-    says what was expected"""
-    allowed = (allowed,) if isinstance(allowed, str) else tuple(allowed)
-    for k in allowed: check_choice('allowed', k, tuple(LAYOUTS))
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{what} {path}: {'not a folder' if path.exists() else 'no such folder'}")
-    found = _find_layout(path, 'folders' in allowed)
-    if found is None or found[0] not in allowed:
-        expected = ' or '.join(LAYOUTS[k] for k in allowed)
-        seen = f" (it is in the {found[0]!r} layout)" if found else ''
-        raise ValueError(f"{what} {path} is not in a layout fastnorm reads here: expected {expected}{seen}")
-    return found
 
 def _row_list(mask, lines, k:int=3)->str:
     "How a message names the csv rows (1-based lines, the header is line 1) where `mask` holds: the first `k`"

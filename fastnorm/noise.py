@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np, torch
 from fastprogress.fastprogress import progress_bar
 from .audio import AUDIO_EXTS, load_audio
-from .data import read_esc50_csv, detect_layout
+from .layouts import LAYOUTS, detect_layout
 from .checks import check_choice, check_int, check_number
 
 __all__ = ['NOISE_SPLITS', 'noise_files', 'NoiseClips']
@@ -26,11 +26,11 @@ def noise_files(path, # a folder of audio files (searched recursively), or one i
     if not path.is_dir(): raise FileNotFoundError(f"Noise folder not found: {path}")
     check_choice('split', split, NOISE_SPLITS)
     if per_class is not None: per_class = check_int('per_class', per_class, lo=1)
-    try: layout = detect_layout(path, what='noise folder')[0]
+    try: layout = LAYOUTS[detect_layout(path, what='noise folder')[0]]
     except ValueError: layout = None  # no audio at all: said below
-    if layout == 'esc50':
-        df = read_esc50_csv(path)
-        folds = sorted(df['fold'].unique().tolist())
+    if layout is not None and 'folds' in layout.options:  # split by its folds (ESC-50's); others: a plain folder
+        df = layout.items(path)
+        folds = layout.folds(df)
         bad = [f for f in test_folds if f not in folds]
         if bad:
             raise ValueError(f"test_folds {list(test_folds)} name fold(s) {bad} that {path} lacks (its folds: {folds})")
@@ -40,7 +40,7 @@ def noise_files(path, # a folder of audio files (searched recursively), or one i
             raise ValueError(f"Noise folder {path} has no {split} clips: test_folds {list(test_folds)} hold all of "
                              "them")
         if per_class is not None:  # each category in sorted order draws its picks from one generator
-            rng, groups = np.random.default_rng(seed), df.groupby('category', sort=True).indices
+            rng, groups = np.random.default_rng(seed), df.groupby(layout.label_col, sort=True).indices
             picks = [groups[c][np.sort(rng.permutation(len(groups[c]))[:per_class])] for c in sorted(groups)]
             df = df.iloc[np.concatenate(picks)]
         return sorted(df['path'].tolist())

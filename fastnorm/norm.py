@@ -3,6 +3,7 @@ Like fastai's `Normalize`, `GlobalSpecNorm()` / `FreqSpecNorm()` given no statis
 the training set, when the DataLoaders are built."""
 from __future__ import annotations
 import warnings
+from typing import Callable, NamedTuple
 import torch
 from plum import NotFoundLookupError
 from fastcore.basics import store_attr
@@ -14,7 +15,8 @@ from .stats import StatsRecorder
 from .dlstats import SYNCS, compute_stats
 from .checks import check_batch4d, check_choice, check_frac, check_int, check_positive
 
-__all__ = ['SpecNormalize', 'GlobalSpecNorm', 'FreqSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm', 'add_spec_norm']
+__all__ = ['SpecNormalize', 'GlobalSpecNorm', 'FreqSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm', 'SPEC_NORMS',
+           'add_spec_norm']
 
 def _shape_to(v, axes, ndim=4):
     "Tensor `v` reshaped to broadcast against rank-`ndim` batches: its dims fill the kept (non-`axes`) dims (right)"
@@ -256,20 +258,36 @@ class ImageNetSpecNorm(_ItemSpecNorm):
         "Back to the [0,1] image (each item's own dB range is not kept)"
         return x * self.std + self.mean
 
-_SPEC_NORMS = (SpecNormalize, InstanceSpecNorm, ImageNetSpecNorm)
-_NORMS = ('freq', 'global', 'instance', 'imagenet')  # the `norm`s of `add_spec_norm`
+_NORMALIZERS = (SpecNormalize, InstanceSpecNorm, ImageNetSpecNorm)  # what `add_spec_norm` replaces
+
+def _fitted(cls):
+    "How `add_spec_norm` builds a normalizer of the training set's statistics: given ones, or computed in `setups`"
+    def make(stats, eps, **stat_kw):
+        return cls(stats, eps=eps) if stats is not None else cls(eps=eps, **stat_kw)
+    return make
+
+class SpecNormKind(NamedTuple):
+    "One `norm` of `add_spec_norm`: how to build its batch transform, and what it does"
+    make:Callable  # (stats, eps, **statistics options) -> the batch transform
+    doc:str = ''
+
+# the registry of `add_spec_norm`'s `norm`s: a new one is its transform plus one entry here
+SPEC_NORMS = {
+    'freq': SpecNormKind(_fitted(FreqSpecNorm), 'one mean and std per frequency bin of the training set'),
+    'global': SpecNormKind(_fitted(GlobalSpecNorm), 'one mean and std over the whole training set'),
+    'instance': SpecNormKind(lambda stats, eps, **kw: InstanceSpecNorm('item', eps=eps),
+                             'each item by its own mean and std'),
+    'imagenet': SpecNormKind(lambda stats, eps, **kw: ImageNetSpecNorm(eps=eps),
+                             "each item min-max scaled to [0,1], then ImageNet's mean and std"),
+}
 
 def _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps, sync):
-    "The normalizer `add_spec_norm` adds"
-    norm = check_choice('norm', norm, _NORMS)
-    if norm == 'instance': return InstanceSpecNorm('item', eps=eps)
-    if norm == 'imagenet': return ImageNetSpecNorm(eps=eps)
-    cls = GlobalSpecNorm if norm == 'global' else FreqSpecNorm
-    if stats is not None: return cls(stats, eps=eps)
-    return cls(eps=eps, frac=frac, n_batches=n_batches, seed=seed, progress=progress, sync=sync)
+    "The normalizer `add_spec_norm` adds: `SPEC_NORMS[norm]`'s"
+    norm = check_choice('norm', norm, tuple(SPEC_NORMS))
+    return SPEC_NORMS[norm].make(stats, eps, frac=frac, n_batches=n_batches, seed=seed, progress=progress, sync=sync)
 
 def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
-                  norm:str='freq', # 'freq' (per frequency bin), 'global', 'instance' (per item) or 'imagenet'
+                  norm:str='freq', # a key of `SPEC_NORMS`: freq (per frequency bin), global, instance, imagenet
                   frac:float=1.0, # fraction of the training batches the statistics are computed on
                   n_batches:int|None=None, # at most this many batches
                   seed:int=0, # seeds the choice of batches
@@ -283,7 +301,7 @@ def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
     `batch_tfms`)"""
     tfm = _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps, sync)
     for dl in dls.loaders:  # drop an earlier normalizer: a new list per loader (loaders made with `new` share one)
-        dl.after_batch.fs = dl.after_batch.fs.filter(lambda t: not isinstance(t, _SPEC_NORMS))
+        dl.after_batch.fs = dl.after_batch.fs.filter(lambda t: not isinstance(t, _NORMALIZERS))
     tfm.setup(dls.train)
     dev = getattr(dls, 'device', None) or getattr(dls.train, 'device', None)
     if isinstance(tfm, SpecNormalize) and dev is not None: tfm.to(dev)

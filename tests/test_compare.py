@@ -213,3 +213,26 @@ def test_results_in_canonical_order():
     from fastnorm.study.results import canonical
     df = pd.DataFrame(dict(norm=['b', 'x', 'a', 'b', 'a'], run=[1, 0, 1, 0, 0], v=range(5)))
     assert canonical(df, ('a', 'b'))['v'].tolist() == [4, 3, 1, 2, 0]  # run 0 then 1; --norms order; unknown last
+
+def test_a_recipe_is_one_entry_of_callables(tiny_esc50, tmp_path, monkeypatch):
+    "`apply_recipe` calls what the entry holds: its batch transform (with the statistics it fits), stem and augmentation"
+    import torch
+    from fastnorm.freqnorm import FreqMixStyle, FreqBatchNorm
+    from fastnorm.norm import GlobalSpecNorm
+    from fastnorm.study.recipes import RECIPES, Recipe, apply_recipe
+    from fastnorm.study.datasets import make_dls
+    assert RECIPES['mixstyle'] == RECIPES['ast'].plus(RECIPES['mixstyle'].aug, RECIPES['mixstyle'].doc)
+    fitted = []
+    def spec_norm(dls, fit):
+        fitted.append(fit('global', 'stats_mine'))
+        dls.add_tfms([GlobalSpecNorm(fitted[-1])], 'after_batch')
+    mine = Recipe(True, spec_norm, lambda c: FreqBatchNorm(c.n_freq)).plus(lambda: FreqMixStyle(p=1.), 'mine')
+    monkeypatch.setitem(RECIPES, 'mine', mine)
+    src = resolve_data(str(tiny_esc50))
+    dls = make_dls(src, tiny_cfg(tiny_esc50, norms=('mine',)), RECIPES['mine'].wave, 1, progress=False)
+    stem = apply_recipe(dls, 'mine', frac=1., seed=0, stats_dir=tmp_path)
+    assert isinstance(stem, FreqBatchNorm) and stem.n_bands == dls.one_batch()[0].shape[2]
+    assert [type(t).__name__ for t in dls.train.after_batch.fs][-2:] == ['GlobalSpecNorm', 'FreqMixStyle']
+    assert (tmp_path/'stats_mine.pt').is_file() and fitted[0].red_dims == (0, 1, 2, 3)
+    x = dls.valid.one_batch()[0]  # normalized with the training set's one mean and std; no MixStyle at validation
+    assert torch.isfinite(x).all() and len(fitted) == 1

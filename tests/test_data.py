@@ -1,5 +1,6 @@
 import math, shutil, numpy as np, pandas as pd, soundfile as sf, torch, pytest
 from fastnorm.data import *
+from fastnorm.layouts import LAYOUTS, detect_layout
 from fastnorm.spec import TensorSpec
 from conftest import FSDD, needs
 

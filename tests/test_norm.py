@@ -281,3 +281,14 @@ def test_nan_is_not_a_positive_number():
     for make in (lambda: GlobalSpecNorm(0., 1., eps=nan), lambda: ImageNetSpecNorm(eps=nan), lambda: FreqMixStyle(eps=nan),
                  lambda: FreqInstanceNorm(eps=nan), lambda: RelaxedFreqNorm(eps=nan), lambda: freq_instance_norm(logmel(), eps=nan)):
         with pytest.raises(ValueError, match=r'`eps` must be a positive number \(nan given\)'): make()
+
+def test_add_spec_norm_reads_its_registry(dls, monkeypatch):
+    "`norm` is a key of `SPEC_NORMS`: a new normalization is its transform plus one entry, and the error lists them"
+    from fastnorm.norm import SPEC_NORMS, SpecNormKind, ImageNetSpecNorm
+    assert list(SPEC_NORMS) == ['freq', 'global', 'instance', 'imagenet']
+    monkeypatch.setitem(SPEC_NORMS, 'wide', SpecNormKind(lambda stats, eps, **kw: ImageNetSpecNorm(eps=eps * 10), 'x'))
+    add_spec_norm(dls, norm='wide', eps=.5)
+    tfm = [t for t in dls.train.after_batch.fs if isinstance(t, ImageNetSpecNorm)]
+    assert len(tfm) == 1 and tfm[0].eps == 5.
+    with pytest.raises(ValueError, match=r"`norm` must be one of \('freq', 'global', 'instance', 'imagenet', 'wide'\)"):
+        add_spec_norm(dls, norm='tall')

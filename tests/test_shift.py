@@ -61,3 +61,17 @@ def test_effect_name_and_column():
     assert (sh.effect, sh.args, sh.name, sh.column) == ('band', (2000., 4000., -12.), 'band:2000:4000:-12', 'acc@band:2000:4000:-12')
     assert sorted(SHIFT_EFFECTS) == ['band', 'gain', 'noise', 'resample', 'tilt']
     with pytest.raises(ValueError, match="Unknown shift effect 'loud'"): Shift('loud', (1.,))(tone(440), SR)
+
+def test_shifts_registry_is_what_parse_shift_reads(monkeypatch):
+    "A new effect is one `SHIFTS` entry: parsed, checked and applied from it; `SHIFT_EFFECTS` follows"
+    from fastnorm.study.shift import SHIFTS, ShiftEffect
+    assert SHIFT_EFFECTS == {k: e.form for k, e in SHIFTS.items()} and SHIFT_EFFECTS['noise'] == 'noise:SNR_DB[:white|pink]'
+    half = ShiftEffect('mute:FRAC', lambda x, sr, args, noise: x * (1 - args[0]), 'mutes a fraction',
+                       check=lambda a: None if 0 <= a[0] <= 1 else 'FRAC must lie in [0, 1]')
+    monkeypatch.setitem(SHIFTS, 'mute', half)
+    x = tone(440)
+    assert torch.allclose(parse_shift('mute:0.25')(x, SR), x * .75)
+    with pytest.raises(ValueError, match=r"Shift 'mute:2': FRAC must lie in \[0, 1\]"): parse_shift('mute:2')
+    with pytest.raises(ValueError, match=r"Shift 'mute:1:2' is not of the form mute:FRAC"): parse_shift('mute:1:2')
+    monkeypatch.delitem(SHIFTS, 'mute')
+    with pytest.raises(ValueError, match=r"Unknown shift 'mute:1': choose from gain:DB, .*resample:HZ$"): parse_shift('mute:1')

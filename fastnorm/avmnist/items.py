@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
 from ..checks import check_choice
-from ..data import detect_layout, read_esc50_csv, fsdd_items, folder_items, FSDD_TEST_TAKES
+from ..layouts import LAYOUTS, detect_layout
 from ..noise import NOISE_SPLITS
 from ..synth import synth_esc50
 
@@ -22,50 +22,19 @@ def _load_labels(f:Path)->np.ndarray:
                          "labels")
     return labels
 
-def _esc50_items(root:Path, test_fold:int)->tuple:
-    "(items with `test`, classes) of a folder in ESC-50's layout: the label is `target`, fold `test_fold` is test"
-    df = read_esc50_csv(root)
-    folds = sorted(df['fold'].unique().tolist())
-    if test_fold not in folds: raise ValueError(f"test_fold {test_fold!r} does not exist: {root} has folds {folds}")
-    names = df.drop_duplicates('target').set_index('target')['category']
-    classes = [str(names.get(i, i)) for i in range(int(df['target'].max()) + 1)]
-    test = df['fold'] == test_fold
-    return pd.DataFrame(dict(path=df['path'], label=df['target'].astype(int), test=test)), classes
-
-def _fsdd_items(root:Path)->tuple:
-    "(items with `test`, classes) of FSDD's recordings: the label is the digit, `FSDD_TEST_TAKES` are test (AVMNIST's)"
-    f = fsdd_items(root)
-    test = f['take'].isin(list(FSDD_TEST_TAKES))
-    return pd.DataFrame(dict(path=f['path'], label=f['label'].astype(int), test=test)), [str(i) for i in range(10)]
-
-def _folder_items(root:Path, seed:int)->tuple:
-    "(items with `test`, classes) of class folders: sorted folder names; `valid/` is test, or else a seeded 20%"
-    f = folder_items(root)
-    classes = sorted(f['label'].unique())
-    test = f['is_valid'].values
-    if not test.any():
-        test = np.zeros(len(f), dtype=bool)
-        test[np.random.default_rng(seed).permutation(len(f))[:max(1, round(.2 * len(f)))]] = True
-    return pd.DataFrame(dict(path=f['path'], label=f['label'].map(classes.index).astype(int), test=test)), classes
-
 def dataset_items(data=None, # a folder in FSDD's, ESC-50's or class folders' layout; None: the embedded dataset
                   split:str='all', # 'train', 'test' or 'all'
                   test_fold:int=5, # ESC-50 layout: the test fold
                   seed:int=0, # class folders without train/valid: the seed of the 20% test partition
                  )->tuple:
     """(items, classes, layout): a DataFrame of `path` and integer `label` (sorted by path) for `split`, the class
-    names, and the layout ('fsdd', 'esc50' or 'folders', see `fastnorm.data.detect_layout`). FSDD: the label is the
-    digit, takes `FSDD_TEST_TAKES` (0-4) are test (AVMNIST's split); ESC-50: `target`, fold `test_fold` is test;
-    class folders: sorted folder names, `valid/` (or a seeded 20%) is test."""
+    names, and the layout (a key of `fastnorm.layouts.LAYOUTS`, whose `Layout.labelled` gives the rows). FSDD: the
+    label is the digit, takes `FSDD_TEST_TAKES` (0-4) are test (AVMNIST's split); ESC-50: `target`, fold `test_fold`
+    is test; class folders: sorted folder names, `valid/` (or a seeded 20%) is test."""
     check_choice('split', split, NOISE_SPLITS)
     p = synth_esc50() if data is None else Path(data)
     layout, root = detect_layout(p, what='dataset folder')
-    if layout == 'esc50':
-        df, classes = _esc50_items(root, test_fold)
-    elif layout == 'fsdd':
-        df, classes = _fsdd_items(root)
-    else:
-        df, classes = _folder_items(root, seed)
+    df, classes = LAYOUTS[layout].labelled(root, test_fold, seed)
     if split != 'all': df = df[df['test'] == (split == 'test')]
     if len(df) == 0: raise ValueError(f"{p} has no items in split {split!r}")
     return df.sort_values('path')[['path', 'label']].reset_index(drop=True), classes, layout

@@ -2,7 +2,8 @@
 and to the model, and `apply_recipe`, which puts one into a run's DataLoaders."""
 from __future__ import annotations
 from pathlib import Path
-from typing import NamedTuple
+from functools import partial
+from typing import Callable, NamedTuple
 from torch import nn
 from fastcore.foundation import L
 from ..dlstats import compute_stats
@@ -16,43 +17,19 @@ from .report import save_figure
 __all__ = ['Recipe', 'RECIPES', 'PCEN_SCALE', 'apply_recipe']
 
 class Recipe(NamedTuple):
-    """One normalization of the comparison: waveform `AudioNormalize`?, a batch transform on the spectrogram, a model
-    stem, a train-only augmentation"""
+    """One normalization of the comparison: waveform `AudioNormalize`?, then what it adds, each a callable (or None):
+    a batch transform on the spectrogram, a model stem, a train-only augmentation. `apply_recipe` calls them; a new
+    recipe is its transform plus one entry of `RECIPES`"""
     wave:bool
-    spec_norm:str|None = None  # batch transform: global, freq, instance, imagenet, ast, pcen, ifn, rfn
-    stem:str|None = None  # model stem prepended to the network: 'fbn' (PANNs bn0), 'pcen' (trainable PCEN)
-    aug:str|None = None   # train-only augmentation: 'mixstyle', 'device'
+    spec_norm:Callable|None = None  # (dls, fit) adds the batch transform; `fit(scope, stem)`: training-set statistics
+    stem:Callable|None = None  # (SpecConfig) -> the model stem prepended to the network
+    aug:Callable|None = None  # () -> a train-only batch augmentation, inserted after the normalization
     doc:str = ''  # the legend of summary.md
+    def plus(self, aug:Callable, doc:str)->Recipe:
+        "This recipe with the train-only augmentation `aug` (a factory of a batch transform) added: one `RECIPES` entry"
+        return self._replace(aug=aug, doc=doc)
 
-# named like the type it holds; its keys are the words of `--norms` (the post's 'channel' among them)
-RECIPES = {
-    'none': Recipe(False, doc='raw log-mel'),
-    'wave': Recipe(True, doc='per-clip waveform AudioNormalize only'),
-    'global': Recipe(True, 'global', doc='AudioNormalize, then one mean/std of the training set'),
-    'channel': Recipe(True, 'freq', doc='AudioNormalize, then one mean/std per mel bin of the training set'),
-    'instance': Recipe(True, 'instance', doc="AudioNormalize, then each spectrogram by its own mean and std"),
-    'imagenet': Recipe(False, 'imagenet',
-                       doc="each spectrogram min-max scaled to [0,1] like an image, then ImageNet's mean and std"),
-    'ast': Recipe(False, 'ast', doc='AST/BEATs: (x - mean) / (2 std), constants of the training set computed once'),
-    'pcen': Recipe(False, 'pcen',
-                   doc="PCEN with librosa's defaults in place of the log "
-                       "(power x 2**31, as librosa's docs scale float audio)"),
-    'pcen_learn': Recipe(False, stem='pcen',
-                         doc='PCEN as a trainable model stem, one gain/bias/power/smoothing per mel bin'),
-    'fbn': Recipe(False, stem='fbn', doc="PANNs' bn0: a learnable BatchNorm over mel bins as the model's stem"),
-    'ifn': Recipe(False, 'ifn', doc='instance frequency-wise normalization: each item and mel bin over time'),
-    'rfn': Recipe(False, 'rfn', doc='relaxed IFN, 0.5 LN + 0.5 IFN (Kim et al. 2022)'),
-    'mixstyle': Recipe(False, 'ast', aug='mixstyle',
-                       doc='the AST constants plus Freq-MixStyle (p 0.4, alpha 0.3) on the training batches'),
-    'channel+device': Recipe(True, 'freq', aug='device',
-                             doc='channel, trained with DeviceAugment (random tilt, EQ, band limit and f_max jitter of '
-                                 'the log-mel) for devices it has not seen'),
-}
 PCEN_SCALE = 2.**31  # librosa's docs: PCEN of float audio's spectrogram scaled as 32-bit integer audio
-
-# the spectrogram normalizations fitted to the training set: the statistics' scope, and the stem of the files they are
-# kept in (`stats_channel.*` keeps the CLI's word for the per-bin recipe)
-_FITTED = {'global': ('global', 'stats_global'), 'freq': ('freq', 'stats_channel'), 'ast': ('global', 'stats_ast')}
 
 def _insert(dls, *tfms):
     "Add batch transforms to every loader's `after_batch`, in order"
@@ -68,36 +45,72 @@ def _keep_stats(stats, out:Path, stem:str):
     save_figure(stats.plot(), out/f'{stem}.png')
     stats.save(out/f'{stem}.pt')
 
-def _fitted_norm(dls, spec_norm:str, frac:float, seed:int, stats_dir:Path|None):
-    "A normalization whose constants are the training set's statistics, computed on `frac` of its batches"
-    scope, stem = _FITTED[spec_norm]
+def _stats(dls, scope:str, stem:str, frac:float, seed:int, stats_dir:Path|None):
+    "The training set's statistics of `scope`, computed on `frac` of its batches; kept as `stem.*` in `stats_dir`"
     # sync='local': a job is one training; another rank may be computing other statistics, or none, meanwhile
     stats = compute_stats(dls.train, scope=scope, frac=frac, seed=seed, progress=False, sync='local')
     if stats_dir is not None:
         _keep_stats(stats, stats_dir, stem)
-    if spec_norm == 'ast':
-        _insert(dls, ConstantSpecNorm.from_recipe('ast', stats).to(dls.device or 'cpu'))
-    else:
-        add_spec_norm(dls, norm=spec_norm, stats=stats)
+    return stats
 
-def _spec_norm(dls, spec_norm:str|None, frac:float, seed:int, stats_dir:Path|None):
-    "Add the batch transform `spec_norm` (see `Recipe`) to `dls`"
-    if spec_norm in _FITTED:
-        _fitted_norm(dls, spec_norm, frac, seed, stats_dir)
-    elif spec_norm in ('instance', 'imagenet'):
-        add_spec_norm(dls, norm=spec_norm)
-    elif spec_norm == 'pcen':
-        _insert(dls, PCENTransform(scale=PCEN_SCALE))
-    elif spec_norm in ('ifn', 'rfn'):
-        _insert(dls, FreqInstanceNorm(0. if spec_norm == 'ifn' else .5))
+# the batch transforms of the recipes, as `Recipe.spec_norm`s: `fit(scope, stem)` gives the training set's statistics
 
-def _stem(stem:str|None, c)->nn.Module|None:
-    "The model stem `stem` for spectrograms of `SpecConfig` `c`"
-    if stem == 'fbn':
-        return FreqBatchNorm(c.n_freq)
-    if stem == 'pcen':
-        return PCEN(c.n_freq, sr=c.sr, hop_length=c.hop_length, from_db=c.db, scale=PCEN_SCALE)
-    return None
+def _add_spec_norm(norm:str, stem:str|None=None):
+    """`add_spec_norm`'s `norm` (a key of `SPEC_NORMS`); with `stem`, from the training set's statistics of scope `norm`
+    kept as `stem.*` (`stats_channel.*` keeps the CLI's word for the per-bin recipe)"""
+    def add(dls, fit):
+        add_spec_norm(dls, norm=norm, **({} if stem is None else dict(stats=fit(norm, stem))))
+    return add
+
+def _constants(recipe:str, stem:str):
+    "`ConstantSpecNorm.from_recipe(recipe)` with the training set's global statistics, kept as `stem.*`"
+    def add(dls, fit):
+        _insert(dls, ConstantSpecNorm.from_recipe(recipe, fit('global', stem)).to(dls.device or 'cpu'))
+    return add
+
+def _batch_tfm(make:Callable):
+    "A batch transform `make()` that needs no statistics"
+    def add(dls, fit): _insert(dls, make())
+    return add
+
+def _pcen_stem(c)->nn.Module:
+    "Trainable PCEN for spectrograms of `SpecConfig` `c`"
+    return PCEN(c.n_freq, sr=c.sr, hop_length=c.hop_length, from_db=c.db, scale=PCEN_SCALE)
+
+# named like the type it holds; its keys are the words of `--norms` (the post's 'channel' among them) and its order
+# their order in `--help` and in the reports
+RECIPES = {
+    'none': Recipe(False, doc='raw log-mel'),
+    'wave': Recipe(True, doc='per-clip waveform AudioNormalize only'),
+    'global': Recipe(True, _add_spec_norm('global', 'stats_global'),
+                     doc='AudioNormalize, then one mean/std of the training set'),
+    'channel': Recipe(True, _add_spec_norm('freq', 'stats_channel'),
+                      doc='AudioNormalize, then one mean/std per mel bin of the training set'),
+    'instance': Recipe(True, _add_spec_norm('instance'),
+                       doc="AudioNormalize, then each spectrogram by its own mean and std"),
+    'imagenet': Recipe(False, _add_spec_norm('imagenet'),
+                       doc="each spectrogram min-max scaled to [0,1] like an image, then ImageNet's mean and std"),
+    'ast': Recipe(False, _constants('ast', 'stats_ast'),
+                  doc='AST/BEATs: (x - mean) / (2 std), constants of the training set computed once'),
+    'pcen': Recipe(False, _batch_tfm(partial(PCENTransform, scale=PCEN_SCALE)),
+                   doc="PCEN with librosa's defaults in place of the log "
+                       "(power x 2**31, as librosa's docs scale float audio)"),
+    'pcen_learn': Recipe(False, stem=_pcen_stem,
+                         doc='PCEN as a trainable model stem, one gain/bias/power/smoothing per mel bin'),
+    'fbn': Recipe(False, stem=lambda c: FreqBatchNorm(c.n_freq),
+                  doc="PANNs' bn0: a learnable BatchNorm over mel bins as the model's stem"),
+    'ifn': Recipe(False, _batch_tfm(partial(FreqInstanceNorm, 0.)),
+                  doc='instance frequency-wise normalization: each item and mel bin over time'),
+    'rfn': Recipe(False, _batch_tfm(partial(FreqInstanceNorm, .5)),
+                  doc='relaxed IFN, 0.5 LN + 0.5 IFN (Kim et al. 2022)'),
+}
+# a recipe with a train-only augmentation is one entry too: the `ast` recipe's constants (and statistics files) shared
+RECIPES['mixstyle'] = RECIPES['ast'].plus(partial(FreqMixStyle, p=.4, alpha=.3),
+                                          'the AST constants plus Freq-MixStyle (p 0.4, alpha 0.3) on the training '
+                                          'batches')
+RECIPES['channel+device'] = RECIPES['channel'].plus(DeviceAugment,
+                                                    'channel, trained with DeviceAugment (random tilt, EQ, band limit '
+                                                    'and f_max jitter of the log-mel) for devices it has not seen')
 
 def apply_recipe(dls, # cached DataLoaders of one run (`make_dls`)
                  name:str, # a key of `RECIPES`
@@ -107,9 +120,8 @@ def apply_recipe(dls, # cached DataLoaders of one run (`make_dls`)
                 )->nn.Module|None:
     "Insert recipe `name`'s batch transforms into `dls`; returns its model stem (or None)"
     recipe = RECIPES[name]
-    _spec_norm(dls, recipe.spec_norm, frac, seed, stats_dir)
-    if recipe.aug == 'mixstyle':
-        _insert(dls, FreqMixStyle(p=.4, alpha=.3))
-    elif recipe.aug == 'device':
-        _insert(dls, DeviceAugment())
-    return _stem(recipe.stem, spec_cache(dls.train).cfg)
+    if recipe.spec_norm is not None:
+        recipe.spec_norm(dls, partial(_stats, dls, frac=frac, seed=seed, stats_dir=stats_dir))
+    if recipe.aug is not None:
+        _insert(dls, recipe.aug())
+    return None if recipe.stem is None else recipe.stem(spec_cache(dls.train).cfg)

@@ -1,26 +1,18 @@
 """Deployment shifts: what a new recording setup does to a waveform, as named, deterministic conditions for evaluation.
 
-`parse_shift('gain:-20')` gives a `Shift`; `shift(x, sr)` applies it to `[B,C,N]` audio (float, any device). The names:
-
-- `gain:DB` a level change (e.g. `gain:-20`);
-- `tilt:DB_PER_OCTAVE` a microphone/EQ change: a spectral tilt around 1 kHz (flat below 20 Hz), e.g. `tilt:-3`;
-- `band:LOW_HZ:HIGH_HZ:DB` a band boost or cut, e.g. `band:2000:4000:-12`;
-- `noise:SNR_DB` (or `noise:SNR_DB:pink`) noise at that SNR against each clip's rms (`AddNoise`, fixed seed);
-- `resample:HZ` a different sample-rate chain: down to HZ and back up (everything above HZ/2 is gone)."""
+`parse_shift('gain:-20')` gives a `Shift`; `shift(x, sr)` applies it to `[B,C,N]` audio (float, any device).
+The effects are the entries of `SHIFTS`, each with its spelling and what it stands for (`fastnorm compare --help`
+lists them), e.g. `gain:-20`, `tilt:-3`, `band:2000:4000:-12`, `noise:10:pink`, `resample:8000`."""
 from __future__ import annotations
 import math
 from dataclasses import dataclass
+from typing import Callable, NamedTuple
 import torch
 from ..audio import AudioTensor
 from ..waveaug import AddNoise
 from .. import dsp
 
-__all__ = ['SHIFT_EFFECTS', 'Shift', 'parse_shift', 'parse_shifts']
-
-# each effect's spelling, for the messages and the CLI's help
-SHIFT_EFFECTS = {'gain': 'gain:DB', 'tilt': 'tilt:DB_PER_OCTAVE', 'band': 'band:LOW_HZ:HIGH_HZ:DB',
-                 'noise': 'noise:SNR_DB[:white|pink]', 'resample': 'resample:HZ'}
-_N_ARGS = {'gain': (1,), 'tilt': (1,), 'band': (3,), 'noise': (1, 2), 'resample': (1,)}
+__all__ = ['SHIFTS', 'SHIFT_EFFECTS', 'ShiftEffect', 'Shift', 'parse_shift', 'parse_shifts']
 
 def _resample(x, orig:int, new:int):
     "The resampling `load_audio` uses (one place to switch it)"
@@ -53,12 +45,37 @@ def _chain(x, sr, args, noise):
     n = x.shape[-1]
     return torch.nn.functional.pad(y, (0, max(0, n - y.shape[-1])))[..., :n]
 
-_APPLY = {'gain': _gain, 'tilt': _eq(_tilt_db), 'band': _eq(_band_db), 'noise': _noise, 'resample': _chain}
+def _band_ok(args)->str|None: return None if 0 <= args[0] < args[1] else "the band needs 0 <= LOW_HZ < HIGH_HZ"
+
+def _hz_ok(args)->str|None: return None if args[0] > 0 and args[0] == int(args[0]) else "HZ must be a positive integer"
+
+class ShiftEffect(NamedTuple):
+    "One effect of `--shift`: its spelling, what it does, and the arguments it takes"
+    form:str  # its spelling, for the help and the messages, e.g. 'band:LOW_HZ:HIGH_HZ:DB'
+    apply:Callable  # (x [B,C,N] float, sr, args, noise) -> the shifted waveforms
+    doc:str  # one line: what it stands for
+    n_args:tuple = (1,)  # the numbers of arguments it takes
+    words:tuple = ()  # (index, choices): that argument is one of these words, not a number
+    check:Callable|None = None  # (args) -> what is wrong with numbers of the right form, or None
+
+# the registry of waveform shifts: `--shift`'s help, `parse_shift` and `Shift` read it; a new effect is one entry
+SHIFTS = {
+    'gain': ShiftEffect('gain:DB', _gain, 'a level change'),
+    'tilt': ShiftEffect('tilt:DB_PER_OCTAVE', _eq(_tilt_db),
+                        'a microphone/EQ change: a spectral tilt around 1 kHz (flat below 20 Hz)'),
+    'band': ShiftEffect('band:LOW_HZ:HIGH_HZ:DB', _eq(_band_db), 'a band boost or cut', (3,), check=_band_ok),
+    'noise': ShiftEffect('noise:SNR_DB[:white|pink]', _noise,
+                         "noise at that SNR against each clip's rms (`AddNoise`, fixed seed)", (1, 2),
+                         (1, ('white', 'pink'))),
+    'resample': ShiftEffect('resample:HZ', _chain, 'another sample-rate chain: down to HZ and back up',
+                            check=_hz_ok),
+}
+SHIFT_EFFECTS = {k: e.form for k, e in SHIFTS.items()}  # each effect's spelling, as `SHIFTS` holds them at import
 
 @dataclass(frozen=True)
 class Shift:
     "A named waveform shift; `name` (e.g. 'gain:-20') is its canonical spelling and its results column `acc@<name>`"
-    effect:str  # a key of `SHIFT_EFFECTS`
+    effect:str  # a key of `SHIFTS`
     args:tuple
     seed:int = 0  # the noise's seed
     @property
@@ -72,42 +89,41 @@ class Shift:
                  noise=None, # for `noise`: the `AddNoise` to use across calls (so chunks draw one seeded stream)
                 )->torch.Tensor:
         "The shifted waveforms (a new tensor; `x` is untouched)"
-        if self.effect not in _APPLY:
+        if self.effect not in SHIFTS:
             raise ValueError(f"Unknown shift effect {self.effect!r}")
         if self.effect == 'noise' and noise is None:
             noise = self.noise_tfm()
-        return _APPLY[self.effect](x.as_subclass(torch.Tensor).float(), sr, self.args, noise)
+        return SHIFTS[self.effect].apply(x.as_subclass(torch.Tensor).float(), sr, self.args, noise)
     def noise_tfm(self):
         "The seeded `AddNoise` of a `noise` shift"
         return AddNoise(snr_db=self.args[0], color=self.args[1] if len(self.args) > 1 else 'white', seed=self.seed)
 
-def _args(spec:str, effect:str, raw:list)->tuple:
-    "The arguments of shift `spec`, as numbers (and a noise colour), checked against `effect`'s form"
-    form = SHIFT_EFFECTS[effect]
+def _args(spec:str, effect:ShiftEffect, raw:list)->tuple:
+    "The arguments of shift `spec`, as numbers (and words where `effect` takes them), checked against `effect`'s form"
+    at, words = effect.words or (None, ())
     try:
-        if effect == 'noise' and len(raw) == 2 and raw[1] not in ('white', 'pink'):
+        if at is not None and len(raw) > at and raw[at] not in words:
             raise ValueError
-        args = tuple(a if i == 1 and effect == 'noise' else float(a) for i, a in enumerate(raw))
+        args = tuple(a if i == at else float(a) for i, a in enumerate(raw))
     except ValueError:
-        raise ValueError(f"Shift {spec!r} is not of the form {form}") from None
-    if len(args) not in _N_ARGS[effect] or not all(math.isfinite(a) for a in args if not isinstance(a, str)):
-        raise ValueError(f"Shift {spec!r} is not of the form {form}")
+        raise ValueError(f"Shift {spec!r} is not of the form {effect.form}") from None
+    if len(args) not in effect.n_args or not all(math.isfinite(a) for a in args if not isinstance(a, str)):
+        raise ValueError(f"Shift {spec!r} is not of the form {effect.form}")
     return args
 
 def parse_shift(spec:str, # e.g. 'gain:-20', 'tilt:-3', 'band:2000:4000:-12', 'noise:10:pink', 'resample:8000'
                 seed:int=0, # seed of a noise shift
                )->Shift:
-    "A `Shift` from its name; errors say what each effect takes"
+    "A `Shift` from its name (an effect of `SHIFTS` and its arguments); errors say what each effect takes"
     parts = str(spec).strip().split(':')
-    effect = parts[0]
-    if effect not in SHIFT_EFFECTS:
-        raise ValueError(f"Unknown shift {spec!r}: choose from {', '.join(SHIFT_EFFECTS.values())}")
+    if parts[0] not in SHIFTS:
+        raise ValueError(f"Unknown shift {spec!r}: choose from {', '.join(e.form for e in SHIFTS.values())}")
+    effect = SHIFTS[parts[0]]
     args = _args(spec, effect, parts[1:])
-    if effect == 'band' and not 0 <= args[0] < args[1]:
-        raise ValueError(f"Shift {spec!r}: the band needs 0 <= LOW_HZ < HIGH_HZ")
-    if effect == 'resample' and (not args[0] > 0 or args[0] != int(args[0])):
-        raise ValueError(f"Shift {spec!r}: HZ must be a positive integer")
-    return Shift(effect, args, seed)
+    wrong = effect.check and effect.check(args)
+    if wrong:
+        raise ValueError(f"Shift {spec!r}: {wrong}")
+    return Shift(parts[0], args, seed)
 
 def parse_shifts(specs, seed:int=0)->list:
     "`Shift`s from a comma list or a sequence of names; the same shift twice is an error"
