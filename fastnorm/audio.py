@@ -125,7 +125,7 @@ class OpenAudio(Transform):
     def encodes(self, fn:str|Path|AudioTensor)->AudioTensor: return AudioTensor.create(fn, sr=self.sr, mono=self.mono)
 
 class WaveNorm(nn.Module):
-    "`AudioNormalize`'s computation: each clip `[..., C, N]` to zero mean and unit std (population), a silent one to zeros"
+    "`AudioNormalize`'s computation: each clip `[..., C, N]` to zero mean, unit std (population); a silent one to zeros"
     def __init__(self, eps:float=1e-8): # clips with std below `eps` are treated as silent
         super().__init__()
         self.eps = eps

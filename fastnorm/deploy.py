@@ -69,7 +69,7 @@ def _reader(dl)->tuple:
     return (fs[k], None) if isinstance(fs[k], OpenAudio) else (None, fs[k].cache)
 
 def _crop(dl, cache)->AudioCropPad:
-    "The learner's crop/pad (the feature cache's: its duration, zeros at the end); an item transform it cannot export is an error"
+    "The learner's crop/pad (the feature cache's: its duration, zeros at the end); other item transforms are refused"
     if cache is not None: return AudioCropPad(cache.duration)
     crops, other = [], []
     for t in dl.after_item.fs:

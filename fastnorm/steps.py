@@ -14,9 +14,10 @@ __all__ = ['InferenceStep', 'plain', 'exporting', 'const']
 @runtime_checkable
 class InferenceStep(Protocol):
     """What `to_onnx` asks of a transform that runs at inference: `to_module(cfg)` gives an `nn.Module` computing it on
-    plain float32 tensors (`[B,C,N]` waveforms before the spectrogram, `[B,C,F,T]` spectrograms after it), shape-agnostic
-    where it can be, its constants registered as buffers (see `const`); `cfg` is the chain's `SpecConfig` (its `sr` is
-    the waveform's rate). Train-only transforms (`split_idx == 0`) need none: they are left out"""
+    plain float32 tensors (`[B,C,N]` waveforms before the spectrogram, `[B,C,F,T]` spectrograms after it),
+    shape-agnostic where it can be, its constants registered as buffers (see `const`); `cfg` is the chain's
+    `SpecConfig` (its `sr` is the waveform's rate). Train-only transforms (`split_idx == 0`) need none: they are left
+    out"""
     def to_module(self, cfg=None)->nn.Module: ...
 
 def plain(x:torch.Tensor)->torch.Tensor:
