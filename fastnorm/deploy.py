@@ -87,7 +87,7 @@ def _step(t, cfg:SpecConfig)->nn.Module:
         raise ValueError(f"to_onnx cannot export the batch transform {_name(t)} ({type(t).__module__}): it runs at "
                          "inference and has no `to_module(cfg)`: implement it, returning the nn.Module that computes "
                          "the transform on plain tensors (see fastnorm.steps.InferenceStep)")
-    return t.to_module(cfg).cpu().float().eval()
+    return copy.deepcopy(t.to_module(cfg)).cpu().float().eval()  # a copy: the transform's own module stays
 
 def _batch_chain(dl, cache)->tuple:
     "(waveform transforms, SpecConfig, spectrogram transforms, train-only names) of the learner's batch transforms"
@@ -199,8 +199,8 @@ def to_onnx(learn, # a `Learner`, or the path of its `learn.export()` pickle
     `predict` does: longer (`N > n`) is centre-cropped to samples `(N-n)//2 .. (N-n)//2+n-1`, shorter is zero-padded at
     the end (both ends, the odd zero at the end, for `AudioCropPad(pad='both')`). The model's `metadata_props` hold
     `vocab` (JSON list, in output order), `spec_config` (JSON), `sample_rate`, `duration`, `n_samples`, `crop_pad`,
-    `wave_norm`, `chain` and `fastnorm_version`. What cannot be exported is an error naming it, and nothing is written
-    unless the export (and the check) succeeded"""
+    `wave_norm`, `chain`, `fastnorm_version` and the entries of `learn.deploy_meta`. What cannot be exported is an
+    error naming it, and nothing is written unless the export (and the check) succeeded"""
     _need_deploy_extra(check)
     check_positive('atol', atol)
     learn = _loaded(learn)
