@@ -4,13 +4,15 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 import numpy as np, torch, soundfile as sf
-from fastai.torch_core import TensorBase
+from torch import nn
+from fastai.torch_core import TensorBase, retain_type
 from fastai.data.block import TransformBlock
 from fastai.data.transforms import DisplayedTransform, Transform
 from fastai.vision.augment import RandTransform
 from fastcore.basics import store_attr
 from .dsp import resample
 from .checks import check_choice, check_int, check_number, check_positive
+from .steps import plain
 
 __all__ = ['KeepMeta', 'AudioLoadError', 'load_audio', 'AudioTensor', 'OpenAudio', 'AudioNormalize', 'AudioCropPad',
            'AudioBlock', 'AUDIO_EXTS']
@@ -122,18 +124,42 @@ class OpenAudio(Transform):
         store_attr()
     def encodes(self, fn:str|Path|AudioTensor)->AudioTensor: return AudioTensor.create(fn, sr=self.sr, mono=self.mono)
 
+class WaveNorm(nn.Module):
+    "`AudioNormalize`'s computation: each clip `[..., C, N]` to zero mean, unit std (population); a silent one to zeros"
+    def __init__(self, eps:float=1e-8): # clips with std below `eps` are treated as silent
+        super().__init__()
+        self.eps = eps
+    def forward(self, x):
+        xf = plain(x).float()
+        mean = xf.mean((-2,-1), keepdim=True)
+        std = xf.std((-2,-1), keepdim=True, unbiased=False)
+        ok = std > self.eps
+        return torch.where(ok, (xf - mean) / torch.where(ok, std, torch.ones_like(std)), torch.zeros_like(xf))
+
 class AudioNormalize(DisplayedTransform):
     "Per-clip waveform normalization to zero mean and unit std over channels and samples; a silent clip gives zeros"
     order = 1  # before the spectrogram transform
     def __init__(self, eps:float=1e-8): # clips with std below `eps` are treated as silent
         check_number('eps', eps, lo=0)
         store_attr()
-    def encodes(self, x:AudioTensor):
-        xf = x.float()
-        mean = xf.mean((-2,-1), keepdim=True)
-        std = xf.std((-2,-1), keepdim=True, unbiased=False)
-        ok = std > self.eps
-        return torch.where(ok, (xf - mean) / torch.where(ok, std, torch.ones_like(std)), torch.zeros_like(xf))
+    def to_module(self, cfg=None)->nn.Module: return WaveNorm(self.eps)
+    def encodes(self, x:AudioTensor): return retain_type(self.to_module()(x), old=x)
+
+class CropPadWave(nn.Module):
+    """`AudioCropPad` at validation (and inference): `[..., N]` to `[..., n]` for any `N`: a longer clip keeps its
+    centre (`(N - n)//2` samples dropped at the start), a shorter one gets zeros at the end (`pad='both'`: on both
+    sides, the odd one at the end). One graph for every `N` once exported: a pad, then a slice whose start depends on
+    `N`"""
+    def __init__(self, n:int, # samples kept
+                 pad:str='end'): # where short clips get their zeros: 'end' or 'both'
+        super().__init__()
+        self.n, self.pad = n, pad
+    def forward(self, x):
+        N, n = x.shape[-1], self.n
+        if self.pad == 'end':
+            return nn.functional.pad(x, (0, n)).narrow(-1, torch.sym_max(N - n, 0) // 2, n)
+        start = n + torch.sym_max(N - n, 0) // 2 - torch.sym_max(n - N, 0) // 2
+        return nn.functional.pad(x, (n, n)).narrow(-1, start, n)
 
 class AudioCropPad(RandTransform):
     "Crop or zero-pad every clip to `duration` seconds: a random crop on the training set, a centred one on validation"
@@ -146,15 +172,17 @@ class AudioCropPad(RandTransform):
         super().__init__(p=1.)
         store_attr()
     def before_call(self, b, split_idx): self.train = split_idx == 0
+    def _module(self, sr:int)->CropPadWave: return CropPadWave(int(round(self.duration * sr)), self.pad)
+    def to_module(self, cfg)->nn.Module:
+        "The validation crop/pad for clips at `cfg.sr`"
+        return self._module(cfg.sr)
     def encodes(self, x:AudioTensor):
-        n, cur = int(round(self.duration * x.sr)), x.shape[-1]
-        if cur > n:
-            start = int(torch.randint(0, cur - n + 1, ())) if self.train else (cur - n) // 2
+        m = self._module(x.sr)
+        n, cur = m.n, x.shape[-1]
+        if self.train and cur > n:  # a random crop: training only
+            start = int(torch.randint(0, cur - n + 1, ()))
             return x[..., start:start + n]
-        if cur < n:
-            left = (n - cur) // 2 if self.pad == 'both' else 0
-            return torch.nn.functional.pad(x, (left, n - cur - left))
-        return x
+        return x if cur == n else retain_type(m(plain(x)), old=x)
 
 def AudioBlock(sr:int|None=16000, # resample every clip to this rate (Hz)
                duration:float|None=None, # crop/pad every clip to this length (s) so batches collate

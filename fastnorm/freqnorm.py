@@ -12,7 +12,8 @@ from fastcore.meta import delegates
 from fastai.data.transforms import DisplayedTransform
 from fastai.torch_core import retain_type
 from .spec import TensorSpec
-from .norm import GlobalSpecNorm, freq_instance_norm
+from .norm import GlobalSpecNorm, freq_instance_norm, RelaxedFreqNorm
+from .steps import plain
 from .batchrand import BatchRandTransform
 from .checks import check_frac, check_int, check_positive, check_choice, check_batch4d
 
@@ -38,17 +39,8 @@ class FreqBatchNorm(nn.Module):
         if (C, F) != (self.n_channels, self.n_bands):
             raise ValueError(f"FreqBatchNorm was made for {self.n_channels} channel(s) x {self.n_bands} bands, "
                              f"not a batch of shape {list(x.shape)}")
-        xt = x.as_subclass(torch.Tensor)
+        xt = plain(x)
         return self.bn(xt.reshape(B, C * F, T)).reshape(B, C, F, T)
-
-class RelaxedFreqNorm(nn.Module):
-    "RFN as a layer (Kim et al. 2022 put it inside the network, after conv blocks): `lam * LN(x) + (1 - lam) * IFN(x)`"
-    def __init__(self, lam:float=0.5, # λ: 0 is IFN, 1 layer norm
-                 eps:float=1e-5):
-        super().__init__()
-        self.lam, self.eps = check_frac('lam', lam), check_positive('eps', eps)
-    def extra_repr(self): return f"lam={self.lam}"
-    def forward(self, x): return freq_instance_norm(x, self.lam, self.eps)
 
 class FreqInstanceNorm(DisplayedTransform):
     """IFN (`lam=0`, the same as `InstanceSpecNorm('freq')`) or RFN (`0 < lam < 1`) on the input spectrogram, as a
@@ -60,9 +52,10 @@ class FreqInstanceNorm(DisplayedTransform):
         self.lam, self.eps = check_frac('lam', lam), check_positive('eps', eps)
     @property
     def name(self): return f"FreqInstanceNorm -- lam {self.lam}\n"
+    def to_module(self, cfg=None)->nn.Module: return RelaxedFreqNorm(self.lam, self.eps)
     def encodes(self, x:TensorSpec):
         "Each item normalized by its own statistics; keeps `cfg`"
-        return TensorSpec(freq_instance_norm(x, self.lam, self.eps), cfg=getattr(x, 'cfg', None))
+        return TensorSpec(self.to_module()(x), cfg=getattr(x, 'cfg', None))
 
 # recipe -> how the constants are used: `(x - mean) / (std_mult * std)`, one mean and std for the whole training set
 CONSTANT_NORM_RECIPES = {

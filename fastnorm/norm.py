@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Callable, NamedTuple
 import torch
+from torch import nn
 from plum import NotFoundLookupError
 from fastcore.basics import store_attr
 from fastcore.foundation import L
@@ -14,6 +15,7 @@ from .spec import TensorSpec
 from .stats import StatsRecorder
 from .dlstats import SYNCS, compute_stats
 from .checks import check_batch4d, check_choice, check_frac, check_int, check_positive
+from .steps import plain, const
 
 __all__ = ['SpecNormalize', 'GlobalSpecNorm', 'FreqSpecNorm', 'InstanceSpecNorm', 'ImageNetSpecNorm', 'SPEC_NORMS',
            'add_spec_norm']
@@ -46,6 +48,16 @@ def _not_spec(tfm, x, why:str)->ValueError:
                       "It normalizes "
                       "spectrogram batches [B,C,F,T] (TensorSpec): make them with MelSpec, or wrap your own as "
                       "TensorSpec(x, cfg=SpecConfig(...))")
+
+def _standardize(x, mean, std): return (x - mean) / std  # `SpecNormalize`'s formula, run by it and by `Standardize`
+
+class Standardize(nn.Module):
+    "`(x - mean) / std` with constant `mean` and `std` (buffers): the module of `SpecNormalize` and its subclasses"
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer('mean', const(mean))
+        self.register_buffer('std', const(std))
+    def forward(self, x): return _standardize(x, self.mean, self.std)
 
 class SpecNormalize(DisplayedTransform):
     """Normalize (and denormalize, for `show_batch`) spectrogram batches `[B,C,F,T]` with a `mean` and `std`, on any
@@ -150,6 +162,11 @@ class SpecNormalize(DisplayedTransform):
         if m.device != x.device or m.dtype != x.dtype: m, s = m.to(x.device, x.dtype), s.to(x.device, x.dtype)
         return m, s
 
+    def to_module(self, cfg=None)->nn.Module:
+        "`Standardize` with this transform's statistics (see `fastnorm.steps.InferenceStep`)"
+        self._need_stats()
+        return Standardize(self.mean, self.std)
+
     def to(self, device):
         "Move `mean` and `std` to `device` (called by `dls.to`)"
         if self.mean is not None: self.mean, self.std = self.mean.to(device), self.std.to(device)
@@ -159,7 +176,7 @@ class SpecNormalize(DisplayedTransform):
         "`(x - mean) / std`; `x`: `[B,C,F,T]`, any device; keeps the type and `cfg`"
         self._check(x)
         m, s = self._ms(x)
-        return (x - m) / s
+        return _standardize(x, m, s)
     def encodes(self, x:torch.Tensor):
         "Another float batch of rank >= 3: normalized (keeping its type) if it fits the statistics, else an error"
         if not _is_batch(x): return x
@@ -167,7 +184,7 @@ class SpecNormalize(DisplayedTransform):
         if not self._fits(x):
             raise _not_spec(self, x, f"does not fit the statistics of kept shape {list(self.mean.shape)}")
         m, s = self._ms(x)
-        return (x - m) / s
+        return _standardize(x, m, s)
     def decodes(self, x:TensorSpec):
         "`x * std + mean`"
         if self.mean is None: return x
@@ -195,8 +212,11 @@ class FreqSpecNorm(SpecNormalize):
         return stats
 
 class _ItemSpecNorm(DisplayedTransform):
-    "Base of the normalizations computed from each item alone: subclasses give `_norm(x)` for a `[B,C,F,T]` batch"
+    "Base of the normalizations computed from each item alone: subclasses give `to_module()` for a `[B,C,F,T]` batch"
     order = 99
+    def _norm(self, x):
+        check_batch4d(x, type(self).__name__)
+        return self.to_module()(x)
     def encodes(self, x:TensorSpec):
         "`x`: `[B,C,F,T]`, any device"
         return TensorSpec(self._norm(x), cfg=getattr(x, 'cfg', None))
@@ -214,13 +234,33 @@ def freq_instance_norm(x:torch.Tensor, # `[B,C,F,T]`, any device
     channels and time"""
     check_batch4d(x, 'freq_instance_norm')
     lam, eps = check_frac('lam', lam), check_positive('eps', eps)
-    xt = x.as_subclass(torch.Tensor)
+    xt = plain(x)
     if not xt.is_floating_point(): xt = xt.float()
     var, mean = torch.var_mean(xt, (1, 3), keepdim=True, correction=0)
     ifn = (xt - mean) * torch.rsqrt(var + eps)
     if lam == 0: return ifn
     var, mean = torch.var_mean(xt, (1, 2, 3), keepdim=True, correction=0)
     return torch.lerp(ifn, (xt - mean) * torch.rsqrt(var + eps), lam)
+
+class RelaxedFreqNorm(nn.Module):
+    "RFN as a layer (Kim et al. 2022 put it inside the network, after conv blocks): `lam * LN(x) + (1 - lam) * IFN(x)`"
+    def __init__(self, lam:float=0.5, # λ: 0 is IFN, 1 layer norm
+                 eps:float=1e-5):
+        super().__init__()
+        self.lam, self.eps = check_frac('lam', lam), check_positive('eps', eps)
+    def extra_repr(self): return f"lam={self.lam}"
+    def forward(self, x): return freq_instance_norm(x, self.lam, self.eps)
+
+class ItemNorm(nn.Module):
+    "`InstanceSpecNorm('item')`: each item `[C,F,T]` by its own mean and std (population, floored at `eps`)"
+    def __init__(self, eps:float=1e-6):
+        super().__init__()
+        self.eps = eps
+    def forward(self, x):
+        xp = plain(x)
+        xf = xp.float() if xp.dtype not in (torch.float32, torch.float64) else xp
+        std, mean = torch.std_mean(xf, (1,2,3), keepdim=True, correction=0)
+        return (xf - mean) / std.clamp_min(self.eps)
 
 _PER = ('item', 'freq')  # what `InstanceSpecNorm` gives its own mean and std
 
@@ -234,13 +274,19 @@ class InstanceSpecNorm(_ItemSpecNorm):
         self.per, self.eps = check_choice('per', per, _PER), check_positive('eps', eps)
     @property
     def name(self): return f"InstanceSpecNorm -- per {self.per}\n"
-    def _norm(self, x):
-        check_batch4d(x, 'InstanceSpecNorm')
-        if self.per == 'freq': return freq_instance_norm(x, 0., self.eps)
-        xp = x.as_subclass(torch.Tensor)
-        xf = xp.float() if xp.dtype not in (torch.float32, torch.float64) else xp
-        std, mean = torch.std_mean(xf, (1,2,3), keepdim=True, correction=0)
-        return (xf - mean) / std.clamp_min(self.eps)
+    def to_module(self, cfg=None)->nn.Module:
+        "`ItemNorm`, or IFN (`RelaxedFreqNorm(0)`) per frequency bin"
+        return RelaxedFreqNorm(0., self.eps) if self.per == 'freq' else ItemNorm(self.eps)
+
+class ImageNetNorm(nn.Module):
+    "`ImageNetSpecNorm`: each item min-max scaled to [0,1] (its range floored at `eps`), then `(x - mean) / std`"
+    def __init__(self, eps:float, mean:float, std:float):
+        super().__init__()
+        self.eps, self.mean, self.std = eps, mean, std
+    def forward(self, x):
+        xp = plain(x).float()
+        lo, hi = xp.amin((1,2,3), keepdim=True), xp.amax((1,2,3), keepdim=True)
+        return ((xp - lo) / (hi - lo).clamp_min(self.eps) - self.mean) / self.std
 
 class ImageNetSpecNorm(_ItemSpecNorm):
     """The "pretrained with ImageNet statistics" path: each spectrogram min-max scaled to [0,1] like an image, then
@@ -249,11 +295,7 @@ class ImageNetSpecNorm(_ItemSpecNorm):
     def __init__(self, eps:float=1e-6): # floor of an item's value range, so a constant item gives (0 - mean)/std
         super().__init__()
         self.eps = check_positive('eps', eps)
-    def _norm(self, x):
-        check_batch4d(x, 'ImageNetSpecNorm')
-        xp = x.as_subclass(torch.Tensor).float()
-        lo, hi = xp.amin((1,2,3), keepdim=True), xp.amax((1,2,3), keepdim=True)
-        return ((xp - lo) / (hi - lo).clamp_min(self.eps) - self.mean) / self.std
+    def to_module(self, cfg=None)->nn.Module: return ImageNetNorm(self.eps, self.mean, self.std)
     def decodes(self, x:TensorSpec):
         "Back to the [0,1] image (each item's own dB range is not kept)"
         return x * self.std + self.mean

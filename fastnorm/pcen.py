@@ -5,7 +5,10 @@ it turns back into power with `from_db=True`) and comes before any other normali
 IIR filter `M[t] = (1-s) M[t-1] + s E[t]` (librosa's `lfilter([s], [1, s-1])` with the same initial state), computed
 without a loop over frames: a block linear recurrence, one small lower-triangular Toeplitz matmul per block of 48
 frames plus the state carried in from the previous block. Every term is non-negative, so float32 keeps its relative
-precision where the signal is quiet."""
+precision where the signal is quiet.
+
+The smoother (`ema_filter`, one block size `_BLOCK`) and the formula (`_pcen_formula`) exist once: `pcen` runs them,
+and so do the `PCEN` stem, `PCENTransform` (through its module `SpecPCEN`) and the exported ONNX chain."""
 from __future__ import annotations
 import math
 import torch
@@ -13,8 +16,9 @@ from torch import nn
 from fastai.data.transforms import DisplayedTransform
 from .spec import TensorSpec
 from .checks import check_int, check_number, check_positive
+from .steps import plain, exporting
 
-__all__ = ['pcen_smoothing', 'ema_filter', 'pcen', 'PCEN', 'PCENTransform']
+__all__ = ['pcen_smoothing', 'ema_filter', 'pcen', 'PCEN', 'PCENTransform', 'SpecPCEN']
 
 def pcen_smoothing(sr:float, # sample rate of the audio (Hz)
                    hop_length:int, # hop between frames (samples)
@@ -43,7 +47,8 @@ def ema_filter(x:torch.Tensor, # `[..., F, T]` non-negative input (e.g. a power 
               )->torch.Tensor:
     "`M[t] = (1-s) M[t-1] + s x[t]` along the last dim, `M[-1] = init`: a block linear recurrence, no loop over frames"
     if x.ndim < 2: raise ValueError(f"ema_filter expects `[..., F, T]` (shape {list(x.shape)} given)")
-    s = check_number('s', _as_band_param(s, x, 's'), 0, 1)
+    s = _as_band_param(s, x, 's')
+    if not exporting(): s = check_number('s', s, 0, 1)
     T = x.shape[-1]
     if T == 0 or x.numel() == 0: return x.clone()  # nothing to smooth
     nb = 1 if s.ndim == 0 else x.shape[-2]  # bands with their own coefficient
@@ -57,13 +62,13 @@ def ema_filter(x:torch.Tensor, # `[..., F, T]` non-negative input (e.g. a power 
     # KT[j, i] = s a^(i-j) for i >= j: frame j's share in frame i of its block from a zero state (`x @ KT`)
     KT = torch.where(d >= 0, s3 * a ** d.clamp(min=0), torch.zeros((), dtype=x.dtype, device=x.device))
     state = torch.full((nb, x3.shape[1], 1), init, dtype=x.dtype, device=x.device)  # M[-1]
-    grad = torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)
+    grad = exporting() or torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)
     out = None if grad else torch.empty(x.shape, dtype=x.dtype, device=x.device)
     out3, blocks = (None if grad else out.view(-1, nb, T).transpose(0, 1)), []
     for t0 in range(0, T, L):  # T/L blocks; inside a block all frames at once
         n = min(L, T - t0)
         xb, kb, pb = x3[..., t0:t0 + n], KT[:, :n, :n], pw[..., 1:n + 1]
-        if grad:  # out of place, for autograd
+        if grad:  # out of place, for autograd and export
             y = torch.baddbmm(torch.matmul(xb, kb), state, pb)
             blocks.append(y)
         else:  # written straight into the output: no padding, no copies
@@ -84,43 +89,54 @@ def pcen(S:torch.Tensor, # `[..., F, T]` power (or magnitude) mel spectrogram, n
          s=None, # smoothing coefficient (librosa's `b`), number or `[F]`; default from `time_constant`
         )->torch.Tensor:
     "`librosa.pcen(S, sr=sr, hop_length=hop_length, ...)` along the last dim of a batch (its defaults, `max_size=1`)"
-    if not isinstance(S, torch.Tensor): S = torch.as_tensor(S)
-    S = S.as_subclass(torch.Tensor)
+    S = plain(S) if isinstance(S, torch.Tensor) else torch.as_tensor(S)
     if not S.is_floating_point(): S = S.float()
     eps = check_positive('eps', eps)
-    for name, v in (('gain', gain), ('bias', bias), ('power', power)): check_number(name, v, lo=0)
-    if S.numel() and float(S.min()) < 0:
-        raise ValueError("pcen expects a non-negative (power or magnitude) spectrogram: turn dB into power first")
+    if not exporting():  # checks that read the data: not while tracing
+        for name, v in (('gain', gain), ('bias', bias), ('power', power)): check_number(name, v, lo=0)
+        if S.numel() and float(S.min()) < 0:
+            raise ValueError("pcen expects a non-negative (power or magnitude) spectrogram: turn dB into power first")
     if s is None: s = pcen_smoothing(sr, hop_length, time_constant)
     M = ema_filter(S, s)
     params = (S, gain, bias, power, s)
     grad = torch.is_grad_enabled() and any(isinstance(v, torch.Tensor) and v.requires_grad for v in params)
+    kind = _kind(bias, power)
     gain, bias, power = (_as_band_param(v, S, k) for k, v in (('gain', gain), ('bias', bias), ('power', power)))
-    if grad:  # librosa's formulas, out of place for autograd
-        smooth = torch.exp(-gain * (math.log(eps) + torch.log1p(M / eps)))
-        if power.ndim == 0 and float(power) == 0: return torch.log1p(S * smooth)
-        if bias.ndim == 0 and float(bias) == 0: return torch.exp(power * (torch.log(S) + torch.log(smooth)))
-        return bias ** power * torch.expm1(power * torch.log1p(S * smooth / bias))
-    # inference: the same formulas in place on M's buffer, a few items at a time so that a chunk's passes stay in cache
+    if grad or exporting(): return _pcen_formula(M, S, gain, bias, power, eps, kind)
+    # inference: the same formula in place on M's buffer, a few items at a time so that a chunk's passes stay in cache
     if M.numel() == 0: return M
     Mi, Si = M.view(-1, *M.shape[-2:]), S.reshape(-1, *S.shape[-2:])
     step = max(1, _CHUNK // max(1, M.shape[-2] * M.shape[-1]))
-    tmp = torch.empty_like(Mi[:step]) if power.ndim == 0 and float(power) == .5 else None
+    tmp = torch.empty_like(Mi[:step]) if kind == 'sqrt' else None
     for i in range(0, len(Mi), step):
-        _pcen_tail_(Mi[i:i + step], Si[i:i + step], gain, bias, power, eps, tmp)
+        _pcen_formula(Mi[i:i + step], Si[i:i + step], gain, bias, power, eps, kind, out=Mi[i:i + step],
+                      tmp=None if tmp is None else tmp[:len(Mi[i:i + step])])
     return M
 
 _CHUNK = 1 << 18  # elements per chunk of the in-place passes (1 MB of float32)
 
-def _pcen_tail_(M, S, gain, bias, power, eps, tmp=None):
-    "PCEN from the smoother `M`, in place: `(S (eps + M)^-gain + bias)^power - bias^power` (librosa's formulas)"
-    M.add_(eps).log_().mul_(-gain).exp_().mul_(S)  # S * smooth
-    if power.ndim == 0 and float(power) == 0: M.log1p_()
-    elif bias.ndim == 0 and float(bias) == 0: M.pow_(power)
-    elif tmp is not None:  # power 0.5, the default: (z + d)^1/2 - d^1/2 = z / (sqrt(z + d) + sqrt(d)),
-        t = torch.add(M, bias, out=tmp[:len(M)]).sqrt_().add_(bias.sqrt())  # as exact as log1p/expm1, ~3x cheaper
-        M.div_(t)
-    else: M.div_(bias).log1p_().mul_(power).expm1_().mul_(bias ** power)
+def _is(v, c:float)->bool: return (not isinstance(v, torch.Tensor) or v.ndim == 0) and float(v) == c
+
+def _kind(bias, power)->str:
+    "Which of librosa's forms `_pcen_formula` takes: 'log' (power 0), 'pow' (bias 0), 'sqrt' (power 1/2) or 'general'"
+    if _is(power, 0): return 'log'
+    if _is(bias, 0): return 'pow'
+    return 'sqrt' if _is(power, .5) else 'general'
+
+def _pcen_formula(M, S, gain, bias, power, eps, kind:str, out=None, tmp=None):
+    """PCEN from the smoother `M`: `(S (eps + M)^-gain + bias)^power - bias^power` (librosa's formulas, in the form
+    `kind` of `_kind`), written into `out` (which may be `M`; `tmp`, like it, for the 'sqrt' form) when given, else out
+    of place (autograd, export). The power 1/2 form `z / (sqrt(z + d) + sqrt(d))` is as exact as log1p/expm1, ~3x
+    cheaper"""
+    o = dict(out=out)
+    z = torch.mul(torch.exp(torch.mul(torch.log(torch.add(M, eps, **o), **o), -gain, **o), **o), S, **o)
+    if kind == 'log': return torch.log1p(z, **o)
+    if kind == 'pow': return torch.pow(z, power, **o)
+    if kind == 'sqrt':
+        t = torch.sqrt(torch.add(z, bias, out=tmp), out=tmp)
+        return torch.div(z, torch.add(t, torch.sqrt(bias), out=tmp), **o)
+    return torch.mul(torch.expm1(torch.mul(torch.log1p(torch.div(z, bias, **o), **o), power, **o), **o), bias ** power,
+                     **o)
 
 def _inv_sigmoid(v): return math.log(v / (1 - v))
 
@@ -158,7 +174,7 @@ class PCEN(nn.Module):
     def extra_repr(self):
         return f"n_bands={self.n_bands}, trainable={self.trainable}, from_db={self.from_db}, scale={self.scale:g}"
     def forward(self, x):
-        x = x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+        x = plain(x) if isinstance(x, torch.Tensor) else torch.as_tensor(x)
         if x.shape[-2] != self.n_bands:
             raise ValueError(f"PCEN was made for {self.n_bands} frequency bands but the input has {x.shape[-2]} "
                              f"(shape {list(x.shape)})")
@@ -178,14 +194,23 @@ class PCENTransform(DisplayedTransform):
         self.gain, self.bias, self.power = gain, bias, power
         self.time_constant, self.eps = check_positive('time_constant', time_constant), check_positive('eps', eps)
         self.scale = check_positive('scale', scale)
+    def to_module(self, cfg)->nn.Module:
+        "`SpecPCEN` for spectrograms of `cfg` (its sr and hop set the time constant, `db` and `power` the undoing)"
+        return SpecPCEN(cfg, self.gain, self.bias, self.power, self.time_constant, self.eps, self.scale)
     def encodes(self, x:TensorSpec):
         "`x`: `[B,C,F,T]`; a dB spectrogram (its `cfg.db`) is turned back into power first; returns PCEN (cfg kept)"
         cfg = getattr(x, 'cfg', None)
         if cfg is None:
             raise ValueError("PCENTransform needs a TensorSpec with its `cfg` (its sr and hop set the time constant)")
-        xt = x.as_subclass(torch.Tensor).float()
-        S = torch.pow(10., xt / 10) if cfg.db else xt
-        if cfg.db and cfg.power == 1: S = torch.pow(10., xt / 20)
-        out = pcen(S * self.scale, cfg.sr, cfg.hop_length, self.gain, self.bias, self.power, self.time_constant,
-                   self.eps)
-        return TensorSpec(out, cfg=cfg)
+        return TensorSpec(self.to_module(cfg)(plain(x).float()), cfg=cfg)
+
+class SpecPCEN(nn.Module):
+    "`PCENTransform`'s computation on a `[B,C,F,T]` spectrogram of `cfg`: dB back to power, times `scale`, then `pcen`"
+    def __init__(self, cfg, gain:float, bias:float, power:float, time_constant:float, eps:float, scale:float):
+        super().__init__()
+        self.s = pcen_smoothing(cfg.sr, cfg.hop_length, time_constant)
+        self.db, self.div = cfg.db, (20. if cfg.power == 1 else 10.)
+        self.gain, self.bias, self.power, self.eps, self.scale = gain, bias, power, eps, scale
+    def forward(self, x):
+        S = torch.pow(10., x / self.div) if self.db else x
+        return pcen(S * self.scale, gain=self.gain, bias=self.bias, power=self.power, eps=self.eps, s=self.s)

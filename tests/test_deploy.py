@@ -6,20 +6,23 @@ import json, os, shutil, subprocess, sys, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, soundfile as sf, torch, pytest
 from fastnorm.data import esc50_dls, read_esc50_csv
-from fastnorm.audio import AudioTensor
+from fastnorm.audio import AudioTensor, AudioCropPad
 from fastnorm.norm import GlobalSpecNorm, FreqSpecNorm, InstanceSpecNorm, ImageNetSpecNorm
 from fastnorm.freqnorm import FreqBatchNorm, FreqInstanceNorm, ConstantSpecNorm
 from fastnorm.pcen import PCEN, PCENTransform
 from fastnorm.study.recipes import PCEN_SCALE
 from fastnorm.study.models import make_learner
 from fastnorm.augment import SpecAugment
-from fastai.torch_core import set_seed
+from fastai.torch_core import set_seed, retain_type
+from fastai.data.transforms import DisplayedTransform
+from fastnorm.spec import TensorSpec
 from conftest import SHARED, needs
 
 ort = pytest.importorskip('onnxruntime', reason='the [deploy] extra (onnx, onnxruntime, onnxscript) is not installed')
 onnx = pytest.importorskip('onnx', reason='the [deploy] extra is not installed')
 pytest.importorskip('onnxscript', reason="torch's ONNX exporter needs onnxscript (the [deploy] extra)")
-from fastnorm.deploy import to_onnx, deploy_chain, onnx_metadata, PowerSTFT, CropPadWave, Spectrogram
+from fastnorm.deploy import to_onnx, deploy_chain, onnx_metadata, PowerSTFT
+from fastnorm.onnxspec import Spectrogram
 from fastnorm.spec import SpecConfig, MelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +105,8 @@ def check_parity(learn, onnx_path, files, sr=None):
 @pytest.fixture(scope='module')
 def exporter(tmp_path_factory):
     "Skip when this torch's exporter cannot export the front end (detected by trying, not by version)"
-    m = torch.nn.Sequential(CropPadWave(800), Spectrogram(SpecConfig(sr=8000, n_fft=256, hop_length=128), 800))
+    cfg = SpecConfig(sr=8000, n_fft=256, hop_length=128)
+    m = torch.nn.Sequential(AudioCropPad(.1).to_module(cfg), Spectrogram(cfg, 800))
     p = tmp_path_factory.mktemp('probe')/'probe.onnx'
     try:
         with warnings.catch_warnings():
@@ -117,6 +121,9 @@ def exporter(tmp_path_factory):
 @pytest.mark.parametrize('n_fft,hop,win,center', [(512, 256, None, True), (400, 200, None, True), (256, 64, 200, True),
                                                  (2048, 512, None, False), (97, 40, None, True)])
 def test_power_stft_is_fastnorm_dsp_stft(n_fft, hop, win, center):
+    """`PowerSTFT` is the one export-only formulation of a step: training's `torch.stft` becomes onnxruntime's STFT
+    operator, which is slow (slowest for sizes that are not powers of 2), so the export computes the same |STFT|² in
+    matrix products; this holds the two to each other"""
     from fastnorm.dsp import stft
     x = torch.randn(3, 5000, generator=torch.Generator().manual_seed(0))
     want = stft(x, n_fft, hop, win, center=center).abs().square()  # [3, K, T]
@@ -129,18 +136,26 @@ def test_power_stft_is_fastnorm_dsp_stft(n_fft, hop, win, center):
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=0, atol=2e-6 * float(want.max()))
 
-@pytest.mark.parametrize('per_band', [False, True])
-def test_pcen_core_is_fastnorm_pcen(per_band):
+@pytest.mark.parametrize('db', [True, False])
+def test_pcen_modules_are_fastnorm_pcen(db):
+    "The modules `to_onnx` exports for PCEN (the transform's, the stem itself) give `pcen`'s numbers (131 frames)"
     from fastnorm.pcen import pcen, pcen_smoothing
-    from fastnorm.deploy import PCENCore
+    from fastnorm.spec import TensorSpec
     g = torch.Generator().manual_seed(0)
-    S = torch.rand(2, 1, 8, 131, generator=g) ** 4 * 1e3  # 131 frames: three blocks, the last one short
-    if per_band: kw = dict(gain=torch.rand(8, generator=g) * .5 + .5, bias=torch.rand(8, generator=g) + 1.5,
-                           power=torch.rand(8, generator=g) * .4 + .3, s=torch.rand(8, generator=g) * .1 + .02)
-    else: kw = dict(gain=.9, bias=2., power=.5, s=pcen_smoothing(16000, 256))
-    want = pcen(S, eps=1e-6, **kw)
-    got = PCENCore(131, kw['s'], kw['gain'], kw['bias'], kw['power'], 1e-6)(S)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    S = torch.rand(2, 1, 8, 131, generator=g) ** 4 * 1e3 + 1e-3
+    cfg = SpecConfig(sr=16000, hop_length=256, n_mels=8, db=db)
+    x = 10 * torch.log10(S) if db else S
+    tfm = PCENTransform(gain=.9, scale=2.)
+    want = pcen(2 * S, 16000, 256, gain=.9)
+    torch.testing.assert_close(tfm.to_module(cfg)(x), want, rtol=1e-4, atol=1e-6)
+    got = tfm(TensorSpec(x, cfg=cfg))
+    assert isinstance(got, TensorSpec) and torch.equal(got.as_subclass(torch.Tensor), tfm.to_module(cfg)(x))
+    stem = PCEN(8, sr=16000, hop_length=256, from_db=db, scale=2.)
+    with torch.no_grad():
+        stem.params.add_(torch.randn(4, 8, generator=g) * .1)
+        kw = dict(gain=stem.gain, bias=stem.bias, power=stem.power, s=stem.s)
+        torch.testing.assert_close(stem(x), pcen(2 * S, eps=1e-6, **kw), rtol=1e-4, atol=1e-6)
+    assert kw['s'].std() > 1e-3 and pcen_smoothing(16000, 256) > 0
 
 def test_front_end_matches_fastnorm_dsp_and_crops_like_predict(exporter):
     from fastnorm.audio import AudioCropPad
@@ -159,7 +174,9 @@ def test_front_end_matches_fastnorm_dsp_and_crops_like_predict(exporter):
         assert np.abs(got - want).mean() < 1e-4
 
 class FrontEnd(torch.nn.Module):
-    def __init__(self, cfg, n): super().__init__(); self.crop, self.spec = CropPadWave(n), Spectrogram(cfg, n)
+    def __init__(self, cfg, n):
+        super().__init__()
+        self.crop, self.spec = AudioCropPad(n / cfg.sr).to_module(cfg), Spectrogram(cfg, n)
     def forward(self, waveform): return self.spec(self.crop(waveform)[:, None])
 
 @pytest.mark.slow
@@ -192,11 +209,16 @@ def test_front_end_settings(exporter, tmp_path, cfg, n):
         else: np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * want.max())
 
 def test_crop_pad_rule():
+    "The module `to_onnx` exports for `AudioCropPad` is the one its `encodes` runs at validation"
     x = torch.arange(1., 8.)[None]  # 7 samples
-    assert CropPadWave(4)(x).tolist() == [[2., 3., 4., 5.]]  # (7-4)//2 = 1 dropped at the start
-    assert CropPadWave(10)(x).tolist() == [[1., 2., 3., 4., 5., 6., 7., 0., 0., 0.]]
-    assert CropPadWave(10, 'both')(x).tolist() == [[0., 1., 2., 3., 4., 5., 6., 7., 0., 0.]]
-    assert CropPadWave(4, 'both')(x).tolist() == [[2., 3., 4., 5.]]
+    cfg = SpecConfig(sr=10)
+    crop = lambda n, pad='end': AudioCropPad(n / 10, pad).to_module(cfg)
+    assert crop(4)(x).tolist() == [[2., 3., 4., 5.]]  # (7-4)//2 = 1 dropped at the start
+    assert crop(10)(x).tolist() == [[1., 2., 3., 4., 5., 6., 7., 0., 0., 0.]]
+    assert crop(10, 'both')(x).tolist() == [[0., 1., 2., 3., 4., 5., 6., 7., 0., 0.]]
+    assert crop(4, 'both')(x).tolist() == [[2., 3., 4., 5.]]
+    out = AudioCropPad(1., 'both')(AudioTensor(x, sr=10), split_idx=1)
+    assert isinstance(out, AudioTensor) and out.sr == 10 and out.tolist() == crop(10, 'both')(x).tolist()
 
 @pytest.fixture(scope='module')
 def small(tiny_esc50, tmp_path_factory):
@@ -212,7 +234,7 @@ def test_refuses_what_it_cannot_export_before_writing(tiny_esc50, tmp_path):
     dl = learn.dls.valid
     old = dl.after_batch.fs
     dl.after_batch.fs = old + [MyGain()]
-    with pytest.raises(ValueError, match=r'cannot export the batch transform MyGain \(test_deploy\)'):
+    with pytest.raises(ValueError, match=r'cannot export the batch transform MyGain \(test_deploy\).*implement it'):
         to_onnx(learn, tmp_path/'m.onnx')
     dl.after_batch.fs = old
     opener = next(t for t in dl.dataset.tls[0].tfms.fs if type(t).__name__ == 'OpenAudio')
@@ -226,6 +248,51 @@ def test_refuses_what_it_cannot_export_before_writing(tiny_esc50, tmp_path):
     with pytest.raises(RuntimeError, match=r'could not export Branchy with torch .* exporter'):
         to_onnx(learn, tmp_path/'m.onnx')
     assert list(tmp_path.rglob('*.onnx*')) == [] and list(tmp_path.rglob('.m.onnx*')) == []
+
+class BinMedian(torch.nn.Module):
+    "The module of `MedianBinNorm`: a constant per-bin median subtracted, a constant scale divided by"
+    def __init__(self, median, scale):
+        super().__init__()
+        self.register_buffer('median', torch.as_tensor(median).detach().float().cpu().clone())
+        self.scale = scale
+    def forward(self, x): return (x - self.median) / self.scale
+
+class MedianBinNorm(DisplayedTransform):
+    "A user's own normalization, exportable through `to_module`: each bin's median over a training batch (`setups`)"
+    order = 99
+    def __init__(self, scale:float=20.): self.scale, self.median = scale, None
+    def setups(self, dl):
+        x = dl.one_batch()[0].as_subclass(torch.Tensor)  # [B,C,F,T], the transforms before this one applied
+        self.median = x.transpose(0, 2).reshape(x.shape[2], -1).median(1).values[None, None, :, None]
+    def to_module(self, cfg=None): return BinMedian(self.median, self.scale)
+    def encodes(self, x:TensorSpec): return retain_type(self.to_module()(x.as_subclass(torch.Tensor)), old=x)
+
+def test_a_users_own_transform_exports_through_to_module(tiny_esc50, exporter, tmp_path):
+    set_seed(0, reproducible=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        dls = esc50_dls(tiny_esc50, bs=8, spec='quick', sr=8000, num_workers=0, progress=False,
+                        batch_tfms=[MedianBinNorm(), SpecAugment(policy='LB')])
+        learn = make_learner(dls, 'xresnet18_tiny')
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
+    norm = next(t for t in learn.dls.valid.after_batch.fs if isinstance(t, MedianBinNorm))
+    assert norm.median.shape == (1, 1, 64, 1) and norm.median.std() > 1  # learned per bin at setups
+    path = to_onnx(learn, tmp_path/'mine.onnx')
+    assert onnx_metadata(path)['chain'] == ['CropPadWave', 'MelSpec', 'MedianBinNorm', 'XResNet', 'activation']
+    files = clips(list(read_esc50_csv(tiny_esc50).path[::5]), 8000, 8000, tmp_path/'clips')
+    want = check_parity(learn, path, files)  # onnxruntime against `predict` and `get_preds`, within 1e-4
+    assert want.std(0).max() > 1e-3
+
+def test_deploy_meta_is_added_to_the_metadata(tiny_esc50, exporter, tmp_path):
+    learn = train(tiny_esc50, 'channel', False, 8000, tmp_path, epochs=0)
+    learn.deploy_meta = {'adapted': 'true', 'adapt_clips': '12'}
+    assert deploy_chain(learn).meta['adapt_clips'] == '12'
+    meta = onnx_metadata(to_onnx(learn, tmp_path/'m.onnx', check=False))
+    assert meta['adapted'] == 'true' and meta['adapt_clips'] == '12' and meta['n_samples'] == 8000
+    for bad in ({'vocab': 'x'}, {'adapt_clips': 12}):
+        learn.deploy_meta = bad
+        with pytest.raises(ValueError, match=r'`learn.deploy_meta` must map new string keys to strings'):
+            deploy_chain(learn)
 
 @pytest.mark.slow
 def test_metadata_cli_and_a_pickle(small, exporter, tmp_path, monkeypatch, capsys):
