@@ -1,7 +1,7 @@
 """The `fastnorm` command: `fastnorm compare` (the normalization comparison), `synth` (the embedded dataset), `export`,
 `deploy` (a learner to one ONNX file)."""
 from __future__ import annotations
-import sys
+import os, sys
 from fastcore.script import call_parse, parse_cli, store_true
 
 __all__ = ['compare', 'synth', 'export', 'deploy', 'main']
@@ -53,6 +53,7 @@ def compare(
                             specaugment=specaugment, frac=frac, seed=seed, pretrained=pretrained, speaker=speaker, **p)
         run_comparison(cfg, out=out, resume=resume, progress=not no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        if int(os.environ.get('WORLD_SIZE', 1)) > 1: raise  # a rank of torchrun's: its traceback, then torchrun's report
         raise SystemExit(f"fastnorm compare: error: {e}")
 
 @call_parse

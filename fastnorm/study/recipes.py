@@ -67,8 +67,8 @@ def _keep_stats(stats, out:Path, stem:str):
 def _fitted_norm(dls, spec_norm:str, frac:float, seed:int, stats_dir:Path|None):
     "A normalization whose constants are the training set's statistics, computed on `frac` of its batches"
     scope, stem = _FITTED[spec_norm]
-    # sync='local': a job is one training; another rank may be computing other statistics, or none, meanwhile
-    stats = compute_stats(dls.train, scope=scope, frac=frac, seed=seed, progress=False, sync='local')
+    # no process group exists while jobs run (`ranks`): each job's statistics are its own process's
+    stats = compute_stats(dls.train, scope=scope, frac=frac, seed=seed, progress=False)
     if stats_dir is not None:
         _keep_stats(stats, stats_dir, stem)
     if spec_norm == 'ast':
