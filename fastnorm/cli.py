@@ -37,6 +37,7 @@ def compare(
     [preset]: the --preset's value unless given."""
     from .study import CompareConfig, PRESETS, run_comparison
     from .study.config import parse_folds
+    from torch.distributed.elastic.multiprocessing.errors import record
     if preset not in PRESETS:
         raise SystemExit(f"fastnorm compare: unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
     p = dict(PRESETS[preset])
@@ -51,9 +52,10 @@ def compare(
     try:
         cfg = CompareConfig(fold=fold, folds=None if folds is None else parse_folds(folds), subset=subset,
                             specaugment=specaugment, frac=frac, seed=seed, pretrained=pretrained, speaker=speaker, **p)
-        run_comparison(cfg, out=out, resume=resume, progress=not no_progress)
+        # under torchrun, `record` hands a failing rank's traceback to torchrun's report (which stops the other ranks)
+        record(run_comparison)(cfg, out=out, resume=resume, progress=not no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        if int(os.environ.get('WORLD_SIZE', 1)) > 1: raise  # a rank of torchrun's: its traceback, then torchrun's report
+        if int(os.environ.get('WORLD_SIZE', 1)) > 1: raise
         raise SystemExit(f"fastnorm compare: error: {e}")
 
 @call_parse
