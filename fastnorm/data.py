@@ -242,7 +242,7 @@ def _duration(path)->float:
 def _audio_dls(df, # the items, as for `_audio_block`
                splitter, # a fastai splitter over `df`
                bs:int=32, # items per batch
-               *, spec='quick', sr:int|None=None, duration:float|None=None, # `_audio_block`'s, its docments
+               *, spec='quick', sr:int|None=None, duration:float|None=None, # crop/pad to this length (s)
                wave_norm:bool=False, # per-clip `AudioNormalize` on the waveform, before the spectrogram
                batch_tfms:list|None=None, # more batch transforms (normalization, SpecAugment)
                cache:bool|SpecCache=False, progress:bool=True, label_col:str='label', # column holding the label
