@@ -13,7 +13,7 @@ from .stats import StatsRecorder, STATS_SCOPES
 from .cache import CachedSpecDL
 from .checks import check_choice, check_frac, check_int, renamed_kwargs, warn_deprecated
 
-__all__ = ['NORM_ORDER', 'StatsOptions', 'stats_pipeline', 'stats_items', 'dist_shard', 'compute_stats']
+__all__ = ['NORM_ORDER', 'StatsOptions', 'takes_stats_options', 'stats_pipeline', 'stats_items', 'dist_shard', 'compute_stats']
 
 NORM_ORDER = 99  # fastai's `Normalize.order`: statistics describe what the transforms before it make
 
@@ -29,7 +29,7 @@ class StatsOptions:
         self.frac = check_frac('frac', self.frac, lo_open=True)
         if self.n_batches is not None: self.n_batches = check_int('n_batches', self.n_batches, lo=1)
 
-def _with_stats_options(f):
+def takes_stats_options(f):
     """`f`, whose `**kwargs` are `StatsOptions`, showing them in its signature and docments (fastcore's `delegates`,
     its docments read from the dataclass)"""
     f = delegates(StatsOptions)(f)
@@ -152,7 +152,7 @@ def _scope_dims(scope:str)->tuple:
     return STATS_SCOPES[check_choice('scope', scope, tuple(STATS_SCOPES))]
 
 @renamed_kwargs(kind='scope')
-@_with_stats_options
+@takes_stats_options
 def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training set), or any iterable of batches
                   scope:str='global', # 'global' (one value) or 'freq' (one per frequency bin): `STATS_SCOPES`
                   red_dims=None, # or: the dims to reduce, overriding `scope`

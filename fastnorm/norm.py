@@ -10,7 +10,7 @@ from fastai.data.transforms import DisplayedTransform
 from .audio import AudioTensor
 from .spec import TensorSpec
 from .stats import StatsRecorder
-from .dlstats import StatsOptions, compute_stats, _with_stats_options
+from .dlstats import StatsOptions, compute_stats, takes_stats_options
 from .checks import check_batch4d, check_choice, check_frac, check_positive
 from .checks import renamed_kwargs, renamed_names, warn_deprecated
 
@@ -57,7 +57,7 @@ class SpecNormalize(DisplayedTransform):
     unchanged. Targets pass."""
     parameters, order = L('mean', 'std'), 99  # as fastai's `Normalize`: after `MelSpec` (5), before SpecAugment (100+)
     _axes = (0,2,3)
-    @_with_stats_options
+    @takes_stats_options
     def __init__(self, mean=None, # a `StatsRecorder`, or the mean: scalar, vector of kept values, broadcastable tensor
                  std=None, # the std (not with a `StatsRecorder`)
                  axes=None, # dims the statistics are reduced over (given without their kept shape, or computed)
@@ -286,7 +286,7 @@ def _norm_tfm(norm, stats, eps, opts:StatsOptions):
     return cls(eps=eps, **vars(opts))
 
 @renamed_kwargs(kind='norm')
-@_with_stats_options
+@takes_stats_options
 def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
                   norm:str='freq', # 'freq' (per frequency bin), 'global', 'instance' (per item) or 'imagenet'
                   stats:StatsRecorder|None=None, # use these statistics instead of computing them
