@@ -1,7 +1,7 @@
 """The `fastnorm` command: `fastnorm compare` (the normalization comparison), `synth` (the embedded dataset), `export`,
 `deploy` (a learner to one ONNX file)."""
 from __future__ import annotations
-import sys
+import os, sys
 from functools import partial, wraps
 from pathlib import Path
 from fastcore.script import call_parse, parse_cli, store_true
@@ -39,6 +39,7 @@ def compare(
     `--norms` and `--shift` take, from their registries.)"""
     from .study import CompareConfig, PRESETS, run_comparison
     from .study.config import parse_folds
+    from torch.distributed.elastic.multiprocessing.errors import record
     if preset not in PRESETS:
         raise SystemExit(f"fastnorm compare: unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
     p = dict(PRESETS[preset])
@@ -56,8 +57,10 @@ def compare(
         cfg = CompareConfig(fold=fold, adapt_clips=adapt_clips, folds=None if folds is None else parse_folds(folds),
                             subset=subset,
                             specaugment=specaugment, frac=frac, seed=seed, pretrained=pretrained, speaker=speaker, **p)
-        run_comparison(cfg, out=out, resume=resume, progress=not no_progress)
+        # under torchrun, `record` hands a failing rank's traceback to torchrun's report (which stops the other ranks)
+        record(run_comparison)(cfg, out=out, resume=resume, progress=not no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        if int(os.environ.get('WORLD_SIZE', 1)) > 1: raise
         raise SystemExit(f"fastnorm compare: error: {e}")
 
 @call_parse

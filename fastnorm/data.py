@@ -1,8 +1,9 @@
 """Data: DataBlocks for ESC-50 and folders in its layout (cross-validation by fold), FSDD and class-per-folder datasets.
 Which layout a folder is in, and what each layout means, is `fastnorm.layouts`' (`LAYOUTS`, `detect_layout`)."""
 from __future__ import annotations
-import inspect, os, re, socket
+import os, re, socket
 from pathlib import Path
+from typing import Callable
 import pandas as pd, soundfile as sf
 from fastcore.meta import delegates
 from fastai.data.block import DataBlock, CategoryBlock
@@ -185,11 +186,11 @@ def _audio_block(df, # the items: a DataFrame with a `path` column (the files a 
                  sr:int|None=None, # resample every clip to this rate (Hz); default: the spectrogram's
                  duration:float|None=None, # crop/pad every clip to this length (s); default: the first clip's
                  wave_norm:bool=False, # per-clip `AudioNormalize` on the waveform, before the spectrogram
-                 batch_tfms=None, # more batch transforms (normalization, SpecAugment)
+                 batch_tfms:list|None=None, # more batch transforms (normalization, SpecAugment)
                  cache:bool|SpecCache=False, # use the feature cache (spectrograms made once), or this `SpecCache`
                  progress:bool=True, # progress bar while the cache is built
                  label_col:str='label', # column holding the label
-                 get_x=None, # how a row gives its audio file; default: `ColReader('path')`
+                 get_x:Callable|None=None, # how a row gives its audio file; default: `ColReader('path')`
                 )->DataBlock:
     "`audio_dblock` over `df` from the arguments the dataset helpers share: their docments live here, once"
     if duration is None: duration = _duration(df['path'].iloc[0])
@@ -202,21 +203,23 @@ def _duration(path)->float:
     except (sf.LibsndfileError, RuntimeError, ValueError) as e:
         raise AudioLoadError(f"Could not decode audio file {path}: {e}") from e
 
-_BLOCK_ARGS = tuple(inspect.signature(_audio_block).parameters)
-
-@_delegates_with_kwargs(_audio_block, but=['label_col', 'get_x'])
+@_delegates_with_kwargs(_audio_block)
 def _audio_dls(df, # the items, as for `_audio_block`
                splitter, # a fastai splitter over `df`
                bs:int=32, # items per batch
-               **kwargs, # `_audio_block`'s arguments, then fastai's `DataBlock.dataloaders` ones (`num_workers`, ...)
-              )->DataLoaders:
-    "`DataLoaders` over `df`, failing early when the training set cannot fill a batch"
-    dblock = _audio_block(df, splitter, **{k: v for k, v in kwargs.items() if k in _BLOCK_ARGS})
+               *, spec='quick', sr:int|None=None, duration:float|None=None, # crop/pad to this length (s)
+               wave_norm:bool=False, # per-clip `AudioNormalize` on the waveform, before the spectrogram
+               batch_tfms:list|None=None, # more batch transforms (normalization, SpecAugment)
+               cache:bool|SpecCache=False, progress:bool=True, label_col:str='label', # column holding the label
+               get_x:Callable|None=None, # how a row gives its audio file; default: `ColReader('path')`
+               **kwargs)->DataLoaders:
+    """`DataLoaders` over `df`, failing early when the training set cannot fill a batch: `_audio_block`'s arguments
+    (their docments are its), then fastai's `DataBlock.dataloaders` ones (`num_workers`, `device`, ...)"""
+    dblock = _audio_block(df, splitter, spec, sr, duration, wave_norm, batch_tfms, cache, progress, label_col, get_x)
     check_batch_size(len(splitter(df)[0]), bs)
-    dl_kwargs = {k: v for k, v in kwargs.items() if k not in _BLOCK_ARGS}
     if dblock.dl_type is CachedSpecDL:
-        dl_kwargs.setdefault('num_workers', 0)  # a memmap slice per batch: worker processes would only add start-up
-    return dblock.dataloaders(df, bs=bs, **dl_kwargs)
+        kwargs.setdefault('num_workers', 0)  # a memmap slice per batch: worker processes would only add start-up
+    return dblock.dataloaders(df, bs=bs, **kwargs)
 
 def _esc50_x(path)->dict:
     "How ESC-50's rows give a clip and a label; the clip is `df['path']` of `read_esc50_csv`, the cache's keys"
@@ -232,7 +235,7 @@ def esc50_dblock(path, # a folder in ESC-50's layout
     `filename`, `fold` and `category` columns: each clip is `path/'audio'/filename` (the post's and fastaudio's way)."""
     return _audio_block(read_esc50_csv(path, subset), CrossValidationSplitter(fold), **_esc50_x(path), **kwargs)
 
-@_delegates_with_kwargs(_audio_dls)
+@_delegates_with_kwargs(_audio_dls, but=['label_col', 'get_x'])
 def esc50_dls(path, # a folder in ESC-50's layout
               fold:int=1, # validation fold
               subset:str|None=None, # only the csv's rows marked True in this column, e.g. 'esc10'
@@ -302,7 +305,7 @@ def FSDDSplitter(by:str='take', # 'take': takes `test_takes` are validation (lik
         return IndexSplitter(mask2idxs(valid))(df)
     return _inner
 
-@_delegates_with_kwargs(_audio_dls)
+@_delegates_with_kwargs(_audio_dls, but=['label_col', 'get_x'])
 def fsdd_dls(path, # a folder of FSDD recordings, `{digit}_{speaker}_{take}.wav`
              by:str='take', # split by 'take' (takes 0-4 are validation, like AVMNIST) or by 'speaker'
              test_speaker:str|None=None, # with by='speaker': the speaker held out; default: the first, sorted
@@ -332,7 +335,7 @@ def folder_items(path)->pd.DataFrame:
     return pd.DataFrame(dict(path=[str(f) for f in files], label=[f.parent.name for f in files],
                              is_valid=[split and f.parent.parent.name == 'valid' for f in files]))
 
-@_delegates_with_kwargs(_audio_dls)
+@_delegates_with_kwargs(_audio_dls, but=['label_col', 'get_x'])
 def folder_dls(path, # a folder of class folders, `<label>/*.wav`, or `train/<label>/` and `valid/<label>/`
                valid_pct:float=0.2, # without train/ and valid/: the fraction of items held out at random
                seed:int=42, # the random split's seed

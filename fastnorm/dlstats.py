@@ -1,21 +1,40 @@
 """Statistics of a fastai `DataLoader`: `compute_stats` streams the spectrograms a normalizer will see (or merges a
-feature cache's per-item moments), each rank its own shard under `torch.distributed`.
+feature cache's per-item moments), each rank its own shard under `torch.distributed`; `StatsOptions`, the options that
+choose its batches, declared once for it and the normalizers that call it.
 One layer above `stats` and `cache`, below `norm`."""
 from __future__ import annotations
 import math, random
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
+from fastcore.meta import delegates
 from fasttransform import Pipeline
 from .stats import StatsRecorder, STATS_SCOPES
 from .cache import CachedSpecDL
 from .checks import check_choice, check_frac, check_int
 
-__all__ = ['NORM_ORDER', 'SYNCS', 'stats_pipeline', 'stats_items', 'dist_shard', 'compute_stats']
+__all__ = ['NORM_ORDER', 'StatsOptions', 'takes_stats_options', 'stats_pipeline', 'stats_items', 'dist_shard', 'compute_stats']
 
 NORM_ORDER = 99  # fastai's `Normalize.order`: statistics describe what the transforms before it make
-# where `compute_stats` runs under torch.distributed: across the process group (each rank its shard, then an
-# all-reduce: one model trained data-parallel) or in this process alone (independent trainings, e.g. `fastnorm compare`)
-SYNCS = ('all_reduce', 'local')
+
+@dataclass
+class StatsOptions:
+    """Which batches `compute_stats` reads, and whether it shows it: the keyword arguments `compute_stats`,
+    `SpecNormalize` and `add_spec_norm` take (`frac=`, `n_batches=`, `seed=`, `progress=`), checked here once"""
+    frac:float=1.0 # fraction of the batches to use, drawn at random with `seed`
+    n_batches:int|None=None # at most this many batches
+    seed:int=0 # seeds the choice of batches
+    progress:bool=True # show a fastprogress bar
+    def __post_init__(self):
+        self.frac = check_frac('frac', self.frac, lo_open=True)
+        if self.n_batches is not None: self.n_batches = check_int('n_batches', self.n_batches, lo=1)
+
+def takes_stats_options(f):
+    """`f`, whose `**kwargs` are `StatsOptions`, showing them in its signature and docments (fastcore's `delegates`,
+    its docments read from the dataclass)"""
+    f = delegates(StatsOptions)(f)
+    f.__delwrap__ = StatsOptions
+    return f
 
 def stats_pipeline(dl)->list:
     """The `after_batch` transforms of `dl` that make the data statistics are taken on: order below `NORM_ORDER`
@@ -96,23 +115,23 @@ def _stream(batches, rec, total, progress):
 
 def _is_fastai_dl(dl)->bool: return hasattr(dl, 'after_batch') and hasattr(dl, 'get_idxs') and hasattr(dl, 'dataset')
 
-def _dl_stats(dl, rec, frac, n_batches, seed, progress, cache_stats, local):
-    """Stream the chosen batches of this rank (all of them when `local`) through the fastai `DataLoader` itself
-    (keeping its caches and workers), in order, with its `after_batch` cut before normalization and augmentation and
-    restored afterwards, even on an error; or merge the cache's per-item moments of the same items"""
+def _dl_stats(dl, rec, o:StatsOptions, cache_stats:bool):
+    """Stream the chosen batches of this rank through the fastai `DataLoader` itself (keeping its caches and workers),
+    in order, with its `after_batch` cut before normalization and augmentation and restored afterwards, even on an
+    error; or merge the cache's per-item moments of the same items"""
     bs = dl.bs or 1
-    chosen = stats_items(dl, frac, n_batches, seed)
-    pos = list(range(len(chosen))) if local else dist_shard(range(len(chosen)), bs)
+    chosen = stats_items(dl, o.frac, o.n_batches, o.seed)
+    pos = dist_shard(range(len(chosen)), bs)
     if cache_stats and _cached_stats(dl, rec, chosen, pos): return
     mine = [chosen[p] for p in pos]
     # `partial`, not a lambda: workers started by spawn (macOS, Windows, torch.multiprocessing) pickle `dl`
     cut = dict(after_batch=Pipeline(stats_pipeline(dl)), get_idxs=partial(list, mine), n=len(mine))
     with _patched(dl, shuffle=False, drop_last=False, **cut):
-        _stream(dl, rec, math.ceil(len(mine) / bs), progress)
+        _stream(dl, rec, math.ceil(len(mine) / bs), o.progress)
 
-def _iter_stats(batches, rec, frac, n_batches, seed, progress):
+def _iter_stats(batches, rec, o:StatsOptions):
     "Stream a random `frac` of a plain iterable's batches, as they come, at most `n_batches`"
-    rng, total = random.Random(seed), None
+    frac, n_batches, rng, total = o.frac, o.n_batches, random.Random(o.seed), None
     try: total = len(batches)
     except TypeError: pass
     def _chosen():
@@ -123,37 +142,30 @@ def _iter_stats(batches, rec, frac, n_batches, seed, progress):
             k += 1
             yield b
     if total is not None: total = min(total if frac == 1 else math.ceil(frac*total), n_batches or total)
-    _stream(_chosen(), rec, total, progress)
+    _stream(_chosen(), rec, total, o.progress)
 
+@takes_stats_options
 def compute_stats(dl, # a fastai `DataLoader` (or `DataLoaders`: its training set), or any iterable of batches
                   scope:str='global', # 'global' (one value) or 'freq' (one per frequency bin): `STATS_SCOPES`
                   red_dims=None, # or: the dims to reduce, overriding `scope`
-                  frac:float=1.0, # fraction of the batches to use, drawn at random with `seed`
-                  n_batches:int|None=None, # at most this many batches
-                  seed:int=0, # seeds the choice of batches
-                  progress:bool=True, # show a fastprogress bar
                   unbiased:bool=False, # Bessel-corrected std
                   cache_stats:bool=True, # a `CachedSpecDL` with nothing before normalization: merge per-item moments
-                  sync:str='all_reduce', # under torch.distributed: 'all_reduce' across the ranks, or 'local' (`SYNCS`)
-                 )->StatsRecorder:
+                  **kwargs)->StatsRecorder:
     """One pass over `dl`'s batches after the spectrogram transform, before normalization or augmentation: a
     `StatsRecorder`. Over a feature cache with nothing to apply before normalization, reducing over the batch and time
     dims, the same items' moments stored in the cache are merged instead (no batch is read; exact in float64, where the
     pass sums float32 batches). Under `torch.distributed` (`distrib_ctx`, `torchrun`, `accelerate launch`) each rank
     reads its shard of whole batches of a fastai `DataLoader` and the ranks all-reduce, so all hold the statistics of
     the whole set (a plain iterable is taken to be the rank's shard already, as with a `DistributedSampler`): what one
-    model trained with DDP needs, every rank taking part. `sync='local'` reads all of `dl` in this process and talks to
-    no other rank, whether a process group exists or not: what independent trainings need, such as the jobs of
-    `fastnorm compare` shared among ranks, each computing its own statistics when it gets to them."""
-    local = check_choice('sync', sync, SYNCS) == 'local'
+    model trained with DDP needs, every rank taking part. Without a process group it reads all of `dl`. The keyword
+    arguments are `StatsOptions`' (which batches, and the progress bar)."""
+    o = StatsOptions(**kwargs)
     if red_dims is None: red_dims = STATS_SCOPES[check_choice('scope', scope, tuple(STATS_SCOPES))]
-    frac = check_frac('frac', frac, lo_open=True)
-    if n_batches is not None: n_batches = check_int('n_batches', n_batches, lo=1)
     if hasattr(dl, 'loaders') and hasattr(dl, 'train'): dl = dl.train
     rec = StatsRecorder(red_dims, unbiased=unbiased)
-    if _is_fastai_dl(dl): _dl_stats(dl, rec, frac, n_batches, seed, progress, cache_stats, local)
-    else: _iter_stats(dl, rec, frac, n_batches, seed, progress)
-    if not local and _rank_world()[1] > 1: rec.all_reduce()
+    if _is_fastai_dl(dl): _dl_stats(dl, rec, o, cache_stats)
+    else: _iter_stats(dl, rec, o)
+    if _rank_world()[1] > 1: rec.all_reduce()
     if rec.kept_shape is None: raise ValueError("compute_stats got no batches from `dl`")
     dev = getattr(dl, 'device', None)
     return rec if dev is None else rec.to(dev)

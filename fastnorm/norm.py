@@ -7,13 +7,12 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 from plum import NotFoundLookupError
-from fastcore.basics import store_attr
 from fastcore.foundation import L
 from fastai.data.transforms import DisplayedTransform
 from .audio import AudioTensor
 from .spec import TensorSpec
 from .stats import StatsRecorder
-from .dlstats import SYNCS, compute_stats
+from .dlstats import StatsOptions, compute_stats, takes_stats_options
 from .checks import check_batch4d, check_choice, check_frac, check_int, check_positive
 from .steps import plain, const
 
@@ -67,22 +66,16 @@ class SpecNormalize(DisplayedTransform):
     unchanged. Targets pass."""
     parameters, order = L('mean', 'std'), 99  # as fastai's `Normalize`: after `MelSpec` (5), before SpecAugment (100+)
     _axes = (0,2,3)
+    @takes_stats_options
     def __init__(self, mean=None, # a `StatsRecorder`, or the mean: scalar, vector of kept values, broadcastable tensor
                  std=None, # the std (not with a `StatsRecorder`)
                  axes=None, # dims the statistics are reduced over (given without their kept shape, or computed)
                  eps:float=1e-6, # floor of `std`: zero-std entries get it (with a warning), never Inf
                  cfg=None, # spectrogram settings the statistics belong to; batches made otherwise are an error
-                 frac:float=1.0, # statistics computed in `setups`: on this fraction of the training batches,
-                 n_batches:int|None=None, # at most this many batches,
-                 seed:int=0, # chosen with this seed,
-                 progress:bool=True, # with a progress bar,
-                 sync:str='all_reduce', # across the ranks of torch.distributed, or 'local' (see `compute_stats`)
-                ):
+                 **kwargs):
+        "Statistics computed in `setups` are computed with the `StatsOptions` in `kwargs`"
         super().__init__()
-        self.eps, self.frac = check_positive('eps', eps), check_frac('frac', frac, lo_open=True)
-        self.n_batches = None if n_batches is None else check_int('n_batches', n_batches, lo=1)
-        self.sync = check_choice('sync', sync, SYNCS)
-        store_attr('cfg,seed,progress')
+        self.eps, self.opts, self.cfg = check_positive('eps', eps), StatsOptions(**kwargs), cfg
         self.axes = tuple(self._axes if axes is None else axes)
         self.mean = self.std = self.stats = None
         self.computed = mean is None and std is None  # statistics come from `setups`
@@ -95,6 +88,11 @@ class SpecNormalize(DisplayedTransform):
                                  "(then `setups` computes them from the training set)")
             self._set(mean, std, self.axes, cfg)
 
+    def __setstate__(self, d):
+        "Pickles of fastnorm <= 0.2 hold the `StatsOptions` one by one (and a `sync`, gone since)"
+        if 'opts' not in d:
+            d = {**d, 'opts': StatsOptions(**{k: d[k] for k in ('frac', 'n_batches', 'seed', 'progress') if k in d})}
+        self.__dict__.update(d)
     def _from_recorder(self, stats): return stats
     def _use(self, stats:StatsRecorder, cfg=None):
         "Take mean, std, reduced dims and spectrogram settings from a recorder"
@@ -119,9 +117,7 @@ class SpecNormalize(DisplayedTransform):
     def setups(self, dl):
         "Compute the statistics from the training `DataLoader` `dl` when none were given (called as fastai builds it)"
         if not self.computed or dl is None: return
-        kw = dict(frac=self.frac, n_batches=self.n_batches, seed=self.seed, progress=self.progress,
-                  sync=getattr(self, 'sync', 'all_reduce'))  # pickles of fastnorm <= 0.2 have no `sync`
-        try: stats = compute_stats(dl, red_dims=self.axes, **kw)
+        try: stats = compute_stats(dl, red_dims=self.axes, **vars(self.opts))
         except (AttributeError, NotFoundLookupError) as e:  # fasttransform's `Transform.setup` would swallow these
             raise RuntimeError(f"{type(self).__name__} could not compute its statistics from the training DataLoader: "
                                f"{type(e).__name__}: {e}") from e
@@ -323,25 +319,21 @@ SPEC_NORMS = {
                              "each item min-max scaled to [0,1], then ImageNet's mean and std"),
 }
 
-def _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps, sync):
-    "The normalizer `add_spec_norm` adds: `SPEC_NORMS[norm]`'s"
+def _norm_tfm(norm, stats, eps, opts:StatsOptions):
+    "The normalizer `add_spec_norm` adds: `SPEC_NORMS[norm]`'s (`opts`: the `StatsOptions` of one computing statistics)"
     norm = check_choice('norm', norm, tuple(SPEC_NORMS))
-    return SPEC_NORMS[norm].make(stats, eps, frac=frac, n_batches=n_batches, seed=seed, progress=progress, sync=sync)
+    return SPEC_NORMS[norm].make(stats, eps, **vars(opts))
 
+@takes_stats_options
 def add_spec_norm(dls, # fastai `DataLoaders` whose batches are `TensorSpec`
                   norm:str='freq', # a key of `SPEC_NORMS`: freq (per frequency bin), global, instance, imagenet
-                  frac:float=1.0, # fraction of the training batches the statistics are computed on
-                  n_batches:int|None=None, # at most this many batches
-                  seed:int=0, # seeds the choice of batches
                   stats:StatsRecorder|None=None, # use these statistics instead of computing them
-                  progress:bool=True, # show a progress bar while the statistics are computed
                   eps:float=1e-6, # std floor
-                  sync:str='all_reduce', # across the ranks of torch.distributed, or 'local' (`compute_stats`)
-                 ):
+                  **kwargs):
     """Add a normalizer to existing DataLoaders with fastai's `dls.add_tfms`, after `MelSpec` and before SpecAugment,
     replacing an earlier one; its statistics come from `dls.train` through the normalizer's `setups` (as in
-    `batch_tfms`)"""
-    tfm = _norm_tfm(norm, frac, n_batches, seed, stats, progress, eps, sync)
+    `batch_tfms`), computed with the `StatsOptions` in `kwargs`"""
+    tfm = _norm_tfm(norm, stats, eps, StatsOptions(**kwargs))
     for dl in dls.loaders:  # drop an earlier normalizer: a new list per loader (loaders made with `new` share one)
         dl.after_batch.fs = dl.after_batch.fs.filter(lambda t: not isinstance(t, _NORMALIZERS))
     tfm.setup(dls.train)

@@ -197,3 +197,35 @@ def test_progress_bar_by_default(capsys):
     assert '5/5' in capsys.readouterr().out
     assert torch.equal(a.mean, compute_stats(xs, progress=False).mean)
     assert capsys.readouterr().out == ''
+
+# ---- the statistics options, declared once (`StatsOptions`) ----
+def test_normalizers_pass_their_statistics_options_on(dls, monkeypatch):
+    "`FreqSpecNorm(frac=...)` and `add_spec_norm(..., n_batches=...)` reach `compute_stats` as they were given"
+    import fastnorm.norm as N
+    from fastnorm.dlstats import StatsOptions
+    seen, real = [], N.compute_stats
+    monkeypatch.setattr(N, 'compute_stats', lambda dl, **kw: seen.append(kw) or real(dl, **kw))
+    FreqSpecNorm(frac=0.5, seed=3, progress=False).setup(dls.train)
+    add_spec_norm(dls, 'global', n_batches=1, progress=False)
+    assert [{k: v for k, v in kw.items() if k != 'red_dims'} for kw in seen] == [
+        dict(frac=0.5, n_batches=None, seed=3, progress=False), dict(frac=1.0, n_batches=1, seed=0, progress=False)]
+    assert StatsOptions(frac=1, n_batches=2) == StatsOptions(1., 2) and type(StatsOptions(frac=1).frac) is float
+    for bad, msg in ((dict(frac=0), r'`frac` must be between 0 and 1 \(0 given\)'),
+                     (dict(n_batches=0), r'`n_batches` must be an integer >= 1 \(0 given\)')):
+        for make in (lambda kw: StatsOptions(**kw), lambda kw: FreqSpecNorm(**kw),
+                     lambda kw: add_spec_norm(dls, 'instance', **kw), lambda kw: compute_stats(dls, **kw)):
+            with pytest.raises(ValueError, match=msg): make(bad)
+    with pytest.raises(TypeError, match='sync'): FreqSpecNorm(sync='local')  # gone: no process group, no all-reduce
+
+def test_a_normalizer_pickled_with_its_options_one_by_one_still_computes_them(dls):
+    "fastnorm <= 0.2 kept frac, n_batches, seed, progress (and sync) as attributes: such a pickle loads and works"
+    import pickle
+    old = FreqSpecNorm(progress=False)
+    state = {k: v for k, v in old.__dict__.items() if k != 'opts'}
+    state.update(frac=0.5, n_batches=None, seed=3, progress=False, sync='local')
+    old.__dict__.clear()
+    old.__dict__.update(state)
+    t = pickle.loads(pickle.dumps(old))
+    t.setup(dls.train)
+    want = compute_stats(dls.train, scope='freq', frac=0.5, seed=3, progress=False)
+    assert torch.equal(t.mean, want.mean.float()) and torch.equal(t.std, want.std.float())

@@ -47,8 +47,8 @@ def _keep_stats(stats, out:Path, stem:str):
 
 def _stats(dls, scope:str, stem:str, frac:float, seed:int, stats_dir:Path|None):
     "The training set's statistics of `scope`, computed on `frac` of its batches; kept as `stem.*` in `stats_dir`"
-    # sync='local': a job is one training; another rank may be computing other statistics, or none, meanwhile
-    stats = compute_stats(dls.train, scope=scope, frac=frac, seed=seed, progress=False, sync='local')
+    # no process group exists while jobs run (`ranks`): each job's statistics are its own process's
+    stats = compute_stats(dls.train, scope=scope, frac=frac, seed=seed, progress=False)
     if stats_dir is not None:
         _keep_stats(stats, stats_dir, stem)
     return stats

@@ -1,6 +1,6 @@
 """The comparison's tables in `--out`: `results.csv` (a row per trained job) and `curves.csv` (a row per epoch), read
-back on resume, written atomically after every job (a distributed rank writes its own rows to `NAME.rankK.csv`), and
-merged by rank 0 at the end."""
+back on resume, written atomically after every job (a rank of several writes its own rows to `NAME.rankK.csv`), and
+merged by the rank that finds every job saved."""
 from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -65,10 +65,15 @@ def _with_fold(df:pd.DataFrame, fold:int)->pd.DataFrame:
         df.insert(df.columns.get_loc('run') + 1, 'fold', fold)
     return df
 
+def _newest_first(paths:list)->list:
+    return sorted((p for p in paths if p.exists()), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
 def read_table(out:Path, name:str, fold:int=1)->pd.DataFrame:
-    """`out/name.csv` with the rows the ranks of an earlier distributed run left in `name.rank*.csv`; where both hold a
-    job, the first wins. A table without a `fold` column (fastnorm 0.2's) holds fold `fold`'s rows"""
-    dfs = [_with_fold(d, fold) for d in _read_nonempty([out/f'{name}.csv'] + part_files(out, name))]
+    """`out/name.csv` with the rows ranks saved in `name.rank*.csv`; where several files hold a job, the newest file's
+    row wins (a rank's part holds what it evaluated since). A table without a `fold` column (fastnorm 0.2's) holds
+    fold `fold`'s rows"""
+    paths = _newest_first([out/f'{name}.csv'] + part_files(out, name))
+    dfs = [_with_fold(d, fold) for d in _read_nonempty(paths)]
     if not dfs:
         return pd.DataFrame()
     df = pd.concat(dfs, ignore_index=True)
@@ -88,6 +93,10 @@ def canonical(df:pd.DataFrame, norms)->pd.DataFrame:
 def _curves(frames:list)->pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+def _of(df:pd.DataFrame, jobs)->pd.DataFrame:
+    "The rows of `df` whose job `(norm, run, fold)` is in `jobs`"
+    return df[[k in jobs for k in zip(*(df[c] for c in KEY))]]
+
 def _key(row:dict)->tuple:
     return tuple(row[k] for k in KEY)
 
@@ -104,9 +113,13 @@ class Ledger:
         self.rows = {_key(r): {**{c: np.nan for c in self.columns}, **r} for r in old.to_dict('records')}
         curves = read_table(out, 'curves', fold) if resume else pd.DataFrame()
         if len(curves):  # a job counts once it is in results.csv: drop curves of a job cut between the two writes
-            curves = curves[[k in self.rows for k in zip(*(curves[c] for c in KEY))]]
+            curves = _of(curves, self.rows)
         self.curves = [curves] if len(curves) else []
         self.mine, self.mine_curves = {}, []  # what this process trains or updates: a rank's part
+        if resume and ranks.world > 1:  # the rows its rank number left in an earlier launch stay in its part
+            for d in _read_nonempty([ranks.part(out, 'results')]):
+                self.mine.update({k: self.rows[k] for k in zip(*(_with_fold(d, fold)[c] for c in KEY))})
+            self.mine_curves = [_of(curves, self.mine)] if len(curves) and self.mine else []
     @property
     def done(self)->set:
         "The jobs that have a row"
@@ -133,23 +146,15 @@ class Ledger:
         results = self._results(self.mine) if own else canonical(self._results(self.rows), self.norms)
         write_csv(results, self.ranks.part(self.out, 'results'))  # results last: a job counts once both are saved
     def merge(self)->tuple:
-        """On rank 0, once all ranks are done: (results, curves) of the whole comparison, the parts merged into the
-        tables (a part's rows replace the old ones they update) and removed"""
-        results, curves = self._results(self.rows), _curves(self.curves)
-        if self.ranks.world == 1:
-            return canonical(results, self.norms), curves
-        parts = [_with_fold(d, self.fold) for d in _read_nonempty(part_files(self.out, 'results'))]
-        if parts:
-            results = pd.concat(parts[::-1] + [results], ignore_index=True)
-            results = results.drop_duplicates(KEY, keep='first')
-        parts = [_with_fold(d, self.fold) for d in _read_nonempty(part_files(self.out, 'curves'))]
-        curves = pd.concat([curves] + parts, ignore_index=True)
-        curves = curves.drop_duplicates(KEY + ['epoch'])
-        write_csv(curves, self.out/'curves.csv')
-        write_csv(canonical(results, self.norms), self.out/'results.csv')
-        for p in part_files(self.out, 'results') + part_files(self.out, 'curves'):
-            p.unlink()
-        return canonical(results, self.norms), curves
+        """(results, curves) of the whole comparison; among several ranks (read once every job is saved), written to
+        the tables, and the parts they merge removed"""
+        results, curves = canonical(self._results(self.rows), self.norms), _curves(self.curves)
+        if self.ranks.world > 1:
+            write_csv(curves, self.out/'curves.csv')
+            write_csv(results, self.out/'results.csv')
+            for p in part_files(self.out, 'results') + part_files(self.out, 'curves'):
+                p.unlink()
+        return results, curves
     def own_rows(self)->pd.DataFrame:
         "The rows this process trained or updated"
         return self._results(self.mine)

@@ -1,12 +1,13 @@
 """`run_comparison`, top-down: check the output folder (and what a resume continues), plan the jobs, evaluate kept
-models under new shifts, train the missing jobs, merge and report. The ranks of a distributed run share the jobs;
-`Ranks` keeps that bookkeeping out of the phases."""
+models under new shifts, train the missing jobs, merge and report. The ranks of a launch share the jobs without
+talking to each other: `Ranks` holds their lock and names their parts (see `ranks`)."""
 from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
 import pandas as pd
 from fastai.torch_core import set_seed
+from fastprogress.fastprogress import progress_bar
 from ..data import check_batch_size
 from ..utils import atomic_path
 from .. import __version__
@@ -16,15 +17,28 @@ from .datasets import resolve_data, make_dls
 from .shift import parse_shifts
 from .evaluate import ShiftedValid, Adapted
 from .jobs import Job, model_path, train_job, evaluate_kept
-from .ranks import Ranks, one_process, part_files
+from .ranks import Ranks, part_files
 from .results import Ledger
 from .report import write_report
 
 __all__ = ['run_comparison', 'check_same_settings']
 
-def _check_out(out:Path, resume:bool):
-    "`out` holds no comparison, unless this is a `resume`"
-    if ((out/'results.csv').exists() or part_files(out, 'results')) and not resume:
+def _read_config(f:Path):
+    "What the JSON file `f` holds, or a ValueError naming it"
+    try: return json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"--resume: {f} is not the JSON fastnorm writes ({type(e).__name__}: {e}): "
+                         "remove it to resume with today's settings, or use another --out") from None
+
+def _same_launch(out:Path, launch:str|None)->bool:
+    "`out/config.json` was written by a rank of this launch (whose rows are there already)"
+    try: old = _read_config(out/'config.json') if launch is not None and (out/'config.json').exists() else None
+    except ValueError: return False
+    return isinstance(old, dict) and old.get('launch') == launch
+
+def _check_out(out:Path, resume:bool, launch:str|None=None):
+    "`out` holds no comparison, unless this is a `resume` or another rank of this `launch` began it"
+    if ((out/'results.csv').exists() or part_files(out, 'results')) and not resume and not _same_launch(out, launch):
         raise FileExistsError(f"{out/'results.csv'} exists: pass --resume to complete that comparison, "
                               "or choose another --out")
 
@@ -36,10 +50,7 @@ def check_same_settings(cfg:CompareConfig, # the settings of the comparison to r
     if not (out/'config.json').exists():
         return
     f = out/'config.json'
-    try: old = json.loads(f.read_text())
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise ValueError(f"--resume: {f} is not the JSON fastnorm writes ({type(e).__name__}: {e}): "
-                         "remove it to resume with today's settings, or use another --out") from None
+    old = _read_config(f)
     if not isinstance(old, dict):
         raise ValueError(f"--resume: {f} holds a {type(old).__name__}, not the settings (a JSON object) fastnorm "
                          "writes")
@@ -50,21 +61,20 @@ def check_same_settings(cfg:CompareConfig, # the settings of the comparison to r
                          "use another --out")
 
 def _open(cfg:CompareConfig, out:Path, ranks:Ranks, shifts:list, resume:bool)->tuple:
-    """(cfg, data, ledger): the data resolved (rank 0 first: it may make it) and `--folds all` with it, the settings
-    checked against a resumed comparison's and kept, what a resume continues read"""
-    data = ranks.main_first(lambda: resolve_data(cfg.data, cfg.cv if cfg.folds != 'all' else 'all', cfg.speaker,
-                                                 cfg.subset), 'data')
+    """(cfg, data, ledger), under the ranks' lock: `out` checked, the data resolved (the first rank makes it, the
+    others find it) and `--folds all` with it, the settings checked against a resumed comparison's and kept, what a
+    resume continues read"""
+    _check_out(out, resume, ranks.launch)
+    data = resolve_data(cfg.data, cfg.cv if cfg.folds != 'all' else 'all', cfg.speaker, cfg.subset)
     if cfg.folds == 'all':
         cfg = replace(cfg, folds=data.folds)
     check_batch_size(data.n_train, cfg.bs, f'the training set of --data {cfg.data}')
     if resume: check_same_settings(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
-    if ranks.main:
-        with atomic_path(out/'config.json') as tmp:
-            tmp.write_text(json.dumps({**cfg.key(), 'fastnorm': __version__}, indent=1))
-    ledger = Ledger(out, cfg.norms, [s.column for s in shifts], ranks, resume, fold=cfg.fold)
-    ranks.wait('read')  # every rank has read what is there before anyone writes its own part
-    return cfg, data, ledger
+    launch = {} if ranks.launch is None else {'launch': ranks.launch}
+    with atomic_path(out/'config.json') as tmp:
+        tmp.write_text(json.dumps({**cfg.key(), 'fastnorm': __version__, **launch}, indent=1))
+    return cfg, data, Ledger(out, cfg.norms, [s.column for s in shifts], ranks, resume, fold=cfg.fold)
 
 class _Comparison:
     "The state the phases share: settings, data, the ranks, the rows and the shifted validation sets"
@@ -78,24 +88,33 @@ class _Comparison:
     def name(self, job:Job)->str:
         "How the log names a job"
         return f"run {job.run}" + (f" fold {job.fold}" if self.cfg.folds is not None else '') + f" {job.norm:>8}"
+    @property
+    def jobs(self)->list:
+        "Every job, run by run, each run fold by fold (every fold of a run shares its seed: runs pair by seed and fold)"
+        cfg = self.cfg
+        return [Job(n, r, cfg.seed + r, f) for r in range(cfg.runs) for f in cfg.cv for n in cfg.norms]
+    def todo(self, ledger:Ledger, jobs:list)->tuple:
+        """(to evaluate, to train) of `jobs`: trained but not under every shift, their weights kept; not trained"""
+        done, missing = ledger.done, lambda j: ledger.missing(j.key, self.targets)
+        evals = [j for j in jobs if j.key in done and missing(j) and model_path(self.out, j).exists()]
+        return evals, [j for j in jobs if j.key not in done]
     def plan(self)->tuple:
-        """(to evaluate, to train): jobs trained but not under every shift, and jobs not trained; run by run, each run
-        fold by fold (every fold of a run shares its seed, so runs pair by seed and fold)"""
-        cfg, done = self.cfg, self.ledger.done
-        jobs = [Job(n, r, cfg.seed + r, f) for r in range(cfg.runs) for f in cfg.cv for n in cfg.norms]
-        evals = [j for j in jobs if j.key in done and self.ledger.missing(j.key, self.targets)]
-        train = [j for j in jobs if j.key not in done]
-        if done and self.ranks.main:
-            self.log(f"resuming: {len(done)} run(s) already in {self.out/'results.csv'}, {len(train)} to train, "
+        "(to evaluate, to train): this rank's share of the jobs, less what `out` holds"
+        mine, done = self.ranks.share(self.jobs), self.ledger.done
+        for j in mine:
+            if j.key in done and self.ledger.missing(j.key, self.targets) and not model_path(self.out, j).exists():
+                self.log(f"{self.name(j)}: its weights are not in {self.out/'models'}, so it cannot be evaluated "
+                         f"under {', '.join(s.name for s in self.ledger.missing(j.key, self.targets))}")
+        evals, train = self.todo(self.ledger, mine)
+        if done:
+            n = len(done) if self.ranks.world == 1 else sum(j.key in done for j in mine)
+            self.log(f"resuming: {n} run(s) already in {self.out/'results.csv'}, {len(train)} to train, "
                      f"{len(evals)} to evaluate under new shifts")
         return evals, train
     def make_caches(self):
-        "The feature caches, one per waveform normalization, made by rank 0 before the other ranks look for them"
-        if self.ranks.main:
-            with one_process():
-                for wave in sorted({RECIPES[n].wave for n in self.cfg.norms}):  # one cache serves every fold
-                    make_dls(self.data, self.cfg, wave, self.cfg.cv[0], self.progress)
-        self.ranks.wait('caches')
+        "The feature caches, one per waveform normalization (the first rank makes them, the others find them)"
+        for wave in sorted({RECIPES[n].wave for n in self.cfg.norms}):  # one cache serves every fold
+            make_dls(self.data, self.cfg, wave, self.cfg.cv[0], self.progress and self.ranks.main)
     def shifted(self, dls, fold:int)->ShiftedValid:
         """The shifted validation set of `fold`, made from its first job's DataLoaders (every recipe validates on the
         same clips)"""
@@ -105,41 +124,43 @@ class _Comparison:
     def evaluate(self, job:Job):
         "A trained job's accuracy under the shifts its row lacks, from its kept weights"
         need = self.ledger.missing(job.key, self.targets)
-        if not model_path(self.out, job).exists():
-            self.log(f"{self.name(job)}: its weights are not in {self.out/'models'}, "
-                     f"so it cannot be evaluated under {', '.join(s.name for s in need)}")
-            return
         set_seed(job.seed, reproducible=True)
-        with one_process():
-            dls = make_dls(self.data, self.cfg, RECIPES[job.norm].wave, job.fold, False)
-            got = evaluate_kept(dls, self.cfg, job, self.out, self.shifted(dls, job.fold), need)
+        dls = make_dls(self.data, self.cfg, RECIPES[job.norm].wave, job.fold, False)
+        got = evaluate_kept(dls, self.cfg, job, self.out, self.shifted(dls, job.fold), need)
         self.ledger.update(job.key, got)
         self.ledger.save()
         self.log(f"{self.name(job)}: evaluated under {', '.join(s.name for s in need)}")
     def train(self, job:Job):
         "Train a job, evaluate it under the shifts and save its rows"
         set_seed(job.seed, reproducible=True)
-        with one_process():
-            dls = make_dls(self.data, self.cfg, RECIPES[job.norm].wave, job.fold, self.progress and self.ranks.main)
-            shifted = self.shifted(dls, job.fold) if self.targets else None
-            row, curve = train_job(dls, self.cfg, job, self.out, shifted, cbs=self.cbs)
+        dls = make_dls(self.data, self.cfg, RECIPES[job.norm].wave, job.fold, self.progress and self.ranks.main)
+        shifted = self.shifted(dls, job.fold) if self.targets else None
+        row, curve = train_job(dls, self.cfg, job, self.out, shifted, cbs=self.cbs)
         self.ledger.add(row, curve)
         self.ledger.save()
         self.log(f"{self.name(job)}: accuracy {row['final_acc']:.4f} (best {row['best_acc']:.4f}) "
                  f"in {row['seconds']:.1f}s" + ''.join(f", {s.name} {row[s.column]:.4f}" for s in self.targets))
-    def report(self)->pd.DataFrame:
-        "On rank 0: every rank's rows merged, summary.md and the plots written; returns the results"
-        results, curves = self.ledger.merge()
+    def report(self, ledger:Ledger)->pd.DataFrame:
+        "The rows of `ledger` merged, summary.md and the plots written; returns the results"
+        results, curves = ledger.merge()
         legend = {n: RECIPES[n].doc for n in self.cfg.norms}
         md = write_report(results, curves, self.cfg, self.shifts, self.data.n_classes, legend, self.out)
         self.log('\n' + md)
         return results
     def finish(self)->pd.DataFrame:
-        "Once every rank is done, rank 0 reports; returns the results (on another rank, the rows it made)"
-        self.ranks.wait('jobs done')
-        results = self.report() if self.ranks.main else self.ledger.own_rows()
-        self.ranks.wait('report')  # the other ranks wait for the report: its failure is theirs
-        return results
+        """The results, reported by the only rank, or by the rank that finds every job saved (the last to finish) with
+        parts to merge or no report yet; on another rank, the rows it made"""
+        if self.ranks.world == 1:
+            return self.report(self.ledger)
+        with self.ranks.lock(self.out):
+            whole = Ledger(self.out, self.cfg.norms, [s.column for s in self.targets], self.ranks, True, self.cfg.fold)
+            fresh = part_files(self.out, 'results') or not (self.out/'summary.md').exists()
+            if fresh and not any(self.todo(whole, self.jobs)):
+                return self.report(whole)
+        return self.ledger.own_rows()
+
+def _progress(jobs:list, show:bool):
+    return progress_bar(jobs) if show and jobs else jobs
 
 def run_comparison(cfg:CompareConfig, # what to compare
                    out='runs/compare', # the folder for results, curves, statistics, weights and the report
@@ -149,22 +170,20 @@ def run_comparison(cfg:CompareConfig, # what to compare
                    cbs=None, # fastai callbacks added to every training; the learner's job is `learn.job`
                   )->pd.DataFrame:
     """Train every (normalization, run, fold) job that `out/results.csv` lacks, saving after each, and evaluate each
-    model under `cfg.shifts`; then write the summary and plots. Under `torchrun` the jobs are shared among the ranks by
-    rank and world size, each job a single-process training; when one rank fails, every rank stops at its next job or
-    wait with that rank's error, keeping the rows already saved for `resume` (see `ranks`)"""
+    model under `cfg.shifts`; then write the summary and plots. Under `torchrun` each rank trains its share of the jobs
+    (every world-size-th), each a single-process training, and the last to finish merges and reports; when one rank
+    fails, torchrun stops the others, and the rows already saved stay for `resume` (see `ranks`)"""
     cfg.check()
     out = Path(out)
-    _check_out(out, resume)
+    ranks = Ranks.join()
     shifts = parse_shifts(cfg.shifts, seed=cfg.seed)
-    ranks = Ranks.join(out)
-    with ranks.watch():
-        run = _Comparison(cfg, out, ranks, shifts, resume, progress, log, cbs)
+    with ranks.alone():
+        with ranks.lock(out):
+            run = _Comparison(cfg, out, ranks, shifts, resume, progress, log, cbs)
+            run.make_caches()
         evals, train = run.plan()
-        run.make_caches()
-        for job in ranks.progress(ranks.share(evals), progress):
-            ranks.check()
+        for job in _progress(evals, progress and ranks.main):
             run.evaluate(job)
-        for job in ranks.progress(ranks.share(train), progress):
-            ranks.check()
+        for job in _progress(train, progress and ranks.main):
             run.train(job)
         return run.finish()
