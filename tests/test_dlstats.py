@@ -210,7 +210,7 @@ def test_normalizers_pass_their_statistics_options_on(dls, monkeypatch):
     assert [{k: v for k, v in kw.items() if k != 'red_dims'} for kw in seen] == [
         dict(frac=0.5, n_batches=None, seed=3, progress=False), dict(frac=1.0, n_batches=1, seed=0, progress=False)]
     assert StatsOptions(frac=1, n_batches=2) == StatsOptions(1., 2) and type(StatsOptions(frac=1).frac) is float
-    for bad, msg in ((dict(frac=0), r'`frac` must be between 0 and 1 \(0 given\)'),
+    for bad, msg in ((dict(frac=0), r'`frac` must be a finite number in \(0, 1\] \(0 given\)'),
                      (dict(n_batches=0), r'`n_batches` must be an integer >= 1 \(0 given\)')):
         for make in (lambda kw: StatsOptions(**kw), lambda kw: FreqSpecNorm(**kw),
                      lambda kw: add_spec_norm(dls, 'instance', **kw), lambda kw: compute_stats(dls, **kw)):
