@@ -193,7 +193,8 @@ def adapt_help()->str:
     head = adapt.__doc__.split(' (`fastnorm adapt --help`')[0]
     return head + '\nMethods: ' + '; '.join(f"{k}: {v.doc}" for k, v in _adapt_methods().items()) + '.'
 
-_HELP = {'compare': compare_help, 'adapt': adapt_help}  # commands whose description is made from registries when they run
+# the commands whose description is made from registries when they run
+_HELP = {'compare': compare_help, 'adapt': adapt_help}
 
 def main():
     "Entry point of the `fastnorm` console script"

@@ -13,7 +13,8 @@ from .stats import StatsRecorder, STATS_SCOPES
 from .cache import CachedSpecDL
 from .checks import check_choice, check_frac, check_int
 
-__all__ = ['NORM_ORDER', 'StatsOptions', 'takes_stats_options', 'stats_pipeline', 'stats_items', 'dist_shard', 'compute_stats']
+__all__ = ['NORM_ORDER', 'StatsOptions', 'takes_stats_options', 'stats_pipeline', 'stats_items', 'dist_shard',
+           'compute_stats']
 
 NORM_ORDER = 99  # fastai's `Normalize.order`: statistics describe what the transforms before it make
 

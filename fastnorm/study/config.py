@@ -113,8 +113,9 @@ class CompareConfig:
         "The validation folds: those of `folds` (resolved from 'all' by `run_comparison`), else `fold` alone"
         return (self.fold,) if self.folds is None else tuple(self.folds)
     def key(self):
-        """What must match on resume: all but `runs`, `shifts`, `adapt` and `adapt_clips` (more may be added); `speaker`, `subset` and `folds`
-        only where they are set (so comparisons made before they existed resume), `fold` only where `folds` is not"""
+        """What must match on resume: all but `runs`, `shifts`, `adapt` and `adapt_clips` (more may be added);
+        `speaker`, `subset` and `folds` only where they are set (so comparisons made before they existed resume), `fold`
+        only where `folds` is not"""
         unset = lambda k, v: (k in ('speaker', 'subset', 'folds') and v is None) or (k == 'fold' and self.folds)
         skip = ('runs', 'shifts', 'adapt', 'adapt_clips')
         return {k: v for k, v in asdict(self).items() if k not in skip and not unset(k, v)}

@@ -190,9 +190,9 @@ def adaptation_markdown(adapt_summary:pd.DataFrame)->str:
     "A table per normalization: accuracy as trained and adapted by each method, under each shift, with the change"
     methods = list(dict.fromkeys(adapt_summary['method']))
     lines = ["## Adapted to the new clips, without labels\n",
-             "Mean accuracy as trained and after each adaptation (in brackets the change, each model paired with itself "
-             "as trained, ± its 95% CI). Each half of the validation fold is scored with the model adapted to the other "
-             "half's clips under the same shift, so no clip is scored by statistics it helped estimate.\n"]
+             "Mean accuracy as trained and after each adaptation (in brackets the change, each model paired with "
+             "itself as trained, ± its 95% CI). Each half of the validation fold is scored with the model adapted to "
+             "the other half's clips under the same shift, so no clip is scored by statistics it helped estimate.\n"]
     for n, g in adapt_summary.groupby('norm', sort=False):
         lines += [f"### {n}\n", "| shift | n | as trained | " + ' | '.join(methods) + ' |',
                   '|---|---|---|' + '---|' * len(methods)]
