@@ -10,8 +10,8 @@ import soundfile as sf, torch
 from torch import nn
 from fastai.data.load import DataLoader
 from fasttransform import Pipeline
-from .audio import AudioTensor, AudioCropPad, AUDIO_EXTS
-from .cache import CachedSpec
+from .audio import AudioTensor, AUDIO_EXTS
+from .cache import dl_crop
 from .stats import StatsRecorder
 from .norm import SpecNormalize
 from .checks import check_choice, check_number
@@ -66,14 +66,6 @@ class BandMatch(SpecNormalize):
     def name(self):
         return f"BandMatch -- {'mean only' if self.mean_only else f'std floor {self.std_floor:g}'}\n"
 
-def _crop(dl)->tuple|None:
-    "(seconds of a clip, pad side) of the learner's crop/pad (or feature cache), or None if it has none"
-    tfms = list(dl.dataset.tls[0].tfms.fs) if hasattr(dl.dataset, 'tls') else []
-    cache = next((t.cache for t in tfms if isinstance(t, CachedSpec)), None)
-    if cache is not None: return cache.duration, 'end'
-    crops = [t for t in getattr(dl, 'after_item', Pipeline()).fs if isinstance(t, AudioCropPad)]
-    return None if not crops else (crops[-1].duration, crops[-1].pad)
-
 def _n_samples(item, sr:int)->int|None:
     "Samples of an audio file or `AudioTensor` at `sr`, or None when `item` is neither"
     if isinstance(item, AudioTensor): return math.ceil(item.shape[-1] * sr / getattr(item, 'sr', sr))
@@ -114,7 +106,7 @@ def band_stats(dl, # a fastai `DataLoader` of the clips (their labels unused)
     """Per mel bin mean and std (`[1,C,F,1]`) of the log-mel that `dl` makes, at the point `BandMatch` sits: after
     the spectrogram, before PCEN and the normalizations, no augmentation; read in order, every item once"""
     d = dl.new(shuffle=False, drop_last=False) if hasattr(dl, 'new') else dl
-    pipe, crop, items = _cut(d), _crop(d), _items(d)
+    pipe, crop, items = _cut(d), dl_crop(d), _items(d)
     rec, k = StatsRecorder((0, 3)), 0
     d.after_batch = Pipeline([])
     with torch.no_grad():
@@ -124,8 +116,8 @@ def band_stats(dl, # a fastai `DataLoader` of the clips (their labels unused)
             cfg = getattr(x, 'cfg', None)
             sizes = [_n_samples(i, cfg.sr) for i in items[k:k + B]] if mask_padding and crop and cfg else []
             if len(sizes) == B and None not in sizes:
-                n = int(round(crop[0] * cfg.sr))
-                mask = frame_mask(torch.tensor(sizes, device=x.device), n, x.shape[-1], cfg.hop_length, crop[1])
+                n = int(round(crop.duration * cfg.sr))
+                mask = frame_mask(torch.tensor(sizes, device=x.device), n, x.shape[-1], cfg.hop_length, crop.pad)
             rec.update(x, mask=mask)
             k += B
     if rec.kept_shape is None: raise ValueError("band_stats: the DataLoader gave no batch")

@@ -14,7 +14,7 @@ from .utils import fastnorm_home, atomic_dir, reserve, explain_full_disk
 from .checks import check_int, check_positive
 from . import __version__
 
-__all__ = ['SpecCache', 'CacheError', 'CachedSpec', 'CachedSpecDL', 'SpecCacheBlock']
+__all__ = ['SpecCache', 'CacheError', 'CachedSpec', 'CachedSpecDL', 'SpecCacheBlock', 'dl_crop']
 
 # 2: per-item statistics in `stats.npz`; caches of format 1 lack them (`item_stats` is None) and are rebuilt by `build`
 CACHE_FORMAT = 2
@@ -253,6 +253,15 @@ class CachedSpec(Transform):
     input_types = (str, Path, AudioTensor)  # what `test_dl` and `predict` accept (fastai reads `input_types`)
     def __init__(self, cache:SpecCache): self.cache = cache
     def encodes(self, x)->TensorSpec: return self.cache.spec(x)
+
+def dl_crop(dl)->AudioCropPad|None:
+    """The crop/pad that makes the clips of `dl` one length: its feature cache's (the cache's duration, zeros at the
+    end), or the last `AudioCropPad` of its item transforms; None if it has neither"""
+    tls = getattr(dl.dataset, 'tls', None)
+    cache = next((t.cache for t in tls[0].tfms.fs if isinstance(t, CachedSpec)), None) if tls else None
+    if cache is not None: return AudioCropPad(cache.duration)
+    crops = [t for t in dl.after_item.fs if isinstance(t, AudioCropPad)]
+    return crops[-1] if crops else None
 
 class CachedSpecDL(TfmdDL):
     """A `TfmdDL` over a `SpecCacheBlock` dataset: a batch of cached items is one memmap slice; a batch with an item the

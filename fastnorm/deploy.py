@@ -20,7 +20,7 @@ from fastai.data.transforms import ToTensor
 import fastai.callback.progress  # noqa: F401 (Learner.no_bar)
 from .audio import AudioTensor, AudioNormalize, AudioCropPad, OpenAudio
 from .spec import SpecConfig, MelSpec
-from .cache import CachedSpec
+from .cache import CachedSpec, dl_crop
 from .onnxspec import PowerSTFT, Spectrogram
 from .steps import InferenceStep
 from .utils import atomic_path
@@ -70,16 +70,15 @@ def _reader(dl)->tuple:
 
 def _crop(dl, cache)->AudioCropPad:
     "The learner's crop/pad (the feature cache's: its duration, zeros at the end); other item transforms are refused"
-    if cache is not None: return AudioCropPad(cache.duration)
-    crops, other = [], []
-    for t in dl.after_item.fs:
-        if isinstance(t, AudioCropPad): crops.append(t)
-        elif not isinstance(t, ToTensor) and not _train_only(t): other.append(_name(t))
-    if other: raise ValueError(f"to_onnx cannot export the item transform(s) {other}")
-    if not crops:
+    if cache is None:
+        other = [_name(t) for t in dl.after_item.fs
+                 if not isinstance(t, (AudioCropPad, ToTensor)) and not _train_only(t)]
+        if other: raise ValueError(f"to_onnx cannot export the item transform(s) {other}")
+    crop = dl_crop(dl)
+    if crop is None:
         raise ValueError("to_onnx needs a fixed clip length: the learner has no AudioCropPad "
                          "(AudioBlock(duration=...))")
-    return crops[-1]
+    return crop
 
 def _step(t, cfg:SpecConfig)->nn.Module:
     "The module computing transform `t` at inference, by the `to_module` protocol; one without it is an error naming it"
