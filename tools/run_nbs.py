@@ -14,6 +14,8 @@ Two scales, one place for how a notebook runs, shared with tests/test_notebooks.
   the `#| params` cell, tagged `injected-parameters` (papermill's convention); a rerun replaces it;
 - each notebook runs top to bottom in a fresh kernel, in a temporary working folder, with a fresh `$FASTNORM_HOME`,
   the inline matplotlib backend, figures at `DPI` dots per inch and images drawn one block per pixel of data;
+- the kernel filters the upstream warnings in `UPSTREAM_WARNINGS` (fastai's own `torch.jit.script`, deprecated in
+  torch 2.15), each by its exact message, category and module; every other warning is kept;
 - the saved outputs name the temporary folders `.` and `~/.fastnorm`, paths in the repository relative to its root
   and installed packages `site-packages/...`, so a rerun elsewhere gives the same text; PNGs are quantized to 256
   colours when that makes them smaller;
@@ -36,7 +38,8 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ['ROOT', 'DPI', 'RECORD_KEY', 'INJECTED_TAG', 'SCALES', 'nb_settings', 'notebooks', 'cell_flags', 'with_params',
+__all__ = ['ROOT', 'DPI', 'RECORD_KEY', 'INJECTED_TAG', 'SCALES', 'UPSTREAM_WARNINGS', 'nb_settings', 'notebooks',
+           'cell_flags', 'with_params',
            'executed_cells', 'code_hash', 'execute', 'stale', 'run_notebook', 'main']
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +47,8 @@ DPI = 72                          # figure resolution of the saved PNGs: keeps t
 RECORD_KEY = 'fastnorm'           # notebook metadata key holding what was executed
 INJECTED_TAG = 'injected-parameters'
 SCALES = ('docs', 'tst')          # what the notebooks document (saved) and the tests' small scale (settings.ini)
+# warnings filtered in the kernel (PYTHONWARNINGS syntax): upstream noise a reader cannot act on, matched exactly
+UPSTREAM_WARNINGS = ('ignore:`torch.jit.script` is deprecated:FutureWarning:torch.jit._script',)  # fastai's own use
 
 
 def nb_settings(path=ROOT/'settings.ini'):
@@ -174,7 +179,8 @@ def execute(nb, s=None, cwd=None, home=None, timeout=600, scale='tst'):
         rc = Path(tmp)/'matplotlibrc'
         rc.write_text(f'figure.dpi: {DPI}\nimage.interpolation: nearest\n')   # one block per bin: small PNGs
         env = dict(os.environ, FASTNORM_HOME=str(home), MATPLOTLIBRC=str(rc),
-                   MPLBACKEND='module://matplotlib_inline.backend_inline')
+                   MPLBACKEND='module://matplotlib_inline.backend_inline',
+                   PYTHONWARNINGS=','.join(filter(None, [os.environ.get('PYTHONWARNINGS'), *UPSTREAM_WARNINGS])))
         with_params(nb, s, scale)
         for c in nb.cells:
             if c.cell_type == 'code':
