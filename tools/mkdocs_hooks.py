@@ -9,9 +9,9 @@
 - links are written as paths in the repository, so that they work on the repository page too, and are turned into
   the site's paths here: README.md is index.md, `nbs/X.ipynb` is `X.ipynb`, and `fastnorm/cli.py`, `fastnorm/all.py`
   and a documented module go to the pages generated from them;
-- a notebook page shows its saved outputs without one upstream warning (`UPSTREAM_NOISE`: fastai's own use of
-  `torch.jit.script`, deprecated in torch 2.15), which tools/run_nbs.py also filters when it executes them; every other
-  output, fastnorm's warnings included, is kept;
+- a notebook page shows its saved outputs without the upstream warnings tools/run_nbs.py filters when it executes
+  the notebooks (`run_nbs.quiet`: fastai's own use of `torch.jit.script`, deprecated in torch 2.15); every other
+  output, fastnorm's warnings included, is kept; the saved notebooks are not changed;
 - the notebook folder is settings.ini's `nbs_path`: mkdocs.yml's `docs_dir` must name the same folder."""
 import json
 import posixpath
@@ -33,10 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = {'index.md': 'README.md', 'BENCHMARKS.md': 'BENCHMARKS.md',   # site path: file in the repository
          'CHANGELOG.md': 'CHANGELOG.md', 'CONTRIBUTING.md': 'CONTRIBUTING.md'}
 ASSETS = 'docs'                      # guides, results and pictures, served under their own paths
-GUIDES = ['compare', 'library', 'scale-out', 'deploy', 'export', 'fastaudio', 'install']   # order in the nav; others after
+# the order of the guides and results in the navigation (by file name); pages not named here come after them
+GUIDES = ['compare', 'library', 'scale-out', 'deploy', 'export', 'fastaudio', 'install']
 RESULTS = ['real-recordings', 'embedded-data', 'normalization-study']
-UPSTREAM_NOISE = re.compile(r'[^\n]*torch/jit/_script\.py:\d+: FutureWarning: `torch\.jit\.script` is deprecated\.'
-                            r'[^\n]*\n(  warnings\.warn\(\n)?')
 _LINK = re.compile(r'(!?\[[^\]]*\]\()([^)\s]+)(\))')
 _state = {}
 
@@ -110,22 +109,6 @@ def on_files(files, config):
     return files
 
 
-def quiet(nb:dict)->dict:
-    "The notebook `nb` (its JSON) without the upstream warning `UPSTREAM_NOISE` in its stderr outputs, in place"
-    for cell in nb.get('cells', []):
-        outs = []
-        for o in cell.get('outputs', []):
-            if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
-                text = ''.join(o['text']) if isinstance(o['text'], list) else o['text']
-                o['text'] = UPSTREAM_NOISE.sub('', text)
-                if not o['text']:
-                    continue
-            outs.append(o)
-        if 'outputs' in cell:
-            cell['outputs'] = outs
-    return nb
-
-
 def _quiet_notebooks(files):
     "Point every notebook page at a copy of its notebook without the upstream warning (the saved notebook is kept)"
     tmp = Path(tempfile.mkdtemp(prefix='fastnorm-site-'))
@@ -136,7 +119,7 @@ def _quiet_notebooks(files):
             continue
         copy = tmp/Path(src).resolve().relative_to(_state['nbs_path'])
         copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_text(json.dumps(quiet(json.loads(Path(src).read_text())), indent=1))
+        copy.write_text(json.dumps(run_nbs.quiet(json.loads(Path(src).read_text())), indent=1))
         f.abs_src_path = str(copy)
         if hasattr(f, 'file'):               # mkdocs-jupyter's wrapper: its wrapped file too
             f.file.abs_src_path = str(copy)

@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import sysconfig
 import tempfile
@@ -38,9 +39,9 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ['ROOT', 'DPI', 'RECORD_KEY', 'INJECTED_TAG', 'SCALES', 'UPSTREAM_WARNINGS', 'nb_settings', 'notebooks',
-           'cell_flags', 'with_params',
-           'executed_cells', 'code_hash', 'execute', 'stale', 'run_notebook', 'main']
+__all__ = ['ROOT', 'DPI', 'RECORD_KEY', 'INJECTED_TAG', 'SCALES', 'UPSTREAM_WARNINGS', 'UPSTREAM_NOISE',
+           'nb_settings', 'notebooks', 'cell_flags', 'with_params', 'executed_cells', 'code_hash', 'execute', 'stale',
+           'run_notebook', 'quiet', 'main']
 
 ROOT = Path(__file__).resolve().parents[1]
 DPI = 72                          # figure resolution of the saved PNGs: keeps the notebooks small
@@ -49,6 +50,9 @@ INJECTED_TAG = 'injected-parameters'
 SCALES = ('docs', 'tst')          # what the notebooks document (saved) and the tests' small scale (settings.ini)
 # warnings filtered in the kernel (PYTHONWARNINGS syntax): upstream noise a reader cannot act on, matched exactly
 UPSTREAM_WARNINGS = ('ignore:`torch.jit.script` is deprecated:FutureWarning:torch.jit._script',)  # fastai's own use
+# the same warnings as a notebook saved before the filter shows them in its stderr: `quiet` takes them out
+UPSTREAM_NOISE = re.compile(r'[^\n]*torch/jit/_script\.py:\d+: FutureWarning: `torch\.jit\.script` is deprecated\.'
+                            r'[^\n]*\n(  warnings\.warn\(\n)?')
 
 
 def nb_settings(path=ROOT/'settings.ini'):
@@ -222,6 +226,21 @@ def stale(nb, s=None, scale=None):
     if counts != list(range(1, len(counts) + 1)):
         problems.append(f'its cells were not all run once top to bottom (execution counts {counts})')
     return problems
+
+
+def quiet(nb):
+    """The notebook `nb` (an `nbformat` node or its JSON as a dict) without the `UPSTREAM_NOISE` warnings in its stderr
+    outputs, in place; an output left empty is dropped, every other output is kept as it is"""
+    for cell in nb.get('cells', []):
+        outs = []
+        for o in cell.get('outputs', []):
+            if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
+                text = ''.join(o['text']) if isinstance(o['text'], list) else o['text']
+                o['text'] = UPSTREAM_NOISE.sub('', text)
+                if not o['text']: continue
+            outs.append(o)
+        if 'outputs' in cell: cell['outputs'] = outs
+    return nb
 
 
 def run_notebook(path, s=None, timeout=1800, scale='docs'):
