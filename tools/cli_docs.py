@@ -5,12 +5,16 @@ the same argparse parser that `fastnorm <command> --help` prints, with the descr
 generates from the registries where there is one. The page lists each subcommand's usage, description and every option
 with its help text, so it cannot drift from the command (`tests/test_docs.py` checks that nothing is missing)."""
 import argparse
+import os
+import re
+from unittest import mock
 
 from fastcore.script import anno_parser
 
-__all__ = ['PAGE', 'parser', 'options', 'page']
+__all__ = ['PAGE', 'WIDTH', 'parser', 'options', 'page']
 
 PAGE = 'cli.md'    # the page's path on the site
+WIDTH = 78         # columns of the usage lines: the page's text width, whatever the terminal that builds it
 
 
 def parser(name:str)->argparse.ArgumentParser:
@@ -29,8 +33,14 @@ def options(p:argparse.ArgumentParser)->list:
     return [(', '.join(a.option_strings) or a.dest, a) for a in acts]
 
 
+def _md(s)->str:
+    "`s` as Markdown text: `_` and `*` outside code spans are escaped (`{digit}_{speaker}_{take}` is not emphasis)"
+    parts = str(s).split('`')
+    return '`'.join(re.sub(r'([_*])', r'\\\1', p) if i % 2 == 0 else p for i, p in enumerate(parts))
+
+
 def _cell(s)->str:
-    return str(s).replace('|', '\\|').replace('\n', ' ')
+    return _md(s).replace('|', '\\|').replace('\n', ' ')
 
 
 def _kind(a)->str:
@@ -44,16 +54,18 @@ def _paragraphs(text:str)->str:
     for line in text.splitlines():
         cur.append(line.strip())
         if line.rstrip().endswith('.'): pars, cur = pars + [' '.join(cur)], []
-    return '\n\n'.join(p for p in pars + [' '.join(cur)] if p.strip())
+    return '\n\n'.join(_md(p) for p in pars + [' '.join(cur)] if p.strip())
 
 
 def _section(name:str, summary:str)->str:
-    p = parser(name)
+    with mock.patch.dict(os.environ, COLUMNS=str(WIDTH)):
+        p = parser(name)
+        usage = p.format_usage().strip()
     rows = [f"| `{flag}` | {_kind(a)} | {_cell(a.help or '')}{' (required)' if a.required else ''} |"
             for flag, a in options(p)]
     desc = _paragraphs(p.description or '')
     return '\n'.join([f'## fastnorm {name} {{ #{name} }}', '', f'*{summary}*', '',
-                      '```text', p.format_usage().strip(), '```', '', desc, '',
+                      '```text', usage, '```', '', desc, '',
                       '| argument | type | what |', '|---|---|---|', *rows, ''])
 
 
