@@ -14,6 +14,8 @@ Two scales, one place for how a notebook runs, shared with tests/test_notebooks.
   the `#| params` cell, tagged `injected-parameters` (papermill's convention); a rerun replaces it;
 - each notebook runs top to bottom in a fresh kernel, in a temporary working folder, with a fresh `$FASTNORM_HOME`,
   the inline matplotlib backend, figures at `DPI` dots per inch and images drawn one block per pixel of data;
+- the kernel filters the upstream warnings in `UPSTREAM_WARNINGS` (fastai's own `torch.jit.script`, deprecated in
+  torch 2.15), each by its exact message, category and module; every other warning is kept;
 - the saved outputs name the temporary folders `.` and `~/.fastnorm`, paths in the repository relative to its root
   and installed packages `site-packages/...`, so a rerun elsewhere gives the same text; PNGs are quantized to 256
   colours when that makes them smaller;
@@ -28,6 +30,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import sysconfig
 import tempfile
@@ -36,14 +39,20 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ['ROOT', 'DPI', 'RECORD_KEY', 'INJECTED_TAG', 'SCALES', 'nb_settings', 'notebooks', 'cell_flags', 'with_params',
-           'executed_cells', 'code_hash', 'execute', 'stale', 'run_notebook', 'main']
+__all__ = ['ROOT', 'DPI', 'RECORD_KEY', 'INJECTED_TAG', 'SCALES', 'UPSTREAM_WARNINGS', 'UPSTREAM_NOISE',
+           'nb_settings', 'notebooks', 'cell_flags', 'with_params', 'executed_cells', 'code_hash', 'execute', 'stale',
+           'run_notebook', 'quiet', 'main']
 
 ROOT = Path(__file__).resolve().parents[1]
 DPI = 72                          # figure resolution of the saved PNGs: keeps the notebooks small
 RECORD_KEY = 'fastnorm'           # notebook metadata key holding what was executed
 INJECTED_TAG = 'injected-parameters'
 SCALES = ('docs', 'tst')          # what the notebooks document (saved) and the tests' small scale (settings.ini)
+# warnings filtered in the kernel (PYTHONWARNINGS syntax): upstream noise a reader cannot act on, matched exactly
+UPSTREAM_WARNINGS = ('ignore:`torch.jit.script` is deprecated:FutureWarning:torch.jit._script',)  # fastai's own use
+# the same warnings as a notebook saved before the filter shows them in its stderr: `quiet` takes them out
+UPSTREAM_NOISE = re.compile(r'[^\n]*torch/jit/_script\.py:\d+: FutureWarning: `torch\.jit\.script` is deprecated\.'
+                            r'[^\n]*\n(  warnings\.warn\(\n)?')
 
 
 def nb_settings(path=ROOT/'settings.ini'):
@@ -174,7 +183,8 @@ def execute(nb, s=None, cwd=None, home=None, timeout=600, scale='tst'):
         rc = Path(tmp)/'matplotlibrc'
         rc.write_text(f'figure.dpi: {DPI}\nimage.interpolation: nearest\n')   # one block per bin: small PNGs
         env = dict(os.environ, FASTNORM_HOME=str(home), MATPLOTLIBRC=str(rc),
-                   MPLBACKEND='module://matplotlib_inline.backend_inline')
+                   MPLBACKEND='module://matplotlib_inline.backend_inline',
+                   PYTHONWARNINGS=','.join(filter(None, [os.environ.get('PYTHONWARNINGS'), *UPSTREAM_WARNINGS])))
         with_params(nb, s, scale)
         for c in nb.cells:
             if c.cell_type == 'code':
@@ -216,6 +226,21 @@ def stale(nb, s=None, scale=None):
     if counts != list(range(1, len(counts) + 1)):
         problems.append(f'its cells were not all run once top to bottom (execution counts {counts})')
     return problems
+
+
+def quiet(nb):
+    """The notebook `nb` (an `nbformat` node or its JSON as a dict) without the `UPSTREAM_NOISE` warnings in its stderr
+    outputs, in place; an output left empty is dropped, every other output is kept as it is"""
+    for cell in nb.get('cells', []):
+        outs = []
+        for o in cell.get('outputs', []):
+            if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
+                text = ''.join(o['text']) if isinstance(o['text'], list) else o['text']
+                o['text'] = UPSTREAM_NOISE.sub('', text)
+                if not o['text']: continue
+            outs.append(o)
+        if 'outputs' in cell: cell['outputs'] = outs
+    return nb
 
 
 def run_notebook(path, s=None, timeout=1800, scale='docs'):
