@@ -28,6 +28,16 @@ def test_match_of_a_linear_filter_recovers_the_training_statistics():
     torch.testing.assert_close(_rec(ym).mean, _rec(x).mean, atol=1e-4, rtol=0)
     torch.testing.assert_close(_rec(ym).std, _rec(new).std, atol=1e-4, rtol=1e-5)
 
+def test_match_before_fitted_statistics_is_replacing_them():
+    "Matched, then normalized by the training statistics: the same as normalizing by the new clips' own statistics"
+    g = torch.Generator().manual_seed(1)
+    train = torch.randn(12, 1, 6, 30, generator=g) * 8 - 30
+    new = train * .7 + torch.linspace(-6, 3, 6)[:, None]
+    bm = BandMatch.fit(_rec(train), _rec(new), std_floor=.01)
+    got = FreqSpecNorm(_rec(train))(bm(TensorSpec(new))).as_subclass(torch.Tensor)
+    want = FreqSpecNorm(_rec(new))(TensorSpec(new)).as_subclass(torch.Tensor)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
 def test_the_floor_holds_on_a_band_limited_target():
     "Bands the new device leaves silent (constant) get at most 1/std_floor of gain, and stay finite"
     x = torch.randn(8, 1, 6, 40) * 10 - 30
