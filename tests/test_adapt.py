@@ -140,6 +140,7 @@ def test_adapt_refuses_too_few_clips_and_survives_silence(trained, tmp_path):
         with new.no_bar(): p = new.get_preds(dl=new.dls.test_dl(files[:4]))[0]
         assert torch.isfinite(p).all(), method
 
+@pytest.mark.slow
 def test_adapted_learner_exports_predicts_and_goes_to_onnx(trained, tmp_path):
     pytest.importorskip('onnxruntime')
     import onnxruntime as ort
@@ -160,6 +161,7 @@ def test_adapted_learner_exports_predicts_and_goes_to_onnx(trained, tmp_path):
     got = ort.InferenceSession(str(tmp_path/'adapted.onnx')).run(None, {'waveform': x[None]})[0][0]
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
+@pytest.mark.slow
 def test_cli_adapts_an_exported_learner(trained, tmp_path, monkeypatch, capsys):
     "`fastnorm adapt`: a learner file and a folder in, the adapted learner (and ONNX file) out; errors name the problem"
     import sys
