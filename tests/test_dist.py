@@ -55,13 +55,7 @@ def test_the_scan_covers_the_texts_a_user_reads_or_runs():
     assert {'README.md', 'CHANGELOG.md', '.ci/run', 'pyproject.toml', 'fastnorm/deploy.py', 'fastnorm/study/run.py',
             'nbs/11_deploy.ipynb', 'examples/serve_onnx.py', 'bench/deploy.py', 'tests/test_deploy.py'} <= names
 
-# README.md belongs to branch i27-site, which rewrites its two bare installs (the "newest" row of the stack table and
-# the `pip install --dry-run` line): strict, so the merge that fixes them fails here until this mark goes
-_SITE = {'README.md': pytest.mark.xfail(strict=True, reason="README.md's bare installs are fixed on branch i27-site")}
-
-@pytest.mark.parametrize('path', [pytest.param(p, id=str(p.relative_to(ROOT)),
-                                               marks=_SITE.get(str(p.relative_to(ROOT)), ()))
-                                  for p in repo_texts()])
+@pytest.mark.parametrize('path', repo_texts(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_text_installs_the_other_projects_name(path):
     assert bare_install_report([path]) == []
 
