@@ -11,13 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DIST = 'fastnorm-audio'
 
 # an install command (`pip install`, `pip3 install`, `uv pip install`, `pipx install`, `uv add`, `poetry add`) up to
-# the end of its shell command (`&&`, `||`, `;`, `|`, a closing parenthesis) or the line
-_INSTALL = re.compile(r"\b(?:(?:pip3?|pipx)\s+install|uv\s+add|poetry\s+add)\b([^\n&;|)]*)")
-# the bare name as a requirement: not part of a longer name or a path (`fastnorm-audio`, `.venv/bin/fastnorm`,
-# `fastnorm.all`), optionally with extras or a version
-_BARE = re.compile(r"(?<![\w\-./])fastnorm(?![\w-])(?!\.\w)")
+# the end of its shell command (`&&`, `||`, `;`, `|`, a closing parenthesis), a comment (`#`) or the line
+_INSTALL = re.compile(r"\b(?:(?:pip3?|pipx)\s+install|uv\s+add|poetry\s+add)\b([^\n&;|)#]*)")
+# the bare name as a requirement: a word of its own (after a space or a quote; not `fastnorm-audio`,
+# `.venv/bin/fastnorm`, `fastnorm.all`), alone or with extras, a version or a closing quote
+_BARE = re.compile(r"(?:^|(?<=[\s'\"`]))fastnorm(?=$|[\s\['\"`=<>~!,;@]|\.(?!\w))")
 # an extra of the bare name anywhere, as in "the fastnorm[deploy] extra"
-_BARE_EXTRA = re.compile(r"(?<![\w\-./])fastnorm\[")
+_BARE_EXTRA = re.compile(r"(?:^|(?<=[\s'\"`(]))fastnorm\[")
 
 def bare_installs(lines)->list:
     "The (where, line) pairs among `lines` (such pairs) that install the bare name `fastnorm` or name one of its extras"
@@ -75,7 +75,9 @@ def test_a_planted_bare_install_is_reported_with_its_file_and_line(tmp_path, lin
     '.venv/bin/pip install -e . && .venv/bin/fastnorm compare --out runs/compare',
     'pip install dist/fastnorm_audio-0.3.0-py3-none-any.whl',
     'pip install fastnorm_audio', 'import fastnorm.all  # after pip install fastnorm-audio', 'fastnorm compare --help',
-    'The unrelated `fastnorm` on the package index is not this project.'])
+    'The unrelated `fastnorm` on the package index is not this project.',
+    'pip install "fastnorm-audio[deploy]"  # `fastnorm deploy`', 'pip install fastnorm-audio  # then: import fastnorm',
+    'assert not re.search(r\'pip install "?fastnorm(\\[|\\s|$)\', text)'])
 def test_the_new_name_a_clone_and_the_command_are_not_reported(tmp_path, line):
     f = tmp_path/'notes.md'
     f.write_text(f"{line}\n")
