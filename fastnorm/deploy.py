@@ -183,7 +183,7 @@ def _need_deploy_extra(check:bool):
     need = ('onnx', 'onnxscript') + (('onnxruntime',) if check else ())
     missing = [m for m in need if importlib.util.find_spec(m) is None]
     if missing:
-        raise ImportError(f"to_onnx needs {', '.join(missing)}: pip install 'fastnorm[deploy]' "
+        raise ImportError(f"to_onnx needs {', '.join(missing)}: pip install 'fastnorm-audio[deploy]' "
                           "(onnx, onnxscript and onnxruntime)")
 
 def to_onnx(learn, # a `Learner`, or the path of its `learn.export()` pickle
