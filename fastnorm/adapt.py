@@ -12,11 +12,15 @@ from fastai.data.load import DataLoader
 from fasttransform import Pipeline
 from .audio import AudioTensor, AUDIO_EXTS
 from .cache import dl_crop
+from fastai.torch_core import retain_type
+from .spec import TensorSpec
 from .stats import StatsRecorder
 from .norm import SpecNormalize
+from .steps import plain, const
 from .checks import check_choice, check_number
 
-__all__ = ['AdaptMethod', 'ADAPT_METHODS', 'MIN_CLIPS', 'BandMatch', 'band_stats', 'frame_mask', 'adapt_bn', 'adapt']
+__all__ = ['AdaptMethod', 'ADAPT_METHODS', 'MIN_CLIPS', 'BandMatch', 'MatchBands', 'signal_mask', 'band_stats',
+           'frame_mask', 'adapt_bn', 'adapt']
 
 class AdaptMethod(NamedTuple):
     "What one adaptation method does: statistics matching (`'full'`, `'mean'` or None), then AdaBN or not"
@@ -39,13 +43,50 @@ MIN_CLIPS = 8  # fewer clips than this cannot estimate one mean and std per mel 
 MATCH_ORDER = 97  # after the spectrogram (`MelSpec`, 5), before PCEN (98) and the normalizations (99)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
+FLOOR_TOL = 1e-3  # dB: a value within this of the spectrogram's floor is the floor
+
+def _floor(cfg)->tuple:
+    "(floor in dB, top_db) of the log-mels `cfg` makes: `power_to_db`'s clamp at amin 1e-10; (None, None) if not dB"
+    if cfg is None or not cfg.db: return None, None
+    return -200. / cfg.power, cfg.top_db
+
+def _signal(x, floor:float|None, top_db:float|None):
+    "True where `x` is above the floor (each item's `max - top_db`, when it has one), or None without a floor"
+    if floor is None: return None
+    thr = floor if top_db is None else (x.amax((1, 2, 3), keepdim=True) - top_db).clamp_min(floor)
+    return x > thr + FLOOR_TOL
+
+def signal_mask(x:torch.Tensor, # `[B,C,F,T]` log-mel (dB)
+                cfg, # the `SpecConfig` that made it (None: every value counts)
+               )->torch.Tensor|None:
+    """True where the log-mel `x` is signal, False at the spectrogram's floor: the zeros crop/pad added and the digital
+    silence in a clip, which `BandMatch` leaves as they are and the statistics leave out; None when `cfg` has no floor"""
+    return _signal(plain(x), *_floor(cfg))
+
+def _match(x, mean, std, floor, top_db):
+    "`BandMatch`'s formula: `(x - mean) / std` where `x` is signal, the floor kept"
+    y = (x - mean) / std
+    keep = _signal(x, floor, top_db)
+    return y if keep is None else torch.where(keep, y, x)
+
+class MatchBands(nn.Module):
+    "The module of `BandMatch` (training and export run it): `(x - mean) / std` per mel bin, the spectrogram's floor kept"
+    def __init__(self, mean, std, floor:float|None=None, top_db:float|None=None):
+        super().__init__()
+        self.register_buffer('mean', const(mean))
+        self.register_buffer('std', const(std))
+        self.floor, self.top_db = floor, top_db
+    def forward(self, x): return _match(plain(x), self.mean, self.std, self.floor, self.top_db)
+
 class BandMatch(SpecNormalize):
     """Band-wise statistics matching on the log-mel, before the recipe's own normalization: per mel bin,
     `(x - mean_new) / std_new * std_train + mean_train`, kept as the affine `(x - mean) / std` of `SpecNormalize` with
     `mean = mean_new - mean_train * r`, `std = r`, `r = max(std_new, std_floor * std_train) / std_train` (1 when
     `mean_only`). The floor keeps a band that the new device leaves near silent from being amplified without bound.
-    Fixed constants: nothing is computed in `setups`. `x`: `[B,C,F,T]` log-mel (dB), any device"""
+    Values at the spectrogram's floor (zero padding, digital silence) stay where they are, as the network saw them in
+    training. Fixed constants: nothing is computed in `setups`. `x`: `[B,C,F,T]` log-mel (dB), any device"""
     order, _axes = MATCH_ORDER, (0, 3)
+    floor = top_db = None
     @classmethod
     def fit(cls, train:StatsRecorder, # per-bin statistics of the training set's log-mel (`band_stats`)
             new:StatsRecorder, # per-bin statistics of the new clips' log-mel
@@ -59,9 +100,25 @@ class BandMatch(SpecNormalize):
                              f"clips' ({list(new.kept_shape)}) describe different spectrograms")
         st = train.std.clamp_min(1e-6)
         r = torch.ones_like(st) if mean_only else torch.maximum(new.std, std_floor * st) / st
-        tfm = cls(new.mean - train.mean * r, r, axes=train.red_dims, cfg=train.cfg)
+        seen = (train.count > 0) & (new.count > 0)  # a band that is all floor on either side: left as it is
+        r = torch.where(seen, r, torch.ones_like(r))
+        tfm = cls(torch.where(seen, new.mean - train.mean * r, torch.zeros_like(r)), r, axes=train.red_dims,
+                  cfg=train.cfg)
         tfm.std_floor, tfm.mean_only = std_floor, mean_only
+        tfm.floor, tfm.top_db = _floor(train.cfg)
         return tfm
+    def to_module(self, cfg=None)->nn.Module:
+        "`MatchBands` with this matching's constants (see `fastnorm.steps.InferenceStep`)"
+        return MatchBands(self.mean, self.std, self.floor, self.top_db)
+    def encodes(self, x:TensorSpec):
+        "The matched log-mel; `x`: `[B,C,F,T]`, any device; keeps the type and `cfg`"
+        self._check(x)
+        return retain_type(_match(plain(x), *self._ms(x), self.floor, self.top_db), x)
+    def encodes(self, x:torch.Tensor):
+        "Another float batch `[B,C,F,T]` (no spectrogram settings, so no floor): the affine alone; targets pass"
+        if not (x.is_floating_point() and x.ndim == 4): return x
+        self._check(x)
+        return retain_type(_match(plain(x), *self._ms(x), None, None), x)
     @property
     def name(self):
         return f"BandMatch -- {'mean only' if self.mean_only else f'std floor {self.std_floor:g}'}\n"
@@ -118,6 +175,8 @@ def band_stats(dl, # a fastai `DataLoader` of the clips (their labels unused)
             if len(sizes) == B and None not in sizes:
                 n = int(round(crop.duration * cfg.sr))
                 mask = frame_mask(torch.tensor(sizes, device=x.device), n, x.shape[-1], cfg.hop_length, crop.pad)
+            sig = signal_mask(x, cfg)
+            if sig is not None: mask = sig if mask is None else sig & mask
             rec.update(x, mask=mask)
             k += B
     if rec.kept_shape is None: raise ValueError("band_stats: the DataLoader gave no batch")

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np, pytest, soundfile as sf, torch
 from fastai.vision.all import set_seed, Learner
 from fastnorm.all import *
-from fastnorm.adapt import ADAPT_METHODS, MIN_CLIPS, BandMatch, band_stats, frame_mask, adapt_bn, adapt
+from fastnorm.adapt import ADAPT_METHODS, MIN_CLIPS, BandMatch, band_stats, frame_mask, adapt_bn, adapt, signal_mask
 from fastnorm.study.models import make_learner
 
 def _rec(x):
@@ -50,6 +50,36 @@ def test_the_floor_holds_on_a_band_limited_target():
     torch.testing.assert_close(y[:, :, 3:].mean((0, 1, 3)), _rec(x).mean.float()[0, 0, 3:, 0], atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match='std_floor'): BandMatch.fit(_rec(x), _rec(new), std_floor=0)
     with pytest.raises(ValueError, match='different spectrograms'): BandMatch.fit(_rec(x), _rec(new[:, :, :4]))
+
+def _srec(x, cfg):
+    r = StatsRecorder((0, 3))
+    r.update(TensorSpec(x, cfg=cfg), mask=signal_mask(x, cfg))
+    return r
+
+@pytest.mark.parametrize('top_db', [None, 60.])
+def test_match_keeps_the_floor_and_its_statistics_leave_it_out(top_db):
+    "Zero padding and digital silence sit at the dB floor: matching leaves them there, and no statistic counts them"
+    from dataclasses import replace
+    from fastnorm.spec import spec_config
+    cfg = replace(spec_config('quick'), n_mels=6, top_db=top_db)
+    g = torch.Generator().manual_seed(2)
+    train = torch.randn(8, 1, 6, 40, generator=g) * 6 - 30
+    new = train * .5 - 10
+    new[:, 0, 0, 0] = new.amax((1, 2, 3)) + 1  # each item's maximum where no floor will be written
+    floor = -100. if top_db is None else new.amax((1, 2, 3), keepdim=True) - top_db
+    new[:, :, :, 30:] = floor if top_db is None else floor.expand(-1, -1, -1, 10)  # padding: the last 10 frames
+    new[:, :, 5] = floor if top_db is None else floor[..., 0]  # and one band silent throughout
+    rec = _srec(new, cfg)
+    assert rec.count[0, 0, :5, 0].tolist() == [8 * 30] * 5 and rec.count[0, 0, 5, 0] == 0
+    torch.testing.assert_close(rec.mean[0, 0, :5, 0].float(), new[:, :, :5, :30].mean((0, 1, 3)), atol=1e-4, rtol=0)
+    tfm = BandMatch.fit(_srec(train, cfg), rec, std_floor=.1)
+    assert tfm.std[0, 0, 5, 0] == 1 and tfm.mean[0, 0, 5, 0] == 0  # a band never seen is left as it is
+    y = tfm(TensorSpec(new, cfg=cfg))
+    assert type(y) is TensorSpec and torch.isfinite(y).all()
+    torch.testing.assert_close(y[..., 30:], TensorSpec(new[..., 30:], cfg=cfg))  # the floor stays where it was
+    torch.testing.assert_close(y[:, :, :5, :30].mean((0, 1, 3)), train[:, :, :5].mean((0, 1, 3)), atol=.2, rtol=0)
+    m = tfm.to_module()  # the module training runs is the one the export runs
+    torch.testing.assert_close(m(new), y.as_subclass(torch.Tensor))
 
 def test_frame_mask_leaves_out_padding():
     m = frame_mask(torch.tensor([1000, 400, 5000]), n=1000, T=5, hop=256, pad='end')  # centres 0, 256, ..., 1024

@@ -8,7 +8,7 @@ from fasttransform import Pipeline
 from ..audio import load_audio, AudioTensor, AudioNormalize, AudioCropPad
 from ..spec import MelSpec, TensorSpec
 from ..stats import StatsRecorder
-from ..adapt import ADAPT_METHODS, BandMatch, adapt_bn, frame_mask
+from ..adapt import ADAPT_METHODS, BandMatch, adapt_bn, frame_mask, signal_mask
 from .datasets import spec_cache
 from .shift import Shift
 
@@ -104,7 +104,9 @@ class ShiftedValid:
             m, p = model, pipe
             if how.match:
                 rec = StatsRecorder((0, 3))
-                rec.update(X[fit].to(dev), mask=self.mask(X.shape[-1])[fit].to(dev))
+                xf, mask = X[fit].to(dev), self.mask(X.shape[-1])[fit].to(dev)
+                sig = signal_mask(xf, self.cfg)
+                rec.update(xf, mask=mask if sig is None else mask & sig)
                 bm = BandMatch.fit(train_stats(), rec, STD_FLOOR, how.match == 'mean')
                 p = Pipeline([bm] + list(pipe.fs), split_idx=1)
             if how.bn:
