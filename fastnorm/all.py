@@ -20,4 +20,5 @@ from .noise import *
 from .pcen import *
 from .freqnorm import *
 from .devaug import *
+from .adapt import *
 from .deploy import *

@@ -35,7 +35,7 @@ PAGES = {'index.md': 'README.md', 'BENCHMARKS.md': 'BENCHMARKS.md',   # site pat
 ASSETS = 'docs'                      # guides, results and pictures, served under their own paths
 # the order of the guides and results in the navigation (by file name); pages not named here come after them
 GUIDES = ['compare', 'library', 'scale-out', 'deploy', 'export', 'fastaudio', 'install']
-RESULTS = ['real-recordings', 'embedded-data', 'normalization-study']
+RESULTS = ['real-recordings', 'new-microphone', 'embedded-data', 'normalization-study']
 _LINK = re.compile(r'(!?\[[^\]]*\]\()([^)\s]+)(\))')
 _state = {}
 
