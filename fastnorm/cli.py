@@ -17,7 +17,7 @@ def compare(
     norms:str=None, # comma list of normalizations (see above) [preset]
     shift:str=None, # comma list of validation shifts (see above), or 'none' [preset]
     adapt:str=None, # comma list of adaptation methods (see below): scored unshifted and under each shift, cross-fitted
-    adapt_clips:int=None, # adapt on at most this many clips (at least 8) [default: the other half of the fold]
+    adapt_clips:int=None, # adapt on this many clips (at least 8) outside the ones scored [default: the other half]
     speaker:str=None, # FSDD: validate on this speaker, train on the others (a speaker shift); default: split by take
     runs:int=None, # seeded runs per normalization [preset]
     epochs:int=None, # epochs per run (fit_one_cycle) [preset]

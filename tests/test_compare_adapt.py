@@ -7,14 +7,17 @@ from fastnorm.study.datasets import resolve_data, make_dls
 from fastnorm.study.evaluate import Adapted, ShiftedValid, cross_fit
 from test_compare import tiny_cfg, assert_counts, count_training, CountTraining  # noqa: F401 (a fixture)
 
-@pytest.mark.parametrize('n,clips', [(8, None), (41, None), (40, 8), (9, 100)])
-def test_cross_fit_halves(n, clips):
+@pytest.mark.parametrize('n,clips,parts', [(8, None, 2), (41, None, 2), (40, 8, 2), (80, 40, 2), (80, 64, 5),
+                                           (80, 70, 8), (9, 100, 9)])
+def test_cross_fit_parts(n, clips, parts):
+    "Halves, or more parts when `clips` needs more than half: every clip scored once, never by what it helped adapt"
     pairs = cross_fit(n, seed=3, clips=clips)
+    assert len(pairs) == parts
     scored = [i for s, _ in pairs for i in s]
     assert sorted(scored) == list(range(n))  # every clip scored exactly once
-    for (s, fit), (other, _) in zip(pairs, pairs[::-1]):
-        assert not set(s) & set(fit) and set(fit) <= set(other)
-        assert len(fit) == (len(other) if clips is None else min(clips, len(other)))
+    for s, fit in pairs:
+        others = n - len(s)
+        assert not set(s) & set(fit) and len(fit) == (others if clips is None else min(clips, others))
     assert cross_fit(n, 3, clips) == pairs and cross_fit(n, 4, clips) != pairs
 
 class Spy(nn.Module):

@@ -31,15 +31,19 @@ class Adapted(NamedTuple):
     def column(self)->str: return f'acc@{self.name}'
 
 def cross_fit(n:int, # clips in the validation set
-              seed:int=0, # seeds the split into halves
-              clips:int|None=None, # adapt on at most this many clips of the other half (its first, in seeded order)
+              seed:int=0, # seeds the split
+              clips:int|None=None, # adapt on at most this many clips of the other part(s), the first in seeded order
              )->list:
-    """Two seeded halves of `range(n)`: `[(scored, adapted_on), ...]`, each half scored once with what was adapted on
-    the other half, so no clip is scored by statistics it helped estimate"""
+    """Seeded parts of `range(n)`, `[(scored, adapted_on), ...]`: each part scored once with what was adapted on clips
+    outside it, so no clip is scored by statistics it helped estimate. Two halves, each adapted on the other (or on
+    `clips` of it); when `clips` is more than half of `n`, as many parts as leave `clips` outside each (80 clips and
+    `clips=64`: 5 parts of 16, each scored as adapted on the other 64)"""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    a, b = perm[:n // 2], perm[n // 2:]
-    fit = lambda h: sorted(h if clips is None else h[:clips])  # the first `clips` in seeded order: a random subset
-    return [(sorted(a), fit(b)), (sorted(b), fit(a))]
+    k = 2 if clips is None or clips <= n // 2 else min(n, math.ceil(n / max(n - clips, 1)))
+    cuts = [n // 2] if k == 2 else [round(j * n / k) for j in range(1, k)]
+    parts = [perm[a:b] for a, b in zip([0, *cuts], [*cuts, n])]
+    rest = lambda p: [i for i in perm if i not in set(p)]  # the other clips, in seeded order: the first are random
+    return [(sorted(p), sorted(rest(p)[:clips])) for p in parts]
 
 class ShiftedValid:
     """The validation set's spectrograms under each shift (made once per shift and waveform normalization, shared by

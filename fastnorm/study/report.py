@@ -192,7 +192,8 @@ def adaptation_markdown(adapt_summary:pd.DataFrame)->str:
     lines = ["## Adapted to the new clips, without labels\n",
              "Mean accuracy as trained and after each adaptation (in brackets the change, each model paired with "
              "itself as trained, ± its 95% CI). Each half of the validation fold is scored with the model adapted to "
-             "the other half's clips under the same shift, so no clip is scored by statistics it helped estimate.\n"]
+             "the other half's clips under the same shift (`method/N`: to N of them; more parts when N is more than "
+             "half the fold), so no clip is scored by statistics it helped estimate.\n"]
     for n, g in adapt_summary.groupby('norm', sort=False):
         lines += [f"### {n}\n", "| shift | n | as trained | " + ' | '.join(methods) + ' |',
                   '|---|---|---|' + '---|' * len(methods)]
