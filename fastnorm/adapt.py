@@ -60,7 +60,7 @@ def signal_mask(x:torch.Tensor, # `[B,C,F,T]` log-mel (dB)
                 cfg, # the `SpecConfig` that made it (None: every value counts)
                )->torch.Tensor|None:
     """True where the log-mel `x` is signal, False at the spectrogram's floor: the zeros crop/pad added and the digital
-    silence in a clip, which `BandMatch` leaves as they are and the statistics leave out; None when `cfg` has no floor"""
+    silence in a clip, which `BandMatch` leaves as they are and the statistics leave out; None if `cfg` has no floor"""
     return _signal(plain(x), *_floor(cfg))
 
 def _match(x, mean, std, floor, top_db):
@@ -70,7 +70,7 @@ def _match(x, mean, std, floor, top_db):
     return y if keep is None else torch.where(keep, y, x)
 
 class MatchBands(nn.Module):
-    "The module of `BandMatch` (training and export run it): `(x - mean) / std` per mel bin, the spectrogram's floor kept"
+    "`BandMatch`'s module (training and export run it): `(x - mean) / std` per mel bin, the spectrogram's floor kept"
     def __init__(self, mean, std, floor:float|None=None, top_db:float|None=None):
         super().__init__()
         self.register_buffer('mean', const(mean))
