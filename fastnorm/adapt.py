@@ -15,12 +15,13 @@ from .cache import dl_crop
 from fastai.torch_core import retain_type
 from .spec import TensorSpec
 from .stats import StatsRecorder
+from .dlstats import stats_pipeline
 from .norm import SpecNormalize
 from .steps import plain, const
 from .checks import check_choice, check_number
 
 __all__ = ['AdaptMethod', 'ADAPT_METHODS', 'MIN_CLIPS', 'BandMatch', 'MatchBands', 'signal_mask', 'band_stats',
-           'frame_mask', 'adapt_bn', 'adapt']
+           'frame_mask', 'clip_samples', 'adapt_bn', 'adapt']
 
 class AdaptMethod(NamedTuple):
     "What one adaptation method does: statistics matching (`'full'`, `'mean'` or None), then AdaBN or not"
@@ -123,7 +124,7 @@ class BandMatch(SpecNormalize):
     def name(self):
         return f"BandMatch -- {'mean only' if self.mean_only else f'std floor {self.std_floor:g}'}\n"
 
-def _n_samples(item, sr:int)->int|None:
+def clip_samples(item, sr:int)->int|None:
     "Samples of an audio file or `AudioTensor` at `sr`, or None when `item` is neither"
     if isinstance(item, AudioTensor): return math.ceil(item.shape[-1] * sr / getattr(item, 'sr', sr))
     if isinstance(item, (str, Path)):
@@ -152,18 +153,13 @@ def frame_mask(n_clip:torch.Tensor, # samples of each clip before crop/pad, `[B]
     keep = (centre[None] >= left[:, None] - hop // 2) & (centre[None] < (left + m)[:, None])
     return keep[:, None, None, :]
 
-def _cut(dl)->Pipeline:
-    "`dl`'s batch transforms up to the log-mel that `BandMatch` sees: before `MATCH_ORDER`, not train-only"
-    return Pipeline([t for t in dl.after_batch.fs
-                     if getattr(t, 'order', 0) < MATCH_ORDER and getattr(t, 'split_idx', None) != 0])
-
 def band_stats(dl, # a fastai `DataLoader` of the clips (their labels unused)
                mask_padding:bool=True, # leave out the frames that crop/pad added (needs the items' files or tensors)
               )->StatsRecorder:
     """Per mel bin mean and std (`[1,C,F,1]`) of the log-mel that `dl` makes, at the point `BandMatch` sits: after
     the spectrogram, before PCEN and the normalizations, no augmentation; read in order, every item once"""
     d = dl.new(shuffle=False, drop_last=False) if hasattr(dl, 'new') else dl
-    pipe, crop, items = _cut(d), dl_crop(d), _items(d)
+    pipe, crop, items = Pipeline(stats_pipeline(d, MATCH_ORDER)), dl_crop(d), _items(d)
     rec, k = StatsRecorder((0, 3)), 0
     d.after_batch = Pipeline([])
     with torch.no_grad():
@@ -171,7 +167,7 @@ def band_stats(dl, # a fastai `DataLoader` of the clips (their labels unused)
             x = pipe(b[0])
             B, mask = x.shape[0], None
             cfg = getattr(x, 'cfg', None)
-            sizes = [_n_samples(i, cfg.sr) for i in items[k:k + B]] if mask_padding and crop and cfg else []
+            sizes = [clip_samples(i, cfg.sr) for i in items[k:k + B]] if mask_padding and crop and cfg else []
             if len(sizes) == B and None not in sizes:
                 n = int(round(crop.duration * cfg.sr))
                 mask = frame_mask(torch.tensor(sizes, device=x.device), n, x.shape[-1], cfg.hop_length, crop.pad)

@@ -37,10 +37,11 @@ def takes_stats_options(f):
     f.__delwrap__ = StatsOptions
     return f
 
-def stats_pipeline(dl)->list:
-    """The `after_batch` transforms of `dl` that make the data statistics are taken on: order below `NORM_ORDER`
-    (fastai's convention puts normalization at 99, augmentations that must follow it above), not train-only"""
-    return [t for t in dl.after_batch.fs if getattr(t, 'order', 0) < NORM_ORDER and getattr(t, 'split_idx', None) != 0]
+def stats_pipeline(dl, before:float=NORM_ORDER)->list:
+    """The `after_batch` transforms of `dl` that make the data statistics are taken on: order below `before` (default
+    `NORM_ORDER`: fastai's convention puts normalization at 99, augmentations that must follow it above), not
+    train-only"""
+    return [t for t in dl.after_batch.fs if getattr(t, 'order', 0) < before and getattr(t, 'split_idx', None) != 0]
 
 def stats_items(dl, # a fastai `DataLoader`
                 frac:float=1.0, # fraction of its batches

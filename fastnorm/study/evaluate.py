@@ -3,12 +3,12 @@ accuracy of a trained model on them, as trained or adapted to the shifted clips 
 from __future__ import annotations
 import copy, math
 from typing import NamedTuple
-import numpy as np, soundfile as sf, torch
+import numpy as np, torch
 from fasttransform import Pipeline
 from ..audio import load_audio, AudioTensor, AudioNormalize, AudioCropPad
 from ..spec import MelSpec, TensorSpec
 from ..stats import StatsRecorder
-from ..adapt import ADAPT_METHODS, BandMatch, adapt_bn, frame_mask, signal_mask
+from ..adapt import ADAPT_METHODS, BandMatch, adapt_bn, clip_samples, frame_mask, signal_mask
 from .datasets import spec_cache
 from .shift import Shift
 
@@ -81,7 +81,7 @@ class ShiftedValid:
     def mask(self, T:int)->torch.Tensor:
         "`[N,1,1,T]`: the frames of each validation clip that are signal, not the padding of a short clip"
         if self._mask is None:
-            n = torch.tensor([sf.info(f).frames * self.cfg.sr // sf.info(f).samplerate for f in self.files])
+            n = torch.tensor([clip_samples(f, self.cfg.sr) for f in self.files])
             self._mask = frame_mask(n, int(round(self.duration * self.cfg.sr)), T, self.cfg.hop_length, 'end')
         return self._mask
     def _batches(self, X, idx, pipe, dev):

@@ -199,8 +199,9 @@ def adaptation_markdown(adapt_summary:pd.DataFrame)->str:
                   '|---|---|---|' + '---|' * len(methods)]
         for sh, h in g.groupby('shift', sort=False):
             by = h.set_index('method')
-            cells = [f"{_f(by.loc[m, 'after'])} ({_f(by.loc[m, 'change'], '{:+.4f}')} ± {_f(by.loc[m, 'change_ci95'])})"
-                     if m in by.index else '–' for m in methods]
+            cell = lambda m: f"{_f(by.loc[m, 'after'])} ({_f(by.loc[m, 'change'], '{:+.4f}')} ± " \
+                             f"{_f(by.loc[m, 'change_ci95'])})"
+            cells = [cell(m) if m in by.index else '–' for m in methods]
             lines.append(f"| {sh} | {int(h['n'].max())} | {_f(h['before'].iloc[0])} | " + ' | '.join(cells) + ' |')
         lines.append('')
     return '\n'.join(lines)
