@@ -9,10 +9,10 @@ from typing import NamedTuple
 import soundfile as sf, torch
 from torch import nn
 from fastai.data.load import DataLoader
+from fastai.torch_core import retain_type
 from fasttransform import Pipeline
 from .audio import AudioTensor, AUDIO_EXTS
 from .cache import dl_crop
-from fastai.torch_core import retain_type
 from .spec import TensorSpec
 from .stats import StatsRecorder
 from .dlstats import stats_pipeline
@@ -213,9 +213,6 @@ def _clips_dl(learn, clips, bs:int|None):
     clips = list(clips)
     missing = [str(c) for c in clips if isinstance(c, (str, Path)) and not Path(c).is_file()]
     if missing: raise FileNotFoundError(f"adapt: {len(missing)} clip file(s) not found, e.g. {missing[0]}")
-    if len(clips) < MIN_CLIPS:
-        raise ValueError(f"adapt needs at least {MIN_CLIPS} unlabeled clips from the new setup to estimate its "
-                         f"statistics ({len(clips)} given)")
     return learn.dls.test_dl(clips, bs=bs or learn.dls.bs)
 
 def _train_stats(learn, mask_padding:bool)->StatsRecorder:
@@ -270,7 +267,8 @@ def adapt(learn, # a trained `Learner` (left unchanged)
     dl = _clips_dl(learn, clips, bs)
     n = len(dl.dataset)
     if n < MIN_CLIPS:
-        raise ValueError(f"adapt needs at least {MIN_CLIPS} unlabeled clips from the new setup ({n} given)")
+        raise ValueError(f"adapt needs at least {MIN_CLIPS} unlabeled clips from the new setup to estimate its "
+                         f"statistics ({n} given)")
     new = _clone(learn)
     if how.match:
         train = train_stats if train_stats is not None else _train_stats(learn, mask_padding)
